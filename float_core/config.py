@@ -1,0 +1,144 @@
+"""Model and sampling configuration (paper Sec. 5.2, A.4; facts in shared/reference/ARCHITECTURE.md).
+
+Every size in the engine comes from :class:`FloatConfig`. ``FloatConfig.official()`` is the
+released checkpoint; ``FloatConfig.tiny()`` is a few-MB random model for tests and the app's
+test mode (``FLOAT_TEST_MODEL=tiny-random``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Label order of the speech-emotion classifier (r-f/wav2vec-english-speech-emotion-recognition).
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def _wav2vec2_base_960h() -> dict[str, Any]:
+    """Architecture of facebook/wav2vec2-base-960h (audio features), as in the manifest."""
+    return dict(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False,
+        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+        layer_norm_eps=1e-5, hidden_act="gelu", feat_extract_activation="gelu", vocab_size=32,
+    )
+
+
+def _wav2vec2_emotion_xlsr() -> dict[str, Any]:
+    """Architecture of r-f/wav2vec-english-speech-emotion-recognition (xlsr-53 large, 7 labels)."""
+    return dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+        conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
+        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+        layer_norm_eps=1e-5, hidden_act="gelu", feat_extract_activation="gelu", vocab_size=33,
+        num_labels=len(EMOTIONS), pooling_mode="mean",
+    )
+
+
+def _tiny_wav2vec2(**extra: Any) -> dict[str, Any]:
+    """The tiny wav2vec2 of the reference fixtures: real conv kernels/strides, 16 hidden, 2 layers."""
+    return dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        conv_dim=[8] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+        layer_norm_eps=1e-5, hidden_act="gelu", feat_extract_activation="gelu", **extra,
+    )
+
+
+@dataclass(frozen=True)
+class FloatConfig:
+    """Sizes of every FLOAT component.
+
+    Names follow the paper: d = ``style_dim`` (motion latent, identity latent and
+    decoder style size), M = ``motion_dim`` orthonormal motion directions, L =
+    ``num_frames`` generated per window, L' = ``num_prev_frames`` carried over from the
+    previous window, T = ``attention_window`` (frame i attends frames i-T..i+T).
+    """
+
+    # Motion auto-encoder (paper 4.1, A.1): a LIA-style encoder/decoder at `image_size`.
+    image_size: int = 512
+    channel_base: int = 16384  # channels at resolution r: min(max_channels, channel_base // r)
+    max_channels: int = 512
+    style_dim: int = 512  # d = dim_w
+    motion_dim: int = 20  # M
+
+    # Conditions (paper 4.2): wav2vec2 audio features projected to dim_a; 7 emotions.
+    dim_a: int = 512
+    dim_e: int = len(EMOTIONS)
+    audio_wav2vec2: dict[str, Any] = field(default_factory=_wav2vec2_base_960h)
+    emotion_wav2vec2: dict[str, Any] = field(default_factory=_wav2vec2_emotion_xlsr)
+
+    # Flow matching transformer (paper 4.2, Fig. 3; DiT-style).
+    fmt_hidden: int = 1024  # h
+    fmt_depth: int = 8
+    fmt_heads: int = 8
+    mlp_ratio: float = 4.0
+    freq_embed_size: int = 256
+    num_frames: int = 50  # L (2 s at 25 fps)
+    num_prev_frames: int = 10  # L'
+    attention_window: int = 2  # T
+
+    # Media.
+    fps: float = 25.0
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if self.image_size < 4 or self.image_size & (self.image_size - 1):
+            raise ValueError(f"image_size must be a power of two >= 4, got {self.image_size}")
+        if self.fmt_hidden % self.fmt_heads:
+            raise ValueError(f"fmt_hidden ({self.fmt_hidden}) must be divisible by fmt_heads ({self.fmt_heads})")
+
+    # ----------------------------------------------------------------- derived sizes
+    def channels(self, resolution: int) -> int:
+        """Feature channels of the auto-encoder at ``resolution`` (official: 32 at 512 ... 512 at <= 32)."""
+        return min(self.max_channels, self.channel_base // resolution)
+
+    @property
+    def log_size(self) -> int:
+        return int(math.log2(self.image_size))
+
+    @property
+    def decoder_resolutions(self) -> list[int]:
+        """Resolutions of the decoder levels, low to high (official: 8, 16, ..., 512)."""
+        return [2**i for i in range(3, self.log_size + 1)]
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Audio samples per video frame (640 at 16 kHz, 25 fps)."""
+        return int(round(self.sample_rate / self.fps))
+
+    @property
+    def sequence_length(self) -> int:
+        """Positions seen by the FMT: L' + L (official 60)."""
+        return self.num_prev_frames + self.num_frames
+
+    def num_video_frames(self, num_samples: int) -> int:
+        """T = ceil(samples * fps / sample_rate), the reference's frame count."""
+        return int(math.ceil(num_samples * self.fps / self.sample_rate))
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def official(cls) -> "FloatConfig":
+        """The configuration of the released ``float.pth``."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "FloatConfig":
+        """A tiny random-weight configuration (a few MB) for tests and the app's test mode."""
+        return cls(
+            image_size=64, channel_base=512, max_channels=32, style_dim=16, motion_dim=20,
+            dim_a=16, audio_wav2vec2=_tiny_wav2vec2(conv_bias=False, feat_extract_norm="group",
+                                                     do_stable_layer_norm=False, vocab_size=32),
+            emotion_wav2vec2=_tiny_wav2vec2(conv_bias=True, feat_extract_norm="layer",
+                                            do_stable_layer_norm=True, num_labels=len(EMOTIONS),
+                                            pooling_mode="mean"),
+            fmt_hidden=64, fmt_depth=2, fmt_heads=4, num_frames=10, num_prev_frames=2,
+        )
+
+    def replace(self, **changes: Any) -> "FloatConfig":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)

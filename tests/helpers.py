@@ -1,0 +1,42 @@
+"""Test helpers: reference fixtures and tolerance checks (import with `from helpers import ...`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+
+
+class Fixture:
+    """One reference fixture (.npz): weights by key, `in.*` inputs, `out.*` outputs, `meta`."""
+
+    def __init__(self, name: str):
+        self.path = FIXTURES / f"{name}.npz"
+        with np.load(self.path) as z:
+            self.arrays = {k: z[k] for k in z.files if k != "__meta__"}
+            self.meta = json.loads(str(z["__meta__"]))
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.arrays[key]))
+
+    def input(self, name: str) -> torch.Tensor:
+        return self.tensor(f"in.{name}")
+
+    def output(self, name: str) -> torch.Tensor:
+        return self.tensor(f"out.{name}")
+
+    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Weights (every key that is not an input/output), optionally only those under `prefix`."""
+        return {k[len(prefix):]: self.tensor(k) for k in self.arrays
+                if not k.startswith(("in.", "out.")) and k.startswith(prefix)}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5) -> None:
+    """Max-abs comparison with the fixtures' tolerance (1e-5 unless stated)."""
+    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual.detach().float() - expected.float()).abs().max().item()
+    assert err <= atol, f"max abs error {err:.3g} > {atol:g}"
