@@ -1,0 +1,298 @@
+"""Sampling motion latents with the flow matching transformer (paper Eq. 2, Eq. 13, Sec. 4.2).
+
+Two layers, each usable alone:
+
+1. ODE solvers as plain functions over a vector field (k-diffusion style):
+   ``solver(field, x, times) -> x(times[-1])`` with ``field(t, x) -> dx/dt`` and ``t`` of shape
+   ``(1,)``. :func:`euler`, :func:`midpoint`, :func:`rk4`; :data:`SOLVERS` maps names to them and
+   :func:`time_grid` builds the uniform grid for a budget of vector-field evaluations.
+2. The windowed sampler (paper Sec. 4.2, "L' + L"): :func:`iter_motion_windows` generates the
+   clip L frames at a time, each window conditioned on the last L' latents and audio features of
+   the previous one, and yields every window as soon as it is solved (streaming);
+   :func:`sample_motion` concatenates them.
+
+**NFE** (number of function evaluations) here means vector-field evaluations per window; each
+evaluation is one batched FMT pass over the guidance branches (Eq. 13). The authors' script
+builds its grid as ``linspace(0, 1, nfe)``, i.e. ``nfe - 1`` Euler steps, so its ``nfe = n``
+equals our ``solver="euler", nfe=n - 1`` (ARCHITECTURE.md, "Sampling"); the paper's "NFE = 10"
+results therefore use 9 evaluations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Iterator, Mapping, Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SOLVERS",
+    "OdeSolver",
+    "VectorField",
+    "WindowInputs",
+    "euler",
+    "iter_motion_windows",
+    "midpoint",
+    "num_steps",
+    "num_windows",
+    "rk4",
+    "sample_motion",
+    "time_grid",
+]
+
+#: ``field(t, x) -> dx/dt`` with ``t`` a tensor of shape ``(1,)`` on ``x``'s device.
+VectorField = Callable[[Tensor, Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------- ODE solvers
+def euler(field: VectorField, x: Tensor, times: Tensor) -> Tensor:
+    """Explicit Euler (first order): ``x_{k+1} = x_k + (t_{k+1} - t_k) v(t_k, x_k)``.
+
+    One evaluation per step. With the reference's float32 grid this reproduces its sampler bit
+    for bit (``dt`` is taken from the grid, not recomputed as ``1 / steps``).
+    """
+    times = times.to(x.device)
+    for k in range(len(times) - 1):
+        t0 = times[k : k + 1]
+        x = x + (times[k + 1] - times[k]) * field(t0, x)
+    return x
+
+
+def midpoint(field: VectorField, x: Tensor, times: Tensor) -> Tensor:
+    """Explicit midpoint rule (second order); two evaluations per step."""
+    times = times.to(x.device)
+    for k in range(len(times) - 1):
+        t0, dt = times[k : k + 1], times[k + 1] - times[k]
+        x_mid = x + (dt / 2) * field(t0, x)
+        x = x + dt * field(t0 + dt / 2, x_mid)
+    return x
+
+
+def rk4(field: VectorField, x: Tensor, times: Tensor) -> Tensor:
+    """Classic fourth-order Runge-Kutta; four evaluations per step."""
+    times = times.to(x.device)
+    for k in range(len(times) - 1):
+        t0, dt = times[k : k + 1], times[k + 1] - times[k]
+        k1 = field(t0, x)
+        k2 = field(t0 + dt / 2, x + (dt / 2) * k1)
+        k3 = field(t0 + dt / 2, x + (dt / 2) * k2)
+        k4 = field(t0 + dt, x + dt * k3)
+        x = x + (dt / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
+
+
+class _Integrator(Protocol):
+    def __call__(self, field: VectorField, x: Tensor, times: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class OdeSolver:
+    """A fixed-grid ODE solver and its cost (vector-field evaluations per step)."""
+
+    integrate: _Integrator
+    evals_per_step: int
+
+    def __call__(self, field: VectorField, x: Tensor, times: Tensor) -> Tensor:
+        return self.integrate(field, x, times)
+
+
+#: Solver name -> :class:`OdeSolver` (read-only).
+SOLVERS: Mapping[str, OdeSolver] = MappingProxyType({
+    "euler": OdeSolver(euler, 1),
+    "midpoint": OdeSolver(midpoint, 2),
+    "rk4": OdeSolver(rk4, 4),
+})
+
+
+def _get_solver(solver: str) -> OdeSolver:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+    return SOLVERS[solver]
+
+
+def _check_nfe(nfe: int) -> None:
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1 (vector-field evaluations per window), got {nfe!r}")
+
+
+def num_steps(nfe: int, solver: str) -> int:
+    """Solver steps for a budget of ``nfe`` evaluations: ``max(1, nfe // evals_per_step)``."""
+    _check_nfe(nfe)
+    return max(1, nfe // _get_solver(solver).evals_per_step)
+
+
+def time_grid(nfe: int, solver: str = "euler") -> Tensor:
+    """Uniform float32 flow-time grid ``linspace(0, 1, steps + 1)`` for ``nfe`` evaluations.
+
+    Euler takes ``nfe`` steps, midpoint ``nfe // 2``, rk4 ``nfe // 4`` (at least one step, so a
+    budget below a solver's cost per step is rounded up to one step). The reference's
+    ``nfe = n`` (grid ``linspace(0, 1, n)``) is ``time_grid(n - 1, "euler")``.
+    """
+    return torch.linspace(0.0, 1.0, num_steps(nfe, solver) + 1, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- windows
+def num_windows(num_frames_total: int, window: int) -> int:
+    """Windows of ``window`` frames needed for ``num_frames_total`` frames: ``ceil(T / L)``."""
+    if num_frames_total < 1 or window < 1:
+        raise ValueError(f"num_windows needs T >= 1 and L >= 1, got T={num_frames_total}, L={window}")
+    return -(-num_frames_total // window)
+
+
+@dataclass(frozen=True)
+class WindowInputs:
+    """Everything one window's ODE starts from (handed to ``on_window`` for inspection).
+
+    Attributes:
+        index: window number k (0-based).
+        x0: starting noise ``(B, L, d)``.
+        audio: the window's audio slice ``(B, L, d_a)``; the last window's is right-padded by
+            replicating its last real frame.
+        prev_x: last L' generated latents of window k-1 ``(B, L', d)`` (zeros for k = 0).
+        prev_wa: last L' frames of window k-1's padded audio slice ``(B, L', d_a)`` (zeros for k = 0).
+        num_real: how many of the L frames are real (the rest is padding, not yielded).
+    """
+
+    index: int
+    x0: Tensor
+    audio: Tensor
+    prev_x: Tensor
+    prev_wa: Tensor
+    num_real: int
+
+
+def _check_tensor(name: str, value: Tensor, shape: tuple[int | None, ...], meaning: str) -> None:
+    """Raise ValueError unless ``value`` is a finite tensor of ``shape`` (None = any size)."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {meaning}, got {type(value).__name__}")
+    ok = value.dim() == len(shape) and all(s is None or s == v for s, v in zip(shape, value.shape))
+    if not ok:
+        raise ValueError(f"{name} must have shape {meaning}, got {tuple(value.shape)}")
+    if value.numel() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite (it contains NaN or inf)")
+
+
+@torch.no_grad()
+def iter_motion_windows(
+    fmt: torch.nn.Module,
+    audio_features: Tensor,
+    source_motion: Tensor,
+    emotion: Tensor,
+    *,
+    a_cfg: float = 2.0,
+    e_cfg: float = 1.0,
+    nfe: int = 10,
+    solver: str = "euler",
+    seed: int | None = None,
+    noise: Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_window: Callable[[WindowInputs], None] | None = None,
+) -> Iterator[Tensor]:
+    """Generate motion latents window by window, yielding each window when it is solved.
+
+    Window k solves the flow ODE (paper Eq. 2) from noise ``x0`` over flow time 0 -> 1 with the
+    guided vector field of Eq. 13 (``fmt.guided_velocity``), conditioned on audio frames
+    ``[kL, (k+1)L)``, the source motion, the emotion, and the previous window's last L' latents and
+    audio features (zeros for window 0; ARCHITECTURE.md, "Windows").
+
+    Args:
+        fmt: a :class:`~float_core.models.fmt.FlowMatchingTransformer` (eval mode, on the inputs' device).
+        audio_features: w_a ``(B, T, d_a)``.
+        source_motion: w_{r->S} ``(B, d)``.
+        emotion: w_e ``(B, 7)`` (probabilities or a one-hot redirection).
+        a_cfg, e_cfg: audio and emotion guidance scales (paper Eq. 13; defaults 2 and 1).
+        nfe: vector-field evaluations per window (see :func:`time_grid`).
+        solver: a key of :data:`SOLVERS`.
+        seed: seeds one CPU ``torch.Generator`` that draws fresh noise for every window in turn
+            (deterministic for a seed, different across windows); ``None`` = nondeterministic.
+        noise: explicit starting noise ``(num_windows, B, L, d)``; overrides ``seed``.
+        progress: called as ``progress(evaluations_done, evaluations_total)`` after every
+            vector-field evaluation of the whole clip.
+        on_window: called with the :class:`WindowInputs` of every window before it is solved.
+
+    Yields:
+        ``(B, n_k, d)`` motion latents of window k: its ``n_k`` real frames (``L``, fewer in the last).
+    """
+    # ---- validation (all before the first window, so errors surface on the first next()).
+    for name, value in (("a_cfg", a_cfg), ("e_cfg", e_cfg)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    steps = num_steps(nfe, solver)
+    integrate = _get_solver(solver)
+    L, Lp = fmt.num_frames, fmt.num_prev_frames
+    d, d_a, d_e = fmt.dim_w, fmt.dim_a, fmt.dim_e
+    if Lp > L:
+        raise ValueError(f"the FMT's num_prev_frames ({Lp}) must not exceed num_frames ({L})")
+    _check_tensor("audio_features", audio_features, (None, None, d_a), f"(B, T, {d_a})")
+    batch, total = audio_features.shape[:2]
+    if batch < 1 or total < 1:
+        raise ValueError(f"audio_features must have B >= 1 and T >= 1 frames, got {tuple(audio_features.shape)}")
+    _check_tensor("source_motion", source_motion, (batch, d), f"(B={batch}, {d})")
+    _check_tensor("emotion", emotion, (batch, d_e), f"(B={batch}, {d_e})")
+    windows = num_windows(total, L)
+    device, dtype = audio_features.device, audio_features.dtype
+    if noise is not None:
+        _check_tensor("noise", noise, (windows, batch, L, d), f"(num_windows={windows}, B={batch}, L={L}, d={d})")
+        generator = None
+    else:
+        generator = torch.Generator()  # CPU: the same seed gives the same noise on every device
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+    times = time_grid(nfe, solver).to(device)
+
+    # ---- audio: pad once to whole windows by repeating the last frame; slices are then views.
+    padded = torch.cat([audio_features, audio_features[:, -1:].expand(batch, windows * L - total, d_a)], dim=1)
+    prev_x = torch.zeros(batch, Lp, d, device=device, dtype=dtype)
+    prev_wa = torch.zeros(batch, Lp, d_a, device=device, dtype=dtype)
+    evals_total, evals_done = windows * steps * integrate.evals_per_step, 0
+
+    for k in range(windows):
+        audio = padded[:, k * L : (k + 1) * L]
+        if noise is not None:
+            x0 = noise[k].to(device=device, dtype=dtype)
+        else:
+            x0 = torch.randn(batch, L, d, generator=generator).to(device=device, dtype=dtype)
+        num_real = min(L, total - k * L)
+        if on_window is not None:
+            on_window(WindowInputs(k, x0, audio, prev_x, prev_wa, num_real))
+
+        def field(t: Tensor, x: Tensor, audio: Tensor = audio, prev_x: Tensor = prev_x,
+                  prev_wa: Tensor = prev_wa) -> Tensor:
+            nonlocal evals_done
+            v = fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, a_cfg, e_cfg)
+            evals_done += 1
+            if progress is not None:
+                progress(evals_done, evals_total)
+            return v[:, Lp:]  # the velocity of the current window (outputs 0..L'-1 are context)
+
+        x1 = integrate(field, x0, times)
+        prev_x, prev_wa = x1[:, L - Lp :], audio[:, L - Lp :]
+        yield x1[:, :num_real]
+
+
+def sample_motion(
+    fmt: torch.nn.Module,
+    audio_features: Tensor,
+    source_motion: Tensor,
+    emotion: Tensor,
+    *,
+    a_cfg: float = 2.0,
+    e_cfg: float = 1.0,
+    nfe: int = 10,
+    solver: str = "euler",
+    seed: int | None = None,
+    noise: Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_window: Callable[[WindowInputs], None] | None = None,
+) -> Tensor:
+    """All windows of :func:`iter_motion_windows` (same arguments) concatenated: ``(B, T, d)``."""
+    windows = iter_motion_windows(
+        fmt, audio_features, source_motion, emotion, a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver,
+        seed=seed, noise=noise, progress=progress, on_window=on_window,
+    )
+    return torch.cat(list(windows), dim=1)

@@ -1,0 +1,182 @@
+"""ODE solvers and the windowed motion sampler (float_core/sampling.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import Fixture, assert_close
+from test_fmt import tiny_fmt
+
+from float_core.sampling import (
+    SOLVERS, WindowInputs, euler, iter_motion_windows, midpoint, num_steps, num_windows, rk4, sample_motion,
+    time_grid,
+)
+
+REFERENCE_RUNS = ("float_sample_tiny_s2e", "float_sample_tiny_onehot")
+
+
+# --------------------------------------------------------------------------- solvers
+def _grid(steps: int) -> torch.Tensor:
+    return torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+
+
+def _exp_sin_field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """dx/dt = cos(t) x, so x(1) = x(0) exp(sin 1); depends on t and x."""
+    assert t.shape == (1,)
+    return torch.cos(t) * x
+
+
+@pytest.mark.parametrize("solver, order", [(euler, 1), (midpoint, 2), (rk4, 4)])
+def test_solver_convergence_order(solver, order):
+    x0 = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    exact = x0 * math.exp(math.sin(1.0))
+    errors = [(solver(_exp_sin_field, x0, _grid(n)) - exact).abs().max().item() for n in (8, 16, 32)]
+    rates = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(rate - order) < 0.25 for rate in rates), rates
+
+
+def test_solver_exactness_on_polynomial_fields():
+    """Euler is exact for constant fields, midpoint for dx/dt = t, rk4 for dx/dt = 4 t^3 (Simpson)."""
+    x0, grid = torch.zeros(1, dtype=torch.float64), _grid(4)
+    for solver in (euler, midpoint, rk4):
+        assert solver(lambda t, x: torch.full_like(x, 3.0), x0, grid).item() == pytest.approx(3.0, abs=1e-14)
+    assert midpoint(lambda t, x: t.expand_as(x), x0, grid).item() == pytest.approx(0.5, abs=1e-14)
+    assert euler(lambda t, x: t.expand_as(x), x0, grid).item() == pytest.approx(3 / 8, abs=1e-14)  # sum of t_k h
+    cubic = lambda t, x: (4 * t**3).expand_as(x)  # noqa: E731
+    assert rk4(cubic, x0, grid).item() == pytest.approx(1.0, abs=1e-14)
+    assert abs(midpoint(cubic, x0, grid).item() - 1.0) > 1e-3
+
+
+@pytest.mark.parametrize("solver, nfe, steps", [("euler", 9, 9), ("midpoint", 10, 5), ("midpoint", 9, 4),
+                                                ("rk4", 10, 2), ("rk4", 3, 1), ("euler", 1, 1)])
+def test_time_grid_counts_evaluations(solver, nfe, steps):
+    grid = time_grid(nfe, solver)
+    assert grid.dtype == torch.float32 and len(grid) == steps + 1 and num_steps(nfe, solver) == steps
+    assert grid[0] == 0 and grid[-1] == 1
+    calls = []
+    SOLVERS[solver](lambda t, x: calls.append(t) or x, torch.zeros(1), grid)
+    assert len(calls) == steps * SOLVERS[solver].evals_per_step
+
+
+def test_time_grid_reproduces_reference_grid():
+    """The reference's nfe = 10 is linspace(0, 1, 10): our Euler with NFE 9."""
+    assert torch.equal(time_grid(9, "euler"), Fixture("float_sample_tiny_s2e").input("time_grid"))
+
+
+@pytest.mark.parametrize("kwargs, match", [({"nfe": 0}, "nfe"), ({"nfe": 2.5}, "nfe"), ({"nfe": True}, "nfe"),
+                                           ({"nfe": 4, "solver": "heun"}, "euler")])
+def test_time_grid_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        time_grid(**kwargs)
+
+
+def test_num_windows():
+    assert [num_windows(t, 5) for t in (1, 5, 6, 12, 15)] == [1, 1, 2, 3, 3]
+    with pytest.raises(ValueError):
+        num_windows(0, 5)
+
+
+# --------------------------------------------------------------------------- windowed sampler
+def _reference_run(name: str):
+    f = Fixture(name)
+    call = f.meta["call"]
+    args = (tiny_fmt(f), f.input("wa"), f.input("r_s"), f.input("we")[:, 0])
+    return f, args, dict(a_cfg=call["a_cfg_scale"], e_cfg=call["e_cfg_scale"])
+
+
+@pytest.mark.parametrize("name", REFERENCE_RUNS)
+def test_sample_reproduces_reference(name):
+    """The reference FLOAT.sample (nfe 10 -> 9 Euler evaluations) with its per-window noise."""
+    f, args, scales = _reference_run(name)
+    seen: list[WindowInputs] = []
+    out = sample_motion(*args, **scales, nfe=9, solver="euler", noise=f.output("x0_per_chunk"),
+                        on_window=seen.append)
+    assert_close(out, f.output("sample"))
+    assert [w.index for w in seen] == [0, 1, 2] and [w.num_real for w in seen] == [5, 5, 2]
+    for k, window in enumerate(seen):
+        assert_close(window.audio, f.output("wa_chunk_padded")[k], atol=0)
+        assert_close(window.prev_x, f.output("prev_x_per_chunk")[k])
+        assert_close(window.prev_wa, f.output("prev_wa_per_chunk")[k], atol=0)
+
+
+def test_windows_are_yielded_incrementally():
+    """The first window is available after exactly one window's evaluations."""
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    fmt = args[0]
+    passes: list[int] = []
+    fmt.register_forward_hook(lambda module, inputs, output: passes.append(output.shape[0]))
+    windows = iter_motion_windows(*args, **scales, nfe=9, noise=f.output("x0_per_chunk"))
+    assert passes == []  # a generator: nothing runs before the first next()
+    first = next(windows)
+    assert first.shape == (1, 5, 16) and len(passes) == 9 and set(passes) == {3}  # 3 batched branches
+    assert_close(first, f.output("sample")[:, :5])
+    rest = list(windows)
+    assert [w.shape[1] for w in rest] == [5, 2] and len(passes) == 27
+
+
+def test_progress_reports_every_evaluation():
+    f, args, scales = _reference_run("float_sample_tiny_onehot")
+    reports: list[tuple[int, int]] = []
+    sample_motion(*args, **scales, nfe=4, solver="midpoint", seed=0, progress=lambda *p: reports.append(p))
+    assert reports == [(i, 12) for i in range(1, 13)]  # 3 windows x 2 steps x 2 evaluations
+
+
+def test_seeded_noise_is_deterministic_and_differs_across_windows():
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    noises: list[torch.Tensor] = []
+    a = sample_motion(*args, **scales, nfe=2, seed=7, on_window=lambda w: noises.append(w.x0))
+    b = sample_motion(*args, **scales, nfe=2, seed=7)
+    c = sample_motion(*args, **scales, nfe=2, seed=8)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert not torch.allclose(noises[0], noises[1]) and not torch.allclose(noises[1], noises[2])
+    # The contract: one CPU generator seeded once, drawing (B, L, d) per window in order.
+    generator = torch.Generator().manual_seed(7)
+    expected = torch.stack([torch.randn(1, 5, 16, generator=generator) for _ in range(3)])
+    assert torch.equal(torch.stack(noises), expected)
+    assert torch.equal(sample_motion(*args, **scales, nfe=2, noise=expected), a)
+
+
+def test_unseeded_noise_differs_between_calls():
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    assert not torch.allclose(sample_motion(*args, **scales, nfe=1), sample_motion(*args, **scales, nfe=1))
+
+
+def test_batch_members_are_independent():
+    """A batch of two equals the two single runs (window bookkeeping is per sample)."""
+    f, (fmt, wa, wr, we), scales = _reference_run("float_sample_tiny_s2e")
+    noise = torch.randn(3, 2, 5, 16, generator=torch.Generator().manual_seed(1))
+    wa2, wr2, we2 = torch.cat([wa, wa.flip(1)]), torch.cat([wr, -wr]), torch.cat([we, we.flip(1)])
+    both = sample_motion(fmt, wa2, wr2, we2, **scales, nfe=3, noise=noise)
+    for i in range(2):
+        single = sample_motion(fmt, wa2[i:i + 1], wr2[i:i + 1], we2[i:i + 1], **scales, nfe=3, noise=noise[:, i:i + 1])
+        assert_close(both[i:i + 1], single)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(nfe=0), "nfe"),
+    (dict(solver="dopri5"), "solver"),
+    (dict(a_cfg=float("nan")), "a_cfg"),
+    (dict(e_cfg=float("inf")), "e_cfg"),
+    (dict(noise=torch.zeros(2, 1, 5, 16)), r"num_windows=3, B=1, L=5, d=16"),
+    (dict(noise=torch.full((3, 1, 5, 16), float("nan"))), "noise"),
+])
+def test_sampler_option_validation(change, match):
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    with pytest.raises(ValueError, match=match):
+        next(iter_motion_windows(*args, **{**scales, **change}))
+
+
+@pytest.mark.parametrize("index, bad, match", [
+    (1, torch.zeros(1, 12, 15), "audio_features"),
+    (1, torch.full((1, 12, 16), float("nan")), "audio_features"),
+    (2, torch.zeros(2, 16), "source_motion"),
+    (3, torch.zeros(1, 1, 7), "emotion"),
+])
+def test_sampler_input_validation(index, bad, match):
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    args = list(args)
+    args[index] = bad
+    with pytest.raises(ValueError, match=match):
+        sample_motion(*args, **scales)
