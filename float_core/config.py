@@ -89,6 +89,9 @@ class FloatConfig:
     def __post_init__(self) -> None:
         if self.image_size < 4 or self.image_size & (self.image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 4, got {self.image_size}")
+        if not 0 < self.motion_dim <= self.style_dim:
+            raise ValueError(f"motion_dim must be in 1..style_dim ({self.style_dim}): M orthonormal "
+                             f"directions need M <= d; got {self.motion_dim}")
         if self.fmt_hidden % self.fmt_heads:
             raise ValueError(f"fmt_hidden ({self.fmt_hidden}) must be divisible by fmt_heads ({self.fmt_heads})")
 
@@ -130,7 +133,7 @@ class FloatConfig:
     def tiny(cls) -> "FloatConfig":
         """A tiny random-weight configuration (a few MB) for tests and the app's test mode."""
         return cls(
-            image_size=64, channel_base=512, max_channels=32, style_dim=16, motion_dim=20,
+            image_size=64, channel_base=512, max_channels=32, style_dim=32, motion_dim=20,
             dim_a=16, audio_wav2vec2=_tiny_wav2vec2(conv_bias=False, feat_extract_norm="group",
                                                      do_stable_layer_norm=False, vocab_size=32),
             emotion_wav2vec2=_tiny_wav2vec2(conv_bias=True, feat_extract_norm="layer",

@@ -1,0 +1,184 @@
+"""``python -m float_core generate``: portrait + speech -> talking-head MP4, one job or a batch.
+
+Batch mode (``--jobs FILE``) reads a CSV (header row) or JSON list of jobs, loads the model
+once, reports and skips a failing job and completes the rest (exit code 1 if any failed).
+Job fields: ``image``, ``audio``, ``output`` (required) and optionally ``emotion``, ``a_cfg``,
+``e_cfg``, ``nfe``, ``solver``, ``seed``, ``crop``, ``paste_back``; missing fields take the
+command-line values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import EMOTIONS
+
+SOLVER_CHOICES = ("euler", "midpoint", "rk4")
+_JOB_FIELDS = {"image", "audio", "output", "emotion", "a_cfg", "e_cfg", "nfe", "solver", "seed",
+               "crop", "paste_back"}
+
+
+@dataclass
+class Job:
+    """One generation request (CLI arguments or one row of a jobs file)."""
+
+    image: str
+    audio: str
+    output: str
+    emotion: str = "auto"
+    a_cfg: float = 2.0
+    e_cfg: float = 1.0
+    nfe: int = 10
+    solver: str = "euler"
+    seed: int | None = None
+    crop: bool = True
+    paste_back: bool = False
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate", help="make a talking-head video from a portrait and speech",
+        description="Generate a talking-head MP4 (H.264 + AAC speech) from a portrait and a speech file.",
+    )
+    io = p.add_argument_group("inputs and output (one job)")
+    io.add_argument("--image", help="portrait image (JPEG, PNG, WebP, ...)")
+    io.add_argument("--audio", help="speech (wav, flac, mp3, ogg, m4a, webm or a video's audio track)")
+    io.add_argument("-o", "--output", help="output .mp4 path")
+    io.add_argument("--jobs", metavar="FILE",
+                    help="batch mode: a CSV (header: image,audio,output[,emotion,a_cfg,...]) or JSON list of jobs")
+    g = p.add_argument_group("generation")
+    g.add_argument("--emotion", default="auto", choices=("auto",) + EMOTIONS,
+                   help="'auto' uses the emotion predicted from the speech; a name redirects to it (default: auto)")
+    g.add_argument("--a-cfg", type=float, default=2.0, help="audio guidance scale gamma_a (default: 2)")
+    g.add_argument("--e-cfg", type=float, default=1.0, help="emotion guidance scale gamma_e (default: 1)")
+    g.add_argument("--nfe", type=int, default=10, help="vector-field evaluations per window (default: 10)")
+    g.add_argument("--solver", default="euler", choices=SOLVER_CHOICES, help="ODE solver (default: euler)")
+    g.add_argument("--seed", type=int, default=None, help="noise seed for reproducible output (default: random)")
+    g.add_argument("--no-crop", dest="crop", action="store_false",
+                   help="do not detect and crop the face; resize the whole image instead")
+    g.add_argument("--paste-back", action="store_true",
+                   help="paste the animated face back into the original photo at full resolution")
+    g.add_argument("--max-seconds", type=float, default=None, help="reject audio longer than this")
+    m = p.add_argument_group("model")
+    m.add_argument("--checkpoint", default=None,
+                   help="checkpoint folder (authors' layout) or single file; default $FLOAT_CHECKPOINT_DIR "
+                        "or ./checkpoints; 'tiny-random' for a test model")
+    m.add_argument("--audio-model", default=None, help="wav2vec2-base-960h folder or Hugging Face id")
+    m.add_argument("--emotion-model", default=None, help="speech-emotion model folder or Hugging Face id")
+    m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    m.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="decoder precision; bfloat16 is faster on recent CPUs/GPUs (default: float32)")
+    m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        jobs = _jobs_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .pipeline import FloatPipeline
+
+    try:
+        pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
+                                             device=args.device, dtype=args.dtype)
+    except ValueError as exc:  # WeightsError and bad device/dtype: say what to do, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failures = 0
+    for index, job in enumerate(jobs, 1):
+        label = f"[{index}/{len(jobs)}] " if len(jobs) > 1 else ""
+        try:
+            result = pipe.generate(
+                job.image, job.audio, job.output, crop=job.crop, paste_back=job.paste_back,
+                a_cfg=job.a_cfg, e_cfg=job.e_cfg, nfe=job.nfe, solver=job.solver,
+                emotion=job.emotion, seed=job.seed, batch_size=args.batch_size,
+                max_seconds=args.max_seconds, progress=not args.quiet,
+            )
+        except (ValueError, OSError) as exc:  # bad input: report, skip, go on with the next job
+            failures += 1
+            print(f"{label}error: {job.output}: {exc}", file=sys.stderr)
+            continue
+        if result.message:
+            print(f"{label}note: {result.message}", file=sys.stderr)
+        print(f"{label}{result.summary()}")
+    if len(jobs) > 1:
+        print(f"{len(jobs) - failures} of {len(jobs)} jobs done, {failures} failed")
+    return 1 if failures else 0
+
+
+def _jobs_from_args(args: argparse.Namespace) -> list[Job]:
+    defaults = dict(emotion=args.emotion, a_cfg=args.a_cfg, e_cfg=args.e_cfg, nfe=args.nfe,
+                    solver=args.solver, seed=args.seed, crop=args.crop, paste_back=args.paste_back)
+    if args.jobs:
+        if args.image or args.audio or args.output:
+            raise ValueError("--jobs: give either --jobs or --image/--audio/--output, not both")
+        return [_make_job({**defaults, **row}, f"--jobs row {i}") for i, row in enumerate(read_jobs(args.jobs), 1)]
+    missing = [flag for flag, value in (("--image", args.image), ("--audio", args.audio),
+                                        ("--output", args.output)) if not value]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)} (or use --jobs FILE for a batch)")
+    return [_make_job(dict(defaults, image=args.image, audio=args.audio, output=args.output), "arguments")]
+
+
+def read_jobs(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV (with header) or a JSON list of objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--jobs: no such file: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        rows = json.loads(text)
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("--jobs: a JSON jobs file must be a list of objects")
+    else:
+        rows = [{k.strip(): v for k, v in row.items() if k and v not in (None, "")}
+                for row in csv.DictReader(text.splitlines())]
+    if not rows:
+        raise ValueError(f"--jobs: {path} holds no jobs")
+    for i, row in enumerate(rows, 1):
+        unknown = set(row) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"--jobs row {i}: unknown field(s) {sorted(unknown)}; known: {sorted(_JOB_FIELDS)}")
+    return rows
+
+
+def _make_job(values: dict[str, Any], where: str) -> Job:
+    try:
+        job = Job(
+            image=str(values["image"]), audio=str(values["audio"]), output=str(values["output"]),
+            emotion=str(values["emotion"]).lower(), a_cfg=float(values["a_cfg"]),
+            e_cfg=float(values["e_cfg"]), nfe=int(values["nfe"]), solver=str(values["solver"]),
+            seed=None if values["seed"] in (None, "") else int(values["seed"]),
+            crop=_as_bool(values["crop"]), paste_back=_as_bool(values["paste_back"]),
+        )
+    except KeyError as exc:
+        raise ValueError(f"{where}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if job.emotion not in ("auto",) + EMOTIONS:
+        raise ValueError(f"{where}: emotion must be auto or one of {', '.join(EMOTIONS)}, got {job.emotion!r}")
+    if job.solver not in SOLVER_CHOICES:
+        raise ValueError(f"{where}: solver must be one of {', '.join(SOLVER_CHOICES)}, got {job.solver!r}")
+    if job.nfe < 1:
+        raise ValueError(f"{where}: nfe must be >= 1, got {job.nfe}")
+    return job
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "no", "n", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")

@@ -1,0 +1,455 @@
+"""FLOAT inference pipeline: portrait + speech -> motion latents -> frames -> video.
+
+Data flows one way (DESIGN.md): ``prepare`` (image and audio analysis, cached by callers)
+-> ``sample_motion`` (flow matching in the motion latent space, paper Sec. 4.2) ->
+``render`` (motion auto-encoder decoder, Sec. 4.1, optionally with lambda edits) -> video.
+Every step is a function of its inputs and settings; the pipeline object holds only the
+read-only networks, so one instance can serve many app sessions at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import sampling
+from .config import EMOTIONS, FloatConfig
+from .editing import apply_lambda_offsets, as_lambda_offsets, lambda_to_motion, motion_to_lambda
+from .models.conditions import normalize_audio
+from .models.decoder_inference import InferenceDecoder
+from .models.float_model import FloatModel
+
+#: Environment variable that makes ``from_pretrained`` build a tiny random model (tests, app test mode).
+TEST_MODEL_ENV = "FLOAT_TEST_MODEL"
+TEST_MODEL_NAME = "tiny-random"
+SOLVERS: tuple[str, ...] = ("euler", "midpoint", "rk4")
+
+ImageInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or an RGB uint8 array
+AudioInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or float32 16 kHz mono samples
+EmotionInput = Union[str, Sequence[float], np.ndarray, Tensor, None]  #: see resolve_emotion
+
+
+# ---------------------------------------------------------------------------- helpers
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def select_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Decoder compute dtype: float32 (default, reference numbers) or bfloat16/float16 (opt-in speed)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+    elif str(dtype).lower() in _DTYPES:
+        return _DTYPES[str(dtype).lower()]
+    raise ValueError(f"dtype: expected one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def frames_to_uint8(frames: Tensor) -> np.ndarray:
+    """(K,3,H,W) images in [-1,1] -> (K,H,W,3) uint8, by truncation as the reference writes video bytes."""
+    x = ((frames.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)  # .to(uint8) truncates like the reference
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def _tqdm(total: int, desc: str, enabled: bool, unit: str = "it"):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+
+
+# ---------------------------------------------------------------------------- prepared state
+@dataclass(frozen=True)
+class SourceImage:
+    """Everything the decoder needs from the portrait (computed once, reused by every edit)."""
+
+    image: Tensor  #: (1, 3, S, S) source crop in [-1, 1]
+    crop_box: Any  #: :class:`float_core.media.face.CropBox` in original-image pixels, or None
+    original: np.ndarray | None  #: the decoded photo (H, W, 3) uint8, for paste-back
+    identity_latent: Tensor  #: w_{S->r} (d,)  (paper Eq. 8)
+    source_lambda: Tensor  #: lambda(S) (M,)
+    source_motion: Tensor  #: w_{r->S} = V lambda(S) (d,)
+    features: tuple[Tensor, ...]  #: encoder feature pyramid, low to high resolution, batch 1
+    message: str | None = None  #: e.g. "2 faces found; used the largest"
+
+
+@dataclass(frozen=True)
+class DrivingAudio:
+    """Everything the sampler needs from the speech (computed once per audio)."""
+
+    waveform: np.ndarray  #: float32 16 kHz mono, as decoded (muxed into the video)
+    audio_features: Tensor  #: w_a (T, dim_a)
+    emotion_probs: Tensor  #: speech-emotion softmax w_e (7,), order :data:`EMOTIONS`
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.audio_features.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.waveform.shape[0] / 16000.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Cached analysis of one portrait and one speech clip (see :meth:`FloatPipeline.prepare`)."""
+
+    source: SourceImage
+    speech: DrivingAudio
+
+    crop_box = property(lambda self: self.source.crop_box)
+    identity_latent = property(lambda self: self.source.identity_latent)
+    source_lambda = property(lambda self: self.source.source_lambda)
+    source_motion = property(lambda self: self.source.source_motion)
+    features = property(lambda self: self.source.features)
+    audio_features = property(lambda self: self.speech.audio_features)
+    emotion_probs = property(lambda self: self.speech.emotion_probs)
+    num_frames = property(lambda self: self.speech.num_frames)
+
+
+@dataclass
+class GenerationResult:
+    """What :meth:`FloatPipeline.generate` produced."""
+
+    path: Path
+    num_frames: int
+    seconds: float  #: duration of the video
+    wall_seconds: float  #: time taken
+    timings: dict[str, float] = field(default_factory=dict)
+    emotion: Tensor | None = None  #: the emotion vector used (7,)
+    motion: Tensor | None = None  #: sampled motion latents (T, d)
+    message: str | None = None
+
+    @property
+    def fps(self) -> float:
+        """Rendered frames per wall-clock second."""
+        return self.num_frames / max(self.wall_seconds, 1e-9)
+
+    def summary(self) -> str:
+        return (f"{self.path}: {self.num_frames} frames, {self.seconds:.2f} s of video in "
+                f"{self.wall_seconds:.1f} s ({self.fps:.2f} frames/s)")
+
+
+# ---------------------------------------------------------------------------- pipeline
+class FloatPipeline:
+    """The FLOAT engine. Holds read-only networks; all per-request state lives in :class:`Prepared`.
+
+    Build with :meth:`from_pretrained`. ``dtype`` selects the decoder's compute precision
+    (the decoder is ~95 % of the time on CPU); everything else runs in float32.
+    """
+
+    def __init__(self, model: FloatModel, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None):
+        self.device = select_device(device)
+        self.dtype = select_dtype(dtype)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.config: FloatConfig = model.config
+        self.decoder = InferenceDecoder(self.model.motion_autoencoder.dec, dtype=self.dtype)
+        with torch.no_grad():
+            self.basis = self.model.motion_autoencoder.basis().detach()  # (d, M), fixed after loading
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | os.PathLike[str] | None = None,
+        audio_model: str | os.PathLike[str] | None = None,
+        emotion_model: str | os.PathLike[str] | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> "FloatPipeline":
+        """Load the released weights.
+
+        Args:
+            checkpoint: a folder in the authors' layout (``float.pth``, ``wav2vec2-base-960h/``,
+                ``wav2vec-english-speech-emotion-recognition/``), a single ``.pth``/``.safetensors``
+                file, or None for ``$FLOAT_CHECKPOINT_DIR`` or ``./checkpoints``. The name
+                ``"tiny-random"`` (or ``FLOAT_TEST_MODEL=tiny-random`` in the environment) builds
+                a tiny random model with no files, for tests.
+            audio_model, emotion_model: local folders or Hugging Face ids of the two wav2vec2
+                models when they are not inside ``checkpoint``.
+            device: "auto" (default: CUDA if available), "cpu", "cuda", ...
+            dtype: decoder precision, "float32" (default) or "bfloat16".
+        """
+        if str(checkpoint) == TEST_MODEL_NAME or (
+                checkpoint is None and os.environ.get(TEST_MODEL_ENV, "") == TEST_MODEL_NAME):
+            return cls.tiny_random(device=device, dtype=dtype)
+        if checkpoint is None and os.environ.get(TEST_MODEL_ENV):
+            raise ValueError(f"{TEST_MODEL_ENV}: the only test model is {TEST_MODEL_NAME!r}, "
+                             f"got {os.environ[TEST_MODEL_ENV]!r}")
+        from .weights import load_model, resolve_sources
+
+        config = FloatConfig.official()
+        sources = resolve_sources(checkpoint, audio_model, emotion_model)
+        model = load_model(config, sources, device="cpu")
+        return cls(model, device=device, dtype=dtype)
+
+    @classmethod
+    def tiny_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    dtype: str | torch.dtype | None = None) -> "FloatPipeline":
+        """A tiny model (``FloatConfig.tiny()``) with seeded random weights and no files.
+
+        Like the reference fixtures, every parameter gets small noise on top of its
+        initialisation so that no constant-initialised term (zero biases, unit LayerNorm
+        gains, zero-initialised output layers) vanishes and every input matters.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = FloatModel(FloatConfig.tiny())
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p) * (0.1 if p.ndim <= 1 else 0.02))
+        return cls(model, device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ analysis
+    @torch.no_grad()
+    def prepare_image(self, image: ImageInput, crop: bool = True) -> SourceImage:
+        """Decode, (optionally) face-crop and encode a portrait (paper Eq. 8).
+
+        Args:
+            image: a file path or an RGB uint8 array (H, W, 3).
+            crop: detect the largest face and crop around it with the reference rule; when
+                False the whole image is resized to the model's input size.
+        """
+        from .media.face import crop_portrait
+        from .media.image import load_image
+
+        photo = load_image(image)
+        result = crop_portrait(photo, crop=crop, size=self.config.image_size)
+        x = torch.tensor(result.image, device=self.device)  # a copy: the crop may be read-only
+        x = x.permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        identity, lam, feats = self.model.motion_autoencoder.encode(x)
+        return SourceImage(
+            image=x, crop_box=result.box, original=photo if crop else None,
+            identity_latent=identity[0], source_lambda=lam[0],
+            source_motion=lambda_to_motion(lam[0], self.basis), features=tuple(feats),
+            message=result.message,
+        )
+
+    @torch.no_grad()
+    def prepare_audio(self, audio: AudioInput, *, max_seconds: float | None = None) -> DrivingAudio:
+        """Decode speech and compute wav2vec2 features and speech-emotion probabilities.
+
+        Args:
+            audio: a file path (any format ffmpeg reads) or a float32 16 kHz mono array.
+            max_seconds: reject longer audio with a clear message (None: no limit).
+        """
+        from .media.audio import load_audio
+
+        if isinstance(audio, np.ndarray) or torch.is_tensor(audio):
+            wave = _validate_waveform(audio)
+            if max_seconds is not None and wave.shape[0] > max_seconds * self.config.sample_rate:
+                raise ValueError(f"audio: {wave.shape[0] / self.config.sample_rate:.1f} s is longer "
+                                 f"than the limit of {max_seconds:g} s; trim it or raise max_seconds")
+        else:
+            wave = load_audio(audio, target_rate=self.config.sample_rate, max_seconds=max_seconds)
+        x = normalize_audio(torch.tensor(wave, device=self.device)[None])
+        features = self.model.audio_encoder(x)[0]
+        probs = self.model.emotion_encoder(x)[0]
+        return DrivingAudio(waveform=wave, audio_features=features, emotion_probs=probs)
+
+    def prepare(self, image: ImageInput, audio: AudioInput, crop: bool = True, *,
+                max_seconds: float | None = None) -> Prepared:
+        """Analyse a portrait and a speech clip once; the result feeds sampling and rendering."""
+        return Prepared(self.prepare_image(image, crop=crop),
+                        self.prepare_audio(audio, max_seconds=max_seconds))
+
+    # ------------------------------------------------------------------ sampling
+    def resolve_emotion(self, prepared: Prepared | DrivingAudio, emotion: EmotionInput = None) -> Tensor:
+        """The emotion vector w_e (7,) used for sampling.
+
+        ``None`` or ``"auto"``: the speech-emotion probabilities; one of :data:`EMOTIONS`:
+        redirection to that emotion as a one-hot vector (paper Sec. 4.2); 7 numbers: a
+        given probability vector (non-negative, normalised to sum 1).
+        """
+        speech = prepared.speech if isinstance(prepared, Prepared) else prepared
+        if emotion is None or (isinstance(emotion, str) and emotion.lower() == "auto"):
+            return speech.emotion_probs
+        if isinstance(emotion, str):
+            name = emotion.lower()
+            if name not in EMOTIONS:
+                raise ValueError(f"emotion: expected 'auto' or one of {', '.join(EMOTIONS)}; got {emotion!r}")
+            return torch.nn.functional.one_hot(torch.tensor(EMOTIONS.index(name)), len(EMOTIONS)).to(
+                speech.emotion_probs)
+        vec = torch.as_tensor(np.asarray(emotion, dtype=np.float32)).flatten()
+        if vec.numel() != len(EMOTIONS) or not torch.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
+            raise ValueError(f"emotion: a probability vector needs {len(EMOTIONS)} finite non-negative "
+                             f"numbers with a positive sum (order: {', '.join(EMOTIONS)})")
+        return (vec / vec.sum()).to(speech.emotion_probs)
+
+    def iter_motion(
+        self, prepared: Prepared, a_cfg: float = 2.0, e_cfg: float = 1.0, nfe: int = 10,
+        solver: str = "euler", emotion: EmotionInput = None, seed: int | None = None,
+        noise: Tensor | None = None, progress: bool = False,
+    ) -> Iterator[Tensor]:
+        """Yield motion latents (n_k, d) window by window, as soon as each is solved (streaming).
+
+        See :meth:`sample_motion` for the arguments.
+        """
+        we = self.resolve_emotion(prepared, emotion)
+        windows = sampling.num_windows(prepared.num_frames, self.config.num_frames)
+        bar = _tqdm(windows, "sampling motion", progress, unit="window")
+        try:
+            for window in sampling.iter_motion_windows(
+                self.model.fmt, prepared.audio_features[None], prepared.source_motion[None], we[None],
+                a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed,
+                noise=None if noise is None else torch.as_tensor(noise).to(self.device),
+            ):
+                bar.update(1)
+                yield window[0]
+        finally:
+            bar.close()
+
+    def sample_motion(
+        self, prepared: Prepared, a_cfg: float = 2.0, e_cfg: float = 1.0, nfe: int = 10,
+        solver: str = "euler", emotion: EmotionInput = None, seed: int | None = None,
+        noise: Tensor | None = None, progress: bool = False,
+    ) -> Tensor:
+        """Generate the motion latents w_{r->D} (T, d) for the whole clip (paper Sec. 4.2).
+
+        Args:
+            a_cfg: audio guidance scale gamma_a (paper Eq. 13).
+            e_cfg: emotion guidance scale gamma_e (Eq. 13). With a_cfg = e_cfg = 1 a single
+                conditional evaluation is made per step.
+            nfe: number of vector-field evaluations per window (the reference's ``nfe = n``
+                is ``nfe = n - 1`` here with the Euler solver).
+            solver: "euler", "midpoint" or "rk4".
+            emotion: None/"auto", an emotion name (redirection) or 7 probabilities.
+            seed: seed of the per-window noise (None: random).
+            noise: explicit noise (windows, 1, L, d), e.g. to compare with the reference.
+        """
+        with torch.no_grad():
+            return torch.cat(list(self.iter_motion(prepared, a_cfg, e_cfg, nfe, solver, emotion,
+                                                   seed, noise, progress)), dim=0)
+
+    # ------------------------------------------------------------------ rendering
+    def motion_lambda(self, motion: Tensor) -> Tensor:
+        """lambda coefficients (T, M) of motion latents (T, d) in the orthonormal basis (for plots)."""
+        return motion_to_lambda(motion, self.basis.to(motion))
+
+    @torch.no_grad()
+    def decode_frames(self, prepared: Prepared | SourceImage, motion: Tensor) -> Tensor:
+        """Decode motion latents (K, d) to float images (K, 3, H, W) in about [-1, 1], unclamped.
+
+        Frame k is dec(w_{S->r} + motion[k]) with the source feature pyramid (paper Fig. 2).
+        """
+        source = prepared.source if isinstance(prepared, Prepared) else prepared
+        motion = _validate_motion(motion, self.config.style_dim)
+        latents = source.identity_latent[None] + motion.to(source.identity_latent)
+        return self.decoder(latents, list(source.features))
+
+    def render(self, prepared: Prepared | SourceImage, motion: Tensor,
+               edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
+               progress: bool = False) -> Iterator[np.ndarray]:
+        """Yield uint8 frames (k, H, W, 3) in batches of ``batch_size``.
+
+        Args:
+            edits: lambda offsets, (M,) for every frame or (T, M) per frame, added in the
+                orthonormal motion basis (see :mod:`float_core.editing`).
+
+        Only one batch of decoded frames exists at a time, so memory does not grow with length.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        motion = _validate_motion(motion, self.config.style_dim)
+        offsets = as_lambda_offsets(edits, self.config.motion_dim, motion.shape[0])
+        bar = _tqdm(motion.shape[0], "rendering", progress, unit="frame")
+        try:
+            for start in range(0, motion.shape[0], batch_size):
+                chunk = motion[start:start + batch_size]
+                delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
+                chunk = apply_lambda_offsets(chunk, self.basis, delta)
+                yield frames_to_uint8(self.decode_frames(prepared, chunk))
+                bar.update(chunk.shape[0])
+        finally:
+            bar.close()
+
+    def generate(
+        self, image: ImageInput, audio: AudioInput, out_path: str | os.PathLike[str], *,
+        crop: bool = True, paste_back: bool = False, a_cfg: float = 2.0, e_cfg: float = 1.0,
+        nfe: int = 10, solver: str = "euler", emotion: EmotionInput = None, seed: int | None = None,
+        edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
+        max_seconds: float | None = None, progress: bool = True,
+        prepared: Prepared | None = None,
+    ) -> GenerationResult:
+        """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
+
+        The video is written to a temporary file and moved into place only when complete.
+        ``paste_back`` puts the generated face back into the original photo (needs ``crop``).
+        Pass ``prepared`` to reuse an earlier analysis of the same inputs.
+        """
+        from .media.video import VideoWriter
+
+        if paste_back and not crop:
+            raise ValueError("paste_back: needs crop=True (the crop box says where the face goes)")
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if prepared is None:
+            t0 = time.perf_counter()
+            source = self.prepare_image(image, crop=crop)
+            timings["image"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            speech = self.prepare_audio(audio, max_seconds=max_seconds)
+            timings["audio"] = time.perf_counter() - t0
+            prepared = Prepared(source, speech)
+        t0 = time.perf_counter()
+        emotion_vec = self.resolve_emotion(prepared, emotion)
+        motion = self.sample_motion(prepared, a_cfg, e_cfg, nfe, solver, emotion_vec, seed,
+                                    progress=progress)
+        timings["sampling"] = time.perf_counter() - t0
+
+        paste = None
+        if paste_back:
+            from .media.face import PasteBack
+
+            paste = PasteBack(prepared.source.original, prepared.crop_box, size=self.config.image_size)
+        t0 = time.perf_counter()
+        fps = self.config.fps
+        with VideoWriter(out_path, fps=fps, audio=(prepared.speech.waveform, self.config.sample_rate)) as writer:
+            for frames in self.render(prepared, motion, edits=edits, batch_size=batch_size, progress=progress):
+                writer.write(np.stack([paste(f) for f in frames]) if paste is not None else frames)
+        timings["render"] = time.perf_counter() - t0
+        wall = time.perf_counter() - start
+        return GenerationResult(
+            path=Path(out_path), num_frames=int(motion.shape[0]), seconds=motion.shape[0] / fps,
+            wall_seconds=wall, timings=timings, emotion=emotion_vec, motion=motion,
+            message=prepared.source.message,
+        )
+
+
+# ---------------------------------------------------------------------------- validation
+def _validate_waveform(audio: Any) -> np.ndarray:
+    wave = audio.detach().cpu().numpy() if torch.is_tensor(audio) else np.asarray(audio)
+    if wave.ndim != 1:
+        raise ValueError(f"audio: expected a mono waveform (samples,) at 16 kHz, got shape {wave.shape}; "
+                         "pass a file path to decode and resample any other format")
+    if wave.size == 0:
+        raise ValueError("audio: the waveform is empty")
+    wave = wave.astype(np.float32, copy=False)
+    if not np.isfinite(wave).all():
+        raise ValueError("audio: the waveform contains NaN or infinite samples")
+    return wave
+
+
+def _validate_motion(motion: Any, dim: int) -> Tensor:
+    motion = torch.as_tensor(motion)
+    if motion.ndim != 2 or motion.shape[1] != dim or motion.shape[0] == 0:
+        raise ValueError(f"motion: expected motion latents of shape (frames, {dim}), got {tuple(motion.shape)}")
+    if not torch.isfinite(motion).all():
+        raise ValueError("motion: contains NaN or infinite values")
+    return motion
