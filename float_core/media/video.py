@@ -1,0 +1,253 @@
+"""MP4 output: H.264 (yuv420p) video at 25 fps with the speech muxed as AAC.
+
+Encoding and muxing run in-process through PyAV (FFmpeg libraries, libx264
+and the native AAC encoder ship in its wheel), not through a system ffmpeg and
+not through a subprocess pipe: both streams are encoded and interleaved in one
+pass, errors surface as Python exceptions, and no temporary audio file or
+shell command is needed.
+
+Memory stays flat with length: each frame is encoded as soon as it is written,
+and the audio is encoded alongside up to the current video time, so the muxer
+never has to buffer one stream while waiting for the other.
+
+The file is written to a hidden temporary file next to the target and moved
+into place (atomic rename) only when the ``with`` block finishes without an
+exception, so a failed run never leaves a half-written video at ``out_path``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from float_core.media.audio import load_audio
+
+__all__ = ["AUDIO_RATE_FOR_FILES", "VideoWriter", "probe_video"]
+
+#: Audio given as a file path is decoded at this rate for the AAC track.
+AUDIO_RATE_FOR_FILES = 48000
+
+AudioInput = tuple[np.ndarray, int] | str | Path | None
+
+
+class VideoWriter:
+    """Stream RGB frames into an H.264/AAC MP4.
+
+    Example::
+
+        with VideoWriter("out.mp4", fps=25, audio=(waveform, 16000)) as w:
+            for frames in chunks:
+                w.write(frames)  # (N, H, W, 3) or (H, W, 3) uint8
+
+    The audio track is trimmed to the video's duration (``frames / fps``).
+    Width and height must be even (a yuv420p requirement); the first frame
+    fixes them.
+    """
+
+    def __init__(
+        self,
+        out_path: str | Path,
+        fps: int = 25,
+        audio: AudioInput = None,
+        *,
+        crf: int = 18,
+        preset: str = "medium",
+        audio_bitrate: int = 128_000,
+    ) -> None:
+        if int(fps) != fps or fps <= 0:
+            raise ValueError(f"fps must be a positive integer, got {fps}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51 (lower is better quality), got {crf}")
+        self.out_path = Path(out_path)
+        if not self.out_path.parent.is_dir():
+            raise FileNotFoundError(f"output directory does not exist: {self.out_path.parent}")
+        self.fps = int(fps)
+        self._crf, self._preset, self._audio_bitrate = crf, preset, audio_bitrate
+        self._audio, self._audio_rate = _prepare_audio(audio)
+        self._audio_pos = 0  # samples already sent to the AAC encoder
+        self._frames = 0
+        self._container: Any = None
+        self._video: Any = None
+        self._audio_stream: Any = None
+        self._tmp_path: Path | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ context manager
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def frames_written(self) -> int:
+        """Number of video frames encoded so far."""
+        return self._frames
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode one (H, W, 3) frame or a batch (N, H, W, 3) of uint8 RGB frames."""
+        if self._closed:
+            raise RuntimeError("VideoWriter is closed")
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (H, W, 3) or (N, H, W, 3) RGB; got shape {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (0..255); got {frames.dtype}")
+        if self._container is None:
+            self._open(width=frames.shape[2], height=frames.shape[1])
+        expected = (self._video.height, self._video.width)
+        if frames.shape[1:3] != expected:
+            raise ValueError(f"frame size {frames.shape[2]}x{frames.shape[1]} differs from the first frame's "
+                             f"{expected[1]}x{expected[0]}")
+        import av
+
+        for frame in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = self._frames
+            self._container.mux(self._video.encode(vf))
+            self._frames += 1
+        self._encode_audio_until(self._frames / self.fps)
+
+    def close(self) -> None:
+        """Flush the encoders and move the finished file to ``out_path``."""
+        if self._closed:
+            return
+        if self._container is None:
+            self._closed = True
+            raise ValueError("no frames were written; refusing to create an empty video")
+        try:
+            self._encode_audio_until(self._frames / self.fps)
+            self._container.mux(self._video.encode(None))
+            if self._audio_stream is not None:
+                self._container.mux(self._audio_stream.encode(None))
+            self._container.close()
+            self._container = None
+            assert self._tmp_path is not None
+            os.replace(self._tmp_path, self.out_path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+
+    def abort(self) -> None:
+        """Stop without producing a file; removes the temporary file. Safe to call twice."""
+        self._closed = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - already failing; cleanup must go on
+                pass
+            self._container = None
+        if self._tmp_path is not None:
+            self._tmp_path.unlink(missing_ok=True)
+            self._tmp_path = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _open(self, width: int, height: int) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(
+                f"H.264 yuv420p needs even width and height, got {width}x{height}; crop or pad one pixel"
+            )
+        import av
+
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.out_path.stem}.", suffix=".partial.mp4", dir=self.out_path.parent
+        )
+        os.close(fd)
+        self._tmp_path = Path(tmp)
+        # faststart puts the index first so browsers (the Gradio app) can start
+        # playing before the whole file has arrived.
+        self._container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+        video = self._container.add_stream("libx264", rate=self.fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.time_base = Fraction(1, self.fps)
+        video.options = {"crf": str(self._crf), "preset": self._preset}
+        self._video = video
+        if self._audio is not None:
+            stream = self._container.add_stream("aac", rate=self._audio_rate)
+            stream.layout = "mono"
+            stream.bit_rate = self._audio_bitrate
+            self._audio_stream = stream
+
+    def _encode_audio_until(self, seconds: float) -> None:
+        if self._audio_stream is None or self._audio is None:
+            return
+        import av
+
+        end = min(int(round(seconds * self._audio_rate)), self._audio.size)
+        if end <= self._audio_pos:
+            return
+        chunk = self._audio[self._audio_pos : end]
+        af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+        af.sample_rate = self._audio_rate
+        af.pts = self._audio_pos
+        af.time_base = Fraction(1, self._audio_rate)
+        self._container.mux(self._audio_stream.encode(af))
+        self._audio_pos = end
+
+
+def _prepare_audio(audio: AudioInput) -> tuple[np.ndarray | None, int]:
+    if audio is None:
+        return None, 0
+    if isinstance(audio, (str, Path)):
+        return load_audio(audio, target_rate=AUDIO_RATE_FOR_FILES), AUDIO_RATE_FOR_FILES
+    if isinstance(audio, tuple) and len(audio) == 2:
+        wave, rate = audio
+        if not isinstance(rate, (int, np.integer)) or rate <= 0:
+            raise ValueError(f"audio sample rate must be a positive int, got {rate!r}")
+        # Reuse the audio loader's validation and mono conversion, at the same rate.
+        return load_audio(np.asarray(wave), int(rate), target_rate=int(rate)), int(rate)
+    raise ValueError("audio must be None, a file path, or a (waveform, sample_rate) tuple")
+
+
+def probe_video(path: str | Path) -> dict[str, Any]:
+    """Read back an MP4's basic facts (decodes the video to count frames exactly).
+
+    Returns:
+        ``dict(frames, fps, width, height, video_codec, pix_fmt, audio_codec,
+        audio_seconds, audio_rate)``; the audio fields are ``None`` without audio.
+    """
+    import av
+
+    with av.open(str(path)) as container:
+        v = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(v))
+        info: dict[str, Any] = {
+            "frames": frames,
+            "fps": float(v.average_rate) if v.average_rate else None,
+            "width": v.codec_context.width,
+            "height": v.codec_context.height,
+            "video_codec": v.codec_context.name,
+            "pix_fmt": v.codec_context.pix_fmt,
+            "audio_codec": None,
+            "audio_seconds": None,
+            "audio_rate": None,
+        }
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            a = container.streams.audio[0]
+            samples = sum(f.samples for f in container.decode(a))
+            info["audio_codec"] = a.codec_context.name
+            info["audio_rate"] = a.codec_context.sample_rate
+            info["audio_seconds"] = samples / a.codec_context.sample_rate
+    return info
