@@ -1,0 +1,309 @@
+"""Fast inference path of the motion decoder (``Synthesis``), numerically equal to it.
+
+:class:`~float_core.models.motion_autoencoder.Synthesis` is the reference formulation
+(per-sample weights as a grouped convolution, FIR filters as pad + reshape + single-channel
+convolutions). Rendering a video calls it for every frame, so this module re-expresses the
+same arithmetic in a cheaper form, following the measurements in DESIGN.md
+("Performance notes"):
+
+- Weights are snapshotted once: the equalised-lr scales are folded in, the modulation
+  layers become plain affine maps, the sqrt(2) activation gain is folded into the conv
+  weights and biases (leaky ReLU is positively homogeneous), and the demodulation
+  coefficient rsqrt(sum_{i,k} (W_oik s_i)^2) becomes one matmul s^2 @ sum_k W_oik^2.
+- FIR filters run as depthwise convolutions (the 2x upsampling of the 3-channel skips as a
+  depthwise stride-2 transposed convolution), with the layer bias folded into them.
+- Low resolutions (<= ``batch_max_resolution``) batch all frames: inputs are scaled by the
+  style, one shared convolution runs, outputs are scaled by the demodulation (StyleGAN2's
+  non-fused form). Higher resolutions go frame by frame with per-frame folded weights,
+  which avoids two full-size elementwise passes per layer.
+- Activations and weights are channels_last (also the layout in which grid_sample is
+  fastest), activations are in place, ``to_rgb1`` and the last level's
+  stream mix (never used by the image) are skipped, and the 3-channel RGB 1x1 conv runs
+  before the mask (conv(g * m) = m * conv(g) for a per-pixel scalar m).
+- In bfloat16 mode the convolutions run in bf16 while the flow head (1x1 conv, tanh,
+  sigmoid, grid_sample) and the RGB head stay in float32: bf16 there gives visible warping
+  errors.
+
+Equality with the reference is tested in ``tests/test_decoder_inference.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .motion_autoencoder import Synthesis
+from .stylegan import DEMOD_EPS, LEAKY_GAIN, LEAKY_SLOPE, EqualLinear, StyledConv, ToFlow, ToRGB, identity_grid
+
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- snapshots
+def _snap(t: Tensor) -> Tensor:
+    """A float32 copy, detached from the module (the decoder is a snapshot, not a view)."""
+    return t.detach().to(torch.float32, copy=True)
+
+
+def _affine(layer: EqualLinear) -> tuple[Tensor, Tensor]:
+    """An EqualLinear (no activation) as (weight (out, in), bias (out,)) with scales folded in."""
+    if layer.activation:
+        raise ValueError("modulation layers must not have an activation")
+    w = _snap(layer.weight * layer.scale)
+    b = _snap(layer.bias * layer.lr_mul) if layer.bias is not None else torch.zeros_like(w[:, 0])
+    return w, b
+
+
+@dataclass(frozen=True)
+class _StyledConvSpec:
+    """A StyledConv with every constant folded (see module docstring)."""
+
+    weight: Tensor        # (out, in, k, k) float32, equalised-lr scale folded
+    weight_sq: Tensor     # (in, out) float32: sum over k of weight^2, for demodulation
+    mod_weight: Tensor    # (in, d)
+    mod_bias: Tensor      # (in,)
+    bias: Tensor          # (out,) activation bias times sqrt(2)
+    upsample: bool
+    blur: Tensor | None   # (out, 1, kh, kw) depthwise FIR (times 4) for upsampling layers
+    blur_pad: tuple[int, int]
+    compute_weight: Tensor  # the conv weight as the batched path calls it (layout and dtype)
+
+    @classmethod
+    def from_module(cls, layer: StyledConv, dtype: torch.dtype) -> "_StyledConvSpec":
+        conv = layer.conv
+        if not conv.demodulate:
+            raise ValueError("StyledConv layers of the decoder must demodulate")
+        weight = _snap(conv.weight[0] * conv.scale)
+        mod_w, mod_b = _affine(conv.modulation)
+        blur, pad = None, (0, 0)
+        if conv.upsample:
+            # upfirdn2d convolves with the flipped kernel; conv2d correlates.
+            kernel = torch.flip(_snap(conv.blur.kernel), [0, 1])
+            blur = kernel.expand(weight.shape[0], 1, *kernel.shape).contiguous()
+            pad = conv.blur.pad
+        return cls(weight=weight, weight_sq=weight.pow(2).sum([2, 3]).T.contiguous(), mod_weight=mod_w,
+                   mod_bias=mod_b, bias=(_snap(layer.activate.bias).flatten() * LEAKY_GAIN),
+                   upsample=conv.upsample, blur=blur, blur_pad=pad,
+                   compute_weight=_conv_layout(weight, conv.upsample, dtype))
+
+    def styles(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-frame input scales s (K, in) and output scales rsqrt(...) * sqrt(2) (K, out)."""
+        s = torch.addmm(self.mod_bias, latents, self.mod_weight.T)
+        demod = torch.rsqrt(s.pow(2) @ self.weight_sq + DEMOD_EPS) * LEAKY_GAIN
+        return s, demod
+
+
+@dataclass(frozen=True)
+class _HeadSpec:
+    """One level's ToFlow and ToRGB, folded."""
+
+    flow_weight: Tensor   # (3, C) equalised-lr scale folded (the conv does not demodulate)
+    flow_mod_weight: Tensor  # (C, d)
+    flow_mod_bias: Tensor    # (C,)
+    flow_bias: Tensor     # (3,)
+    rgb_weight: Tensor    # (3, C)
+    rgb_act_bias: Tensor  # (3,) FusedLeakyReLU bias of ToRGB.conv
+    rgb_bias: Tensor      # (3,) ToRGB.bias
+    up_kernel: Tensor     # (3, 1, 4, 4) FIR (times 4) for the skips, as a depthwise transposed conv
+
+    @classmethod
+    def from_modules(cls, to_flow: ToFlow, to_rgb: ToRGB) -> "_HeadSpec":
+        fconv = to_flow.conv
+        flow_w = _snap(fconv.weight[0, :, :, 0, 0] * fconv.scale)
+        mod_w, mod_b = _affine(fconv.modulation)
+        rgb_conv, rgb_act = to_rgb.conv[0], to_rgb.conv[1]
+        if rgb_conv.weight.shape[-1] != 1 or rgb_conv.bias is not None:
+            raise ValueError("ToRGB.conv must be a bias-free 1x1 EqualConv2d followed by FusedLeakyReLU")
+        up = to_flow.upsample
+        if up.factor != 2 or up.kernel.shape != (4, 4) or up.pad != (2, 1):
+            raise ValueError("the fast decoder supports the [1, 3, 3, 1] FIR with factor 2 only")
+        # upfirdn2d(up=2, pad=(2, 1)) with a 4-tap kernel == conv_transpose2d(stride 2, padding 1)
+        # with the same (unflipped) kernel: both compute out[o] = sum_i x[i] k[o + 1 - 2 i].
+        kernel = _snap(up.kernel)
+        return cls(
+            flow_weight=flow_w, flow_mod_weight=mod_w, flow_mod_bias=mod_b,
+            flow_bias=_snap(to_flow.bias).flatten(),
+            rgb_weight=_snap(rgb_conv.weight[:, :, 0, 0] * rgb_conv.scale),
+            rgb_act_bias=_snap(rgb_act.bias).flatten(), rgb_bias=_snap(to_rgb.bias).flatten(),
+            up_kernel=kernel.expand(3, 1, 4, 4).contiguous())
+
+    def upsample(self, skip: Tensor) -> Tensor:
+        return F.conv_transpose2d(skip, self.up_kernel, stride=2, padding=1, groups=3)
+
+
+# --------------------------------------------------------------------------- helpers
+def _conv_layout(weight: Tensor, upsample: bool, dtype: torch.dtype) -> Tensor:
+    """A (out, in, k, k) weight in the layout/dtype the conv call wants
+    (conv_transpose2d takes (in, out, k, k))."""
+    if upsample:
+        weight = weight.transpose(0, 1)
+    # channels_last like the activations, so oneDNN does not reorder the weight at every call.
+    return weight.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _conv1x1(x: Tensor, weight: Tensor) -> Tensor:
+    """1x1 conv of (B, C, H, W) with per-sample weights (B, O, C) -> (B, O, H, W) float32.
+
+    One batched matmul, on whichever memory layout ``x`` has (channels_last or contiguous),
+    so that no full-size copy is made.
+    """
+    b, c, h, w = x.shape
+    weight = weight.to(torch.float32)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        return torch.bmm(rows.to(weight.dtype), weight.transpose(1, 2)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    return torch.bmm(weight, x.reshape(b, c, h * w).to(weight.dtype)).reshape(b, -1, h, w)
+
+
+class InferenceDecoder:
+    """Fast, inference-only equivalent of a :class:`Synthesis` decoder.
+
+    Args:
+        synthesis: the decoder to snapshot. Later changes to its weights are not seen:
+            build a new InferenceDecoder after loading new weights.
+        dtype: ``torch.float32`` (matches the reference to float32 noise) or
+            ``torch.bfloat16`` (convolutions in bf16, flow/RGB heads in float32).
+        batch_max_resolution: levels up to this resolution batch all frames; higher
+            ones run frame by frame with per-frame folded weights.
+
+    The device is that of the synthesis weights.
+    """
+
+    def __init__(self, synthesis: Synthesis, dtype: torch.dtype = torch.float32,
+                 batch_max_resolution: int = 32):
+        if dtype not in _SUPPORTED_DTYPES:
+            raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
+        if batch_max_resolution < 4:
+            raise ValueError(f"batch_max_resolution must be >= 4, got {batch_max_resolution}")
+        self.dtype = dtype
+        self.batch_max_resolution = batch_max_resolution
+        self.style_dim = synthesis.style_dim
+        self.size = synthesis.size
+        self.device = synthesis.input.input.device
+        with torch.no_grad():
+            self.const = _snap(synthesis.input.input)
+            self.conv1 = _StyledConvSpec.from_module(synthesis.conv1, dtype)
+            self.convs = [_StyledConvSpec.from_module(c, dtype) for c in synthesis.convs]
+            self.heads = [_HeadSpec.from_modules(f, r) for f, r in zip(synthesis.to_flows, synthesis.to_rgbs)]
+        self.resolutions = [2 ** (3 + i) for i in range(len(self.heads))]
+        self.grids = {r: identity_grid(r, r, self.device) for r in self.resolutions}
+
+    # ------------------------------------------------------------------ public
+    @torch.inference_mode()
+    def __call__(self, latents: Tensor, feats: Sequence[Tensor]) -> Tensor:
+        """Render latents (K, d) with the source pyramid (low to high, batch 1).
+
+        Returns (K, 3, size, size) float32 frames, unclamped.
+        """
+        if latents.ndim != 2 or latents.shape[1] != self.style_dim:
+            raise ValueError(f"latents must have shape (K, {self.style_dim}), got {tuple(latents.shape)}")
+        if len(feats) != len(self.heads):
+            raise ValueError(f"feats must hold {len(self.heads)} pyramid levels, got {len(feats)}")
+        for i, (f, r) in enumerate(zip(feats, self.resolutions)):
+            if f.ndim != 4 or f.shape[0] != 1 or f.shape[-1] != r:
+                raise ValueError(f"feats[{i}] must have shape (1, C, {r}, {r}), got {tuple(f.shape)}")
+        latents = latents.to(self.device, torch.float32)
+        feats = [_channels_last(f.to(self.device, torch.float32)) for f in feats]
+        k = latents.shape[0]
+
+        # Every layer's styles, for all frames at once (tiny matmuls).
+        conv1_styles = self.conv1.styles(latents)
+        conv_styles = [c.styles(latents) for c in self.convs]
+        flow_styles = [torch.addmm(h.flow_mod_bias, latents, h.flow_mod_weight.T) for h in self.heads]
+
+        # Low resolutions: all frames in one batch.
+        x = self._batched_conv(self.const.expand(k, -1, -1, -1).to(self.dtype), self.conv1, *conv1_styles)
+        x = _channels_last(x)
+        rgb = flow = None
+        n_low = sum(r <= self.batch_max_resolution for r in self.resolutions)
+        for i in range(n_low):
+            x = self._batched_conv(x, self.convs[2 * i], *conv_styles[2 * i])
+            x = self._batched_conv(x, self.convs[2 * i + 1], *conv_styles[2 * i + 1])
+            x, rgb, flow = self._heads(i, x, flow_styles[i], feats[i], rgb, flow, last=i == len(self.heads) - 1)
+        if n_low == len(self.heads):
+            return rgb.float().contiguous()
+
+        # High resolutions: frame by frame, with per-frame folded weights.
+        frames = []
+        for j in range(k):
+            xj = x[j:j + 1]
+            rgbj = None if rgb is None else rgb[j:j + 1]
+            flowj = None if flow is None else flow[j:j + 1]
+            for i in range(n_low, len(self.heads)):
+                xj = self._frame_conv(xj, self.convs[2 * i], conv_styles[2 * i][0][j], conv_styles[2 * i][1][j])
+                xj = self._frame_conv(xj, self.convs[2 * i + 1], conv_styles[2 * i + 1][0][j],
+                                      conv_styles[2 * i + 1][1][j])
+                xj, rgbj, flowj = self._heads(i, xj, flow_styles[i][j:j + 1], feats[i], rgbj, flowj,
+                                              last=i == len(self.heads) - 1)
+            frames.append(rgbj)
+        return torch.cat(frames).float().contiguous()
+
+    # ------------------------------------------------------------------ layers
+    def _finish(self, y: Tensor, spec: _StyledConvSpec, scale: Tensor | None) -> Tensor:
+        """Blur (upsampling layers), per-(frame, channel) output scale, bias, leaky ReLU in place."""
+        if scale is not None:
+            y = y.mul_(scale.to(y.dtype)[:, :, None, None])
+        bias = spec.bias.to(y.dtype)
+        if spec.upsample:
+            p0, p1 = spec.blur_pad
+            if p0 != p1:
+                y, p0 = F.pad(y, [p0, p1, p0, p1]), 0
+            # The FIR is linear per channel, so the output scale commutes with it and the
+            # layer bias rides on the depthwise conv.
+            y = F.conv2d(y, spec.blur.to(y.dtype), bias, padding=p0, groups=y.shape[1])
+        elif scale is not None:
+            y = y.add_(bias[None, :, None, None])
+        return F.leaky_relu_(y, LEAKY_SLOPE)
+
+    def _batched_conv(self, x: Tensor, spec: _StyledConvSpec, s: Tensor, demod: Tensor) -> Tensor:
+        """Modulate inputs, one shared conv for all frames, demodulate outputs."""
+        x = x * s.to(x.dtype)[:, :, None, None]
+        weight = spec.compute_weight
+        if spec.upsample:
+            y = F.conv_transpose2d(x, weight, stride=2)
+        else:
+            y = F.conv2d(x, weight, padding=spec.weight.shape[-1] // 2)
+        return self._finish(y, spec, demod)
+
+    def _frame_conv(self, x: Tensor, spec: _StyledConvSpec, s: Tensor, demod: Tensor) -> Tensor:
+        """One frame: fold style, demodulation and gain into the weight (and bias into the conv)."""
+        weight = _conv_layout(spec.weight * s[None, :, None, None] * demod[:, None, None, None], spec.upsample,
+                              self.dtype)
+        if spec.upsample:
+            return self._finish(F.conv_transpose2d(x, weight, stride=2), spec, None)
+        y = F.conv2d(x, weight, spec.bias.to(self.dtype), padding=spec.weight.shape[-1] // 2)
+        return F.leaky_relu_(y, LEAKY_SLOPE)
+
+    def _heads(self, i: int, x: Tensor, flow_style: Tensor, feat: Tensor, rgb: Tensor | None,
+               flow: Tensor | None, last: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """ToFlow + ToRGB of level i (float32). Returns (stream, rgb, raw flow output)."""
+        head = self.heads[i]
+        b, _, h, w = x.shape
+        raw = _conv1x1(x, head.flow_weight[None] * flow_style[:, None, :]) + head.flow_bias[None, :, None, None]
+        if flow is not None:
+            raw = raw + head.upsample(flow)
+        grid = torch.tanh(raw[:, 0:2]).permute(0, 2, 3, 1) + self.grids[h]
+        mask = torch.sigmoid(raw[:, 2:3])
+        # channels_last features make grid_sample parallel and several times faster on CPU
+        # (splitting rows into a batch of 2 gave no measurable gain on top of that).
+        sampled = F.grid_sample(feat.expand(b, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)
+        # RGB: ConvLayer(c, 3, 1) on sampled * mask == mask * conv(sampled).
+        pre = _conv1x1(sampled, head.rgb_weight.expand(b, -1, -1)).mul_(mask)
+        out_rgb = F.leaky_relu_(pre.add_(head.rgb_act_bias[None, :, None, None]), LEAKY_SLOPE)
+        out_rgb = out_rgb.mul_(LEAKY_GAIN).add_(head.rgb_bias[None, :, None, None])
+        if rgb is not None:
+            out_rgb = out_rgb.add_(head.upsample(rgb))
+        if last:
+            return x, out_rgb, raw  # the stream after the last level is never used
+        # stream = sampled * mask + x * (1 - mask) = x + mask * (sampled - x)
+        stream = torch.lerp(x, sampled.to(x.dtype), mask.to(x.dtype))
+        return _channels_last(stream), out_rgb, raw
