@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 from torch import Tensor
@@ -276,23 +276,12 @@ def iter_motion_windows(
 
 
 def sample_motion(
-    fmt: torch.nn.Module,
-    audio_features: Tensor,
-    source_motion: Tensor,
-    emotion: Tensor,
-    *,
-    a_cfg: float = 2.0,
-    e_cfg: float = 1.0,
-    nfe: int = 10,
-    solver: str = "euler",
-    seed: int | None = None,
-    noise: Tensor | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    on_window: Callable[[WindowInputs], None] | None = None,
+    fmt: torch.nn.Module, audio_features: Tensor, source_motion: Tensor, emotion: Tensor, **options: Any
 ) -> Tensor:
-    """All windows of :func:`iter_motion_windows` (same arguments) concatenated: ``(B, T, d)``."""
-    windows = iter_motion_windows(
-        fmt, audio_features, source_motion, emotion, a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver,
-        seed=seed, noise=noise, progress=progress, on_window=on_window,
-    )
+    """All windows of :func:`iter_motion_windows` concatenated: ``(B, T, d)``.
+
+    ``options`` are the keyword arguments of :func:`iter_motion_windows` (a_cfg, e_cfg, nfe,
+    solver, seed, noise, progress, on_window).
+    """
+    windows = iter_motion_windows(fmt, audio_features, source_motion, emotion, **options)
     return torch.cat(list(windows), dim=1)
