@@ -70,6 +70,16 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
     next(pipe.render(prepared, motion[:batch], batch_size=batch))  # warm-up (allocator, weight folding)
     decode_s, _ = _timed(lambda: [None for _ in pipe.render(prepared, motion[:n], batch_size=batch)])
     per_frame = decode_s / n
+    error = {}
+    if pipe.dtype != torch.float32:  # the opt-in precision's error against the fp32 decoder
+        from .models.decoder_inference import InferenceDecoder
+
+        with torch.no_grad():
+            latents = source.identity_latent[None] + motion[:batch]
+            exact = InferenceDecoder(pipe.model.motion_autoencoder.dec, dtype=torch.float32)(
+                latents, list(source.features))
+            diff = (pipe.decoder(latents, list(source.features)) - exact).abs()
+        error = {"frame_max_abs_err": diff.max().item(), "frame_mean_abs_err": diff.mean().item()}
     per_window = sample_s / windows
     total = image_s + audio_s + emotion_s + sample_s + per_frame * prepared.num_frames
     return {
@@ -78,7 +88,7 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
         "build_s": build_s, "image_encode_s": image_s, "audio_features_s": audio_s,
         "emotion_s": emotion_s, "sampling_per_window_s": per_window, "decode_per_frame_s": per_frame,
         "decode_fps": 1.0 / per_frame, "total_s_per_audio_s": total / seconds,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **error,
     }
 
 
@@ -91,6 +101,10 @@ def _print_table(rows: list[dict]) -> None:
     print("  ".join(c.rjust(w) for (c, _), w in zip(cols, widths)))
     for row in rows:
         print("  ".join(fmt.format(row[c]).rjust(w) for (c, fmt), w in zip(cols, widths)))
+    for row in rows:
+        if "frame_max_abs_err" in row:
+            print(f"{row['size']}/{row['dtype']} decoder error vs float32: max abs "
+                  f"{row['frame_max_abs_err']:.3g}, mean abs {row['frame_mean_abs_err']:.3g} (frames in [-1, 1])")
 
 
 def main(argv: list[str] | None = None) -> int:
