@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,6 +64,33 @@ def test_float32_matches_reference_mid_size(mid_case):
     model, latents, feats, reference = mid_case
     decoder = InferenceDecoder(model.dec)
     _assert_frames_close(decoder(latents, feats), reference, max_abs=1e-3, mean_abs=1e-5)
+
+
+def _benchmark_helpers():
+    """benchmarks/decoder_speed.py's regime helpers (one definition of the regime)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "decoder_speed.py"
+    spec = importlib.util.spec_from_file_location("decoder_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_float32_matches_reference_official_size():
+    """The acceptance check at 512 px, in the well-conditioned regime of
+    benchmarks/decoder_speed.py (astronaut photo, flow offsets scaled by 0.03: median ~9 px,
+    max ~31 px at 512). There the reference's own float32 vs float64 frames differ by
+    ~1.1e-4 max / 5e-7 mean; with fully random flows (offsets ~150 px) they differ by
+    4e-2..1e-1 max and no float32 implementation can meet 1e-3 (see the benchmark's docstring)."""
+    bench = _benchmark_helpers()
+    torch.manual_seed(0)
+    config = FloatConfig.official()
+    model = perturb_constant_init_(MotionAutoEncoder(config)).eval()
+    bench.scale_flow_offsets_(model.dec, 0.03)
+    with torch.no_grad():
+        identity, lam, feats = model.encode(bench.source_image(str(bench.EXAMPLE_SOURCE), config.image_size))
+        latents = identity + model.lambda_to_motion(lam + 0.5 * torch.randn(2, config.motion_dim))
+        reference = model.decode(latents, feats)
+    _assert_frames_close(InferenceDecoder(model.dec)(latents, feats), reference, max_abs=1e-3, mean_abs=1e-5)
 
 
 def test_bfloat16_is_finite_and_close(mid_case):

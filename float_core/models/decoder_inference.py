@@ -16,8 +16,13 @@ same arithmetic in a cheaper form, following the measurements in DESIGN.md
   style, one shared convolution runs, outputs are scaled by the demodulation (StyleGAN2's
   non-fused form). Higher resolutions go frame by frame with per-frame folded weights,
   which avoids two full-size elementwise passes per layer.
-- Activations and weights are channels_last (also the layout in which grid_sample is
-  fastest), activations are in place, ``to_rgb1`` and the last level's
+- The transposed convolutions, FIR filters and grid_sample features are channels_last
+  (fastest there); the float32 3x3 convolutions up to 128 px run NCHW, as accurate as the
+  reference's (channels_last fp32 3x3 is ~3-4x less accurate in oneDNN with many channels,
+  see ``NCHW_MAX_RESOLUTION``).
+- The flow head (1x1 conv, bias, upsampled flow skip, tanh, sigmoid, grid, grid_sample) is
+  bit-identical to the reference for identical inputs: grid_sample amplifies grid rounding
+  by ~W/2 times the feature slope. Activations are in place, ``to_rgb1`` and the last level's
   stream mix (never used by the image) are skipped, and the 3-channel RGB 1x1 conv runs
   before the mask (conv(g * m) = m * conv(g) for a per-pixel scalar m).
 - In bfloat16 mode the convolutions run in bf16 while the flow head (1x1 conv, tanh,
@@ -38,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .motion_autoencoder import Synthesis
-from .stylegan import DEMOD_EPS, LEAKY_GAIN, LEAKY_SLOPE, EqualLinear, StyledConv, ToFlow, ToRGB, identity_grid
+from .stylegan import (DEMOD_EPS, LEAKY_GAIN, LEAKY_SLOPE, EqualLinear, StyledConv, ToFlow, ToRGB, identity_grid,
+                       upfirdn2d)
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -70,7 +76,7 @@ class _StyledConvSpec:
     upsample: bool
     blur: Tensor | None   # (out, 1, kh, kw) depthwise FIR (times 4) for upsampling layers
     blur_pad: tuple[int, int]
-    compute_weight: Tensor  # the conv weight as the batched path calls it (layout and dtype)
+    compute_weight: Tensor  # the conv weight as the batched (low-resolution) path calls it
 
     @classmethod
     def from_module(cls, layer: StyledConv, dtype: torch.dtype) -> "_StyledConvSpec":
@@ -88,7 +94,7 @@ class _StyledConvSpec:
         return cls(weight=weight, weight_sq=weight.pow(2).sum([2, 3]).T.contiguous(), mod_weight=mod_w,
                    mod_bias=mod_b, bias=(_snap(layer.activate.bias).flatten() * LEAKY_GAIN),
                    upsample=conv.upsample, blur=blur, blur_pad=pad,
-                   compute_weight=_conv_layout(weight, conv.upsample, dtype))
+                   compute_weight=_conv_layout(weight, conv.upsample, dtype, resolution=0))
 
     def styles(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame input scales s (K, in) and output scales rsqrt(...) * sqrt(2) (K, out)."""
@@ -108,7 +114,9 @@ class _HeadSpec:
     rgb_weight: Tensor    # (3, C)
     rgb_act_bias: Tensor  # (3,) FusedLeakyReLU bias of ToRGB.conv
     rgb_bias: Tensor      # (3,) ToRGB.bias
-    up_kernel: Tensor     # (3, 1, 4, 4) FIR (times 4) for the skips, as a depthwise transposed conv
+    up_kernel: Tensor     # (3, 1, 4, 4) FIR (times 4) for the RGB skip, as a depthwise transposed conv
+    flow_up_kernel: Tensor  # (4, 4) the same FIR for the flow skip, applied exactly as the reference
+    flow_up_pad: tuple[int, int]
 
     @classmethod
     def from_modules(cls, to_flow: ToFlow, to_rgb: ToRGB) -> "_HeadSpec":
@@ -129,20 +137,44 @@ class _HeadSpec:
             flow_bias=_snap(to_flow.bias).flatten(),
             rgb_weight=_snap(rgb_conv.weight[:, :, 0, 0] * rgb_conv.scale),
             rgb_act_bias=_snap(rgb_act.bias).flatten(), rgb_bias=_snap(to_rgb.bias).flatten(),
-            up_kernel=kernel.expand(3, 1, 4, 4).contiguous())
+            up_kernel=kernel.expand(3, 1, 4, 4).contiguous(), flow_up_kernel=kernel, flow_up_pad=up.pad)
 
     def upsample(self, skip: Tensor) -> Tensor:
         return F.conv_transpose2d(skip, self.up_kernel, stride=2, padding=1, groups=3)
 
+    def upsample_flow(self, skip: Tensor) -> Tensor:
+        """The flow skip upsampled with the reference's own ``upfirdn2d``: bit-identical raw
+        flow outputs for identical inputs (grid_sample amplifies any last-bit difference of the
+        grid by ~W/2 times the feature slope). A 3-channel map, so the slower formulation is cheap."""
+        return upfirdn2d(skip.contiguous(), self.flow_up_kernel, up=2, pad=self.flow_up_pad)
+
 
 # --------------------------------------------------------------------------- helpers
-def _conv_layout(weight: Tensor, upsample: bool, dtype: torch.dtype) -> Tensor:
-    """A (out, in, k, k) weight in the layout/dtype the conv call wants
+#: float32 3x3 (non-upsampling) convolutions up to this resolution run NCHW. oneDNN's
+#: channels_last fp32 3x3 kernel is ~3-4x less accurate with many channels (relative error vs
+#: float64 ~7e-7 against ~1.7e-7 for NCHW, which is what the reference's grouped conv gets, at
+#: 512 channels; 3.8e-7 vs 1.7e-7 at 128) and the decoder's chained warps amplify that. NCHW
+#: costs ~nothing up to 64 px and +16 ms/frame at 128, but is 2-3x slower at 256/512 (32-64
+#: channels, where channels_last is nearly as accurate), so those stay channels_last.
+NCHW_MAX_RESOLUTION = 128
+
+
+def _conv_format(upsample: bool, dtype: torch.dtype, resolution: int) -> torch.memory_format:
+    """Memory format of a conv's input and weight (see NCHW_MAX_RESOLUTION). Transposed convs
+    are channels_last (several times faster, equally accurate); bf16 is channels_last throughout."""
+    if upsample or dtype != torch.float32 or resolution > NCHW_MAX_RESOLUTION:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _conv_layout(weight: Tensor, upsample: bool, dtype: torch.dtype, resolution: int) -> Tensor:
+    """A (out, in, k, k) weight in the layout/dtype the conv call wants at ``resolution``
     (conv_transpose2d takes (in, out, k, k))."""
+    fmt = _conv_format(upsample, dtype, resolution)
     if upsample:
         weight = weight.transpose(0, 1)
-    # channels_last like the activations, so oneDNN does not reorder the weight at every call.
-    return weight.to(dtype).contiguous(memory_format=torch.channels_last)
+    # In the activations' layout, so oneDNN does not reorder the weight at every call.
+    return weight.to(dtype).contiguous(memory_format=fmt)
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -270,16 +302,20 @@ class InferenceDecoder:
         if spec.upsample:
             y = F.conv_transpose2d(x, weight, stride=2)
         else:
+            x = x.contiguous(memory_format=_conv_format(False, self.dtype, 0))
             y = F.conv2d(x, weight, padding=spec.weight.shape[-1] // 2)
         return self._finish(y, spec, demod)
 
     def _frame_conv(self, x: Tensor, spec: _StyledConvSpec, s: Tensor, demod: Tensor) -> Tensor:
         """One frame: fold style, demodulation and gain into the weight (and bias into the conv)."""
+        res = x.shape[-1] * (2 if spec.upsample else 1)
         weight = _conv_layout(spec.weight * s[None, :, None, None] * demod[:, None, None, None], spec.upsample,
-                              self.dtype)
+                              self.dtype, res)
         if spec.upsample:
             return self._finish(F.conv_transpose2d(x, weight, stride=2), spec, None)
-        y = F.conv2d(x, weight, spec.bias.to(self.dtype), padding=spec.weight.shape[-1] // 2)
+        x = x.contiguous(memory_format=_conv_format(False, self.dtype, res))
+        y = F.conv2d(x, weight, spec.bias.to(self.dtype),
+                     padding=spec.weight.shape[-1] // 2)
         return F.leaky_relu_(y, LEAKY_SLOPE)
 
     def _heads(self, i: int, x: Tensor, flow_style: Tensor, feat: Tensor, rgb: Tensor | None,
@@ -289,7 +325,7 @@ class InferenceDecoder:
         b, _, h, w = x.shape
         raw = _conv1x1(x, head.flow_weight[None] * flow_style[:, None, :]) + head.flow_bias[None, :, None, None]
         if flow is not None:
-            raw = raw + head.upsample(flow)
+            raw = raw + head.upsample_flow(flow)
         grid = torch.tanh(raw[:, 0:2]).permute(0, 2, 3, 1) + self.grids[h]
         mask = torch.sigmoid(raw[:, 2:3])
         # channels_last features make grid_sample parallel and several times faster on CPU
