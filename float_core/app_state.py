@@ -410,16 +410,19 @@ def prepare_cached(pipe: "FloatPipeline", session: Session, image: np.ndarray | 
 def emotion_vector(detected: np.ndarray, emotion: str) -> np.ndarray:
     """The emotion vector sampling uses: the speech's probabilities for "auto", else a one-hot.
 
-    Mirrors :meth:`FloatPipeline.resolve_emotion` without the model, so the emotion plot can
-    highlight the emotion in use before sampling starts.
+    The same rule as :meth:`FloatPipeline.resolve_emotion` (:func:`float_core.pipeline.resolve_emotion`),
+    on the stored probabilities, so the emotion plot can highlight the emotion in use before
+    sampling starts.
     """
-    probs = np.asarray(detected, dtype=np.float64)
-    name = str(emotion or "auto").lower()
-    if name == "auto":
-        return probs
-    if name not in EMOTIONS:
-        raise ValueError(f"Emotion: expected 'auto' or one of {', '.join(EMOTIONS)}, got {emotion!r}")
-    return np.eye(len(EMOTIONS))[EMOTIONS.index(name)]
+    import torch
+
+    from .pipeline import resolve_emotion
+
+    probs = torch.as_tensor(np.asarray(detected, dtype=np.float64))
+    try:
+        return resolve_emotion(probs, str(emotion or "auto")).numpy()
+    except ValueError as exc:  # label it as the UI control it comes from
+        raise ValueError(f"Emotion setting: {exc}") from None
 
 
 def sample_cached(pipe: "FloatPipeline", session: Session, settings: SamplingSettings,

@@ -72,6 +72,27 @@ def _tqdm(total: int, desc: str, enabled: bool, unit: str = "it"):
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
 
 
+def resolve_emotion(speech_probs: Tensor, emotion: EmotionInput = None) -> Tensor:
+    """The emotion vector w_e (7,) for sampling, from the speech's probabilities and a choice.
+
+    ``None`` or ``"auto"``: ``speech_probs``; one of :data:`EMOTIONS` (any case): redirection
+    to that emotion as a one-hot vector (paper Sec. 4.2); 7 numbers: a given probability
+    vector (non-negative, normalised to sum 1). The result has ``speech_probs``' dtype/device.
+    """
+    if emotion is None or (isinstance(emotion, str) and emotion.lower() == "auto"):
+        return speech_probs
+    if isinstance(emotion, str):
+        name = emotion.lower()
+        if name not in EMOTIONS:
+            raise ValueError(f"emotion: expected 'auto' or one of {', '.join(EMOTIONS)}; got {emotion!r}")
+        return torch.nn.functional.one_hot(torch.tensor(EMOTIONS.index(name)), len(EMOTIONS)).to(speech_probs)
+    vec = torch.as_tensor(np.asarray(emotion, dtype=np.float32)).flatten()
+    if vec.numel() != len(EMOTIONS) or not torch.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
+        raise ValueError(f"emotion: a probability vector needs {len(EMOTIONS)} finite non-negative "
+                         f"numbers with a positive sum (order: {', '.join(EMOTIONS)})")
+    return (vec / vec.sum()).to(speech_probs)
+
+
 # ---------------------------------------------------------------------------- prepared state
 @dataclass(frozen=True)
 class SourceImage:
@@ -278,19 +299,7 @@ class FloatPipeline:
         given probability vector (non-negative, normalised to sum 1).
         """
         speech = prepared.speech if isinstance(prepared, Prepared) else prepared
-        if emotion is None or (isinstance(emotion, str) and emotion.lower() == "auto"):
-            return speech.emotion_probs
-        if isinstance(emotion, str):
-            name = emotion.lower()
-            if name not in EMOTIONS:
-                raise ValueError(f"emotion: expected 'auto' or one of {', '.join(EMOTIONS)}; got {emotion!r}")
-            return torch.nn.functional.one_hot(torch.tensor(EMOTIONS.index(name)), len(EMOTIONS)).to(
-                speech.emotion_probs)
-        vec = torch.as_tensor(np.asarray(emotion, dtype=np.float32)).flatten()
-        if vec.numel() != len(EMOTIONS) or not torch.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
-            raise ValueError(f"emotion: a probability vector needs {len(EMOTIONS)} finite non-negative "
-                             f"numbers with a positive sum (order: {', '.join(EMOTIONS)})")
-        return (vec / vec.sum()).to(speech.emotion_probs)
+        return resolve_emotion(speech.emotion_probs, emotion)
 
     def iter_motion(
         self, prepared: Prepared, a_cfg: float = 2.0, e_cfg: float = 1.0, nfe: int = 10,
