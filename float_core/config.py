@@ -8,9 +8,16 @@ test mode (``FLOAT_TEST_MODEL=tiny-random``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+#: Sidecar file that records a non-official :class:`FloatConfig` next to a checkpoint
+#: (written by training exports; ``FloatPipeline.from_pretrained`` reads it).
+CONFIG_FILE_NAME = "float_config.json"
 
 #: Label order of the speech-emotion classifier (r-f/wav2vec-english-speech-emotion-recognition).
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -141,6 +148,54 @@ class FloatConfig:
                                             pooling_mode="mean"),
             fmt_hidden=64, fmt_depth=2, fmt_heads=4, num_frames=10, num_prev_frames=2,
         )
+
+    @classmethod
+    def preset(cls, name: str) -> "FloatConfig":
+        """``"official"`` or ``"tiny"``."""
+        presets = {"official": cls.official, "tiny": cls.tiny}
+        if name not in presets:
+            raise ValueError(f"model preset must be one of {sorted(presets)}, got {name!r}")
+        return presets[name]()
+
+    # ----------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FloatConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not be ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown FloatConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as JSON (:data:`CONFIG_FILE_NAME` inside ``path`` if it is a folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILE_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "FloatConfig":
+        """Read a JSON file written by :meth:`save`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read the model config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of FloatConfig fields")
+        return cls.from_dict(data)
+
+    @classmethod
+    def for_checkpoint(cls, checkpoint_file: str | os.PathLike[str]) -> "FloatConfig":
+        """The config of a checkpoint: its :data:`CONFIG_FILE_NAME` sidecar if present, else official."""
+        sidecar = Path(checkpoint_file).parent / CONFIG_FILE_NAME
+        return cls.load(sidecar) if sidecar.is_file() else cls.official()
 
     def replace(self, **changes: Any) -> "FloatConfig":
         """A copy with some fields changed (``dataclasses.replace``)."""

@@ -199,7 +199,8 @@ class FloatPipeline:
         Args:
             checkpoint: a folder in the authors' layout (``float.pth``, ``wav2vec2-base-960h/``,
                 ``wav2vec-english-speech-emotion-recognition/``), a single ``.pth``/``.safetensors``
-                file, or None for ``$FLOAT_CHECKPOINT_DIR`` or ``./checkpoints``. The name
+                file (a ``float_config.json`` beside it, as training writes, selects a non-official
+                model size), or None for ``$FLOAT_CHECKPOINT_DIR`` or ``./checkpoints``. The name
                 ``"tiny-random"`` (or ``FLOAT_TEST_MODEL=tiny-random`` in the environment) builds
                 a tiny random model with no files, for tests.
             audio_model, emotion_model: local folders or Hugging Face ids of the two wav2vec2
@@ -215,8 +216,9 @@ class FloatPipeline:
                              f"got {os.environ[TEST_MODEL_ENV]!r}")
         from .weights import load_model, resolve_sources
 
-        config = FloatConfig.official()
         sources = resolve_sources(checkpoint, audio_model, emotion_model)
+        # Trained models of other sizes carry a float_config.json next to the weights.
+        config = FloatConfig.for_checkpoint(sources.checkpoint)
         model = load_model(config, sources, device="cpu")
         return cls(model, device=device, dtype=dtype)
 

@@ -450,6 +450,31 @@ def _load_state_dict(sources: WeightSources, params: Mapping[str, tuple[int, ...
     return {k: v for k, v in state_dict.items() if k not in buffers}
 
 
+def pretrained_encoder_weights(config: FloatConfig, audio_model: str | os.PathLike[str] | None = None,
+                               emotion_model: str | os.PathLike[str] | None = None) -> dict[str, "torch.Tensor"]:
+    """The two wav2vec2 models' weights in float.pth naming, from local folders or Hugging Face ids.
+
+    Used to start training without the released ``float.pth``: the audio and emotion encoders are
+    the public pretrained models (paper Sec. 4.2), the rest starts from random weights. Only the
+    models that are given are read; the result is validated against ``FloatModel(config)``.
+    """
+    params, _ = _expected(config)
+    state_dict: dict[str, "torch.Tensor"] = {}
+    for model, value in ((_AUDIO, audio_model), (_EMOTION, emotion_model)):
+        if value is None or str(value) == "":
+            continue
+        folder = _resolve_hub_model(value, model, Path("."))
+        assert folder is not None  # a given value always resolves (or raises)
+        state_dict.update(_rename_weight_norm(_hub_model_state_dict(folder, model), params))
+    problems = [f"unexpected: {k}" for k in state_dict if k not in params]
+    problems += [f"wrong shape: {k}: expected {_fmt(params[k])}, found {_fmt(tuple(v.shape))}"
+                 for k, v in state_dict.items() if k in params and tuple(v.shape) != params[k]]
+    if problems:
+        raise WeightsError.listing("the wav2vec2 weights do not fit the model configuration:", problems,
+                                   f"Use {_AUDIO.hub_id} and {_EMOTION.hub_id} (or models of the same size).")
+    return state_dict
+
+
 def _as_dtype(dtype: "torch.dtype | str") -> "torch.dtype":
     import torch
 
