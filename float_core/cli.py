@@ -34,8 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+               errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse ``argv`` and call the chosen sub-command's ``func``; its exit code is returned.
+
+    No sub-command prints the help (exit 2); Ctrl-C exits 130; exceptions of the ``errors``
+    types print ``error: <message>`` (no traceback) and exit 2.
+    """
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -45,3 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)

@@ -26,9 +26,11 @@ from float_core.train.data import (
     frames_to_tensor,
 )
 from float_core.train.prepare import (
+    LandmarkDetectorError,
     iter_frames_at_fps,
     main,
     precompute_conditions,
+    precompute_landmarks,
     precompute_motion,
     prepare_dataset,
 )
@@ -78,6 +80,38 @@ def precomputed(prepared, tiny_model, tmp_path_factory):
     precompute_conditions(root, tiny_model, progress=False)
     precompute_motion(root, tiny_model.motion_autoencoder, batch_size=16, progress=False)
     return root
+
+
+class FakeLandmarks:
+    """A landmark detector for tests: call k returns a fixed face shifted by (0.25 k, 0.1 k) in
+    the 64-px crop, or None for the calls in ``none_at``; every result is kept in ``outputs``."""
+
+    def __init__(self, none_at=()):
+        rng = np.random.default_rng(0)
+        self.base = np.empty((68, 2), np.float32)
+        self.base[:] = rng.uniform(8, 56, (68, 2))  # jaw, brows, nose: anywhere on the face
+        for sl, (cx, cy), r in ((slice(36, 42), (20, 24), 3), (slice(42, 48), (40, 24), 3),
+                                (slice(48, 68), (30, 44), 6)):
+            self.base[sl] = np.array([cx, cy]) + rng.uniform(-r, r, (sl.stop - sl.start, 2))
+        self.none_at, self.outputs = set(none_at), []
+
+    def __call__(self, frame):
+        assert frame.shape == (CROP, CROP, 3) and frame.dtype == np.uint8
+        k = len(self.outputs)
+        out = None if k in self.none_at else self.base + np.float32([0.25 * k, 0.1 * k])
+        self.outputs.append(out)
+        return out
+
+
+@pytest.fixture(scope="module")
+def landmarked(prepared, tmp_path_factory):
+    """The prepared set with landmarks by :class:`FakeLandmarks`: no face in frames 3 and 10 of
+    the first clip and 0 of the second (42 frames each)."""
+    root = tmp_path_factory.mktemp("landmarked") / "data"
+    shutil.copytree(prepared[0], root)
+    fake = FakeLandmarks(none_at={3, 10, 42})
+    done = precompute_landmarks(root, detector=fake, progress=False)
+    return root, fake, done
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -384,3 +418,112 @@ def test_stage2_dataset(precomputed):
     with pytest.raises(DatasetError, match="no clip .* at least L'\\+L = 60"), \
             pytest.warns(UserWarning, match="2 clip"):
         Stage2Dataset(store, num_frames=50, num_prev_frames=10)
+
+
+# ----------------------------------------------------------------------------- landmarks
+def test_precompute_landmarks_stores_the_detector_output(landmarked):
+    root, fake, done = landmarked
+    store = ClipStore(root)
+    assert done == ["clip_000", "speaker_b__clip_001"] and len(fake.outputs) == 84
+    for c, clip in enumerate(store.clips):
+        lm = store.landmarks(clip)
+        assert lm.dtype == np.float32 and lm.shape == (42, 68, 2)
+        outputs = fake.outputs[42 * c: 42 * (c + 1)]
+        found = np.stack([o for o in outputs if o is not None])
+        median = np.median(found, axis=0)
+        for k, out in enumerate(outputs):
+            np.testing.assert_array_equal(lm[k], median if out is None else out)
+    # Frame 3 of clip 0 (no face) holds the median of the other 40 frames: shift (0.25, 0.1) x 21.5.
+    np.testing.assert_allclose(store.landmarks("clip_000")[3], fake.base + np.float32([5.375, 2.15]), atol=1e-5)
+    index = json.loads((root / "index.json").read_text())
+    assert index["precomputed"]["landmarks"]["points"] == 68
+    assert index["precomputed"]["landmarks"]["frames_filled_with_median"] == 3
+    assert all(entry["landmarks_dim"] == 68 for entry in index["clips"])
+    assert ClipStore(root).missing("landmarks") == []
+    # A second run keeps what exists (the detector is not called).
+    again = FakeLandmarks()
+    assert precompute_landmarks(root, detector=again, progress=False) == [] and again.outputs == []
+
+
+def test_stage1_dataset_boxes_from_driving_landmarks(landmarked, prepared):
+    from float_core.train.losses import boxes_from_landmarks, unstack_component_boxes
+
+    store = ClipStore(landmarked[0])
+    data = Stage1Dataset(store, image_size=32, seed=0)
+    assert data.use_landmarks
+    pools = {c.id: frames_to_tensor(store.frames(c, range(c.num_frames)), 32) for c in store.clips}
+    for i in (0, 5, 7):
+        item = data[i]
+        assert set(item) == {"source", "driving", "boxes"}
+        assert item["boxes"].dtype == torch.float32 and item["boxes"].shape == (3, 4)
+        # The driving frame: the one stored frame the item's driving image is.
+        hits = [(cid, k) for cid, pool in pools.items() for k in range(len(pool))
+                if (pool[k] - item["driving"]).abs().max() < 1e-6]
+        assert hits
+        expected = []
+        for cid, k in hits:
+            scaled = np.asarray(store.landmarks(cid)[k]) * (32 / CROP)  # 64-px crop -> 32-px model images
+            b = boxes_from_landmarks(scaled, 32)
+            expected.append(torch.stack([b["left_eye"], b["right_eye"], b["mouth"]]))
+        assert any(torch.allclose(item["boxes"], e, atol=1e-5) for e in expected)
+    # Known values: the left eye of clip 0, frame 0 (shift 0) is the template's, halved.
+    eye = FakeLandmarks().base[36:42] * 0.5
+    centre, side = eye.mean(0), 1.5 * (eye.max(0) - eye.min(0)).max()
+    torch.testing.assert_close(data.driving_boxes("clip_000", 0)[0],
+                               torch.tensor([*(centre - side / 2), *(centre + side / 2)]), atol=1e-5, rtol=0)
+    batch = next(iter(DataLoader(data, batch_size=4, sampler=IndexSampler(0, 4))))
+    assert batch["boxes"].shape == (4, 3, 4) and torch.equal(batch["boxes"][2], data[2]["boxes"])
+    assert unstack_component_boxes(batch["boxes"])["mouth"].shape == (4, 4)
+    clone = pickle.loads(pickle.dumps(data))
+    assert torch.equal(clone[5]["boxes"], data[5]["boxes"])
+    # landmarks=False never gives boxes; a set without landmarks has none.
+    assert "boxes" not in Stage1Dataset(store, image_size=32, landmarks=False)[0]
+    assert "boxes" not in Stage1Dataset(ClipStore(prepared[0]), image_size=32)[0]
+    with pytest.raises(DatasetError, match="2 of 2 clips lack landmarks.npy.*--landmarks"):
+        Stage1Dataset(ClipStore(prepared[0]), image_size=32, landmarks=True)
+
+
+def test_clip_without_landmarks_gets_no_file_and_fixed_boxes(prepared, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(prepared[0], root)
+    with pytest.warns(UserWarning, match="no landmarks found in any frame of 1 clip"):
+        done = precompute_landmarks(root, detector=FakeLandmarks(none_at=range(42, 84)), progress=False)
+    store = ClipStore(root)
+    assert done == ["clip_000"] and store.landmarks("speaker_b__clip_001") is None
+    assert store.landmarks("clip_000").shape == (42, 68, 2)
+    with pytest.warns(UserWarning, match="1 of 2 clips lack landmarks.npy"):
+        data = Stage1Dataset(store, image_size=32)
+    assert not data.use_landmarks and all("boxes" not in data[i] for i in range(4))
+    with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
+        precompute_landmarks(root, detector=lambda frame: np.zeros((3, 2)), progress=False, overwrite=True)
+
+
+def test_precompute_landmarks_without_face_alignment_fails_clearly(prepared, tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    root = tmp_path / "data"
+    shutil.copytree(prepared[0], root)
+    monkeypatch.setitem(sys.modules, "face_alignment", None)  # as if not installed
+    with pytest.raises(LandmarkDetectorError, match="face_alignment.*pip install face-alignment"):
+        precompute_landmarks(root, progress=False)
+    assert main(["--out", str(root), "--landmarks", "-q"]) == 1
+    assert "pip install face-alignment" in capsys.readouterr().err
+    # Installed, but offline: the weights cannot be downloaded.
+    fake_module = types.ModuleType("face_alignment")
+    fake_module.LandmarksType = types.SimpleNamespace(TWO_D=1)
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    fake_module.FaceAlignment = offline
+    monkeypatch.setitem(sys.modules, "face_alignment", fake_module)
+    with pytest.raises(LandmarkDetectorError, match="could not load its models.*hub/checkpoints"):
+        precompute_landmarks(root, progress=False)
+    assert ClipStore(root).missing("landmarks") == ["clip_000", "speaker_b__clip_001"]
+    # The command line uses the detector and records the item in index.json.
+    monkeypatch.setattr(prepare_mod, "face_alignment_detector", lambda device="cpu": FakeLandmarks())
+    assert main(["--out", str(root), "--landmarks", "-q"]) == 0
+    assert "landmarks computed for 2 clips" in capsys.readouterr().out
+    assert json.loads((root / "index.json").read_text())["precomputed"]["landmarks"]["detector"] == "face_alignment"
+    assert ClipStore(root).landmarks("speaker_b__clip_001").shape == (42, 68, 2)

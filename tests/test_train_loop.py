@@ -215,3 +215,27 @@ def test_dropped_conditions_do_not_reach_the_field():
     # With everything kept, the same change does alter the loss.
     kept = StepDraws(base.t, base.x0, ones, ones, ones, ones)
     assert not torch.equal(objective(batch, kept)[0], objective(altered, kept)[0])
+
+
+def test_base_none_takes_the_public_wav2vec2_weights(tmp_path):
+    """Training from scratch without float.pth: random networks plus the pretrained audio model."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    config = FloatConfig.tiny()
+    torch.manual_seed(5)
+    hub_model = Wav2Vec2ForCTC(Wav2Vec2Config(**config.audio_wav2vec2))
+    hub_model.save_pretrained(tmp_path / "audio")  # a Hugging Face folder, as downloaded
+    model = load_base_model("none", config, audio_model=str(tmp_path / "audio"))
+    ours = model.audio_encoder.wav2vec2.state_dict()
+    for key, value in hub_model.wav2vec2.state_dict().items():
+        if key in ours:
+            assert torch.equal(ours[key], value), key
+    assert torch.equal(ours["feature_projection.projection.weight"],
+                       hub_model.wav2vec2.feature_projection.projection.weight)
+    random_model = load_base_model("none", config)
+    assert not torch.equal(random_model.audio_encoder.wav2vec2.feature_projection.projection.weight,
+                           ours["feature_projection.projection.weight"])
+    from float_core.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="neither a folder nor a Hugging Face model id"):
+        load_base_model("none", config, audio_model=str(tmp_path / "missing" / "x" / "y"))

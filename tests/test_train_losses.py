@@ -452,3 +452,48 @@ def test_stage1_per_sample_boxes_mask_and_switched_off_terms(vgg: VGG19Features)
     assert set(losses.discriminator_step(fake, real, boxes=boxes)) == {"eye"}
     with pytest.raises(ValueError):
         losses.generator_step(fake[:, :, :32, :32], real[:, :, :32, :32])
+
+
+def test_stack_and_unstack_component_boxes_round_trip() -> None:
+    boxes = {"left_eye": torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8]]), "right_eye": (9, 10, 11, 12),
+             "mouth": torch.tensor([[13.0, 14, 15, 16], [17, 18, 19, 20]])}
+    stacked = L.stack_component_boxes(boxes)
+    assert stacked.dtype == torch.float32 and stacked.shape == (2, 3, 4)
+    assert stacked[1].tolist() == [[5, 6, 7, 8], [9, 10, 11, 12], [17, 18, 19, 20]]  # COMPONENT_NAMES order
+    back = L.unstack_component_boxes(stacked)
+    assert list(back) == list(L.COMPONENT_NAMES)
+    torch.testing.assert_close(back["left_eye"], boxes["left_eye"])
+    torch.testing.assert_close(back["right_eye"], torch.tensor([[9.0, 10, 11, 12]] * 2))
+    torch.testing.assert_close(L.stack_component_boxes(back), stacked)
+    single = L.stack_component_boxes(L.fixed_component_boxes(64))  # one item's (3, 4)
+    assert single.shape == (3, 4) and L.unstack_component_boxes(single)["mouth"].tolist() == [
+        pytest.approx(v) for v in (0.32 * 64, 0.55 * 64, 0.68 * 64, 0.79 * 64)]
+    with pytest.raises(ValueError, match="lack"):
+        L.stack_component_boxes({"left_eye": (0, 0, 1, 1)})
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        L.unstack_component_boxes(torch.zeros(2, 2, 4))
+
+
+def test_stage1_losses_use_landmark_boxes(stage1: L.Stage1Losses) -> None:
+    real = _smooth_images(2, 64, seed=14)
+    fake = _smooth_images(2, 64, seed=15)
+    lm = torch.full((2, 68, 2), 32.0)  # components low on the left, away from the fixed boxes
+    lm[:, 36:42] = torch.tensor([[6.0, 40], [8, 39], [10, 39], [12, 40], [10, 41], [8, 41]])
+    lm[:, 42:48] = lm[:, 36:42] + torch.tensor([10.0, 0])
+    lm[:, 48:68, 0], lm[:, 48:68, 1] = torch.linspace(4, 20, 20), 56.0
+    lm[1] += 2.0
+    batch_boxes = L.stack_component_boxes(L.boxes_from_landmarks(lm, 64))  # what a batch carries
+    assert batch_boxes.shape == (2, 3, 4)
+    fixed = stage1.generator_step(fake, real)
+    with_lm = stage1.generator_step(fake, real, boxes=batch_boxes)
+    as_dict = stage1.generator_step(fake, real, boxes=L.unstack_component_boxes(batch_boxes))
+    assert with_lm["comp_lp"].item() != pytest.approx(fixed["comp_lp"].item(), rel=1e-3)
+    assert with_lm["eye_fsm"].item() != pytest.approx(fixed["eye_fsm"].item(), rel=1e-3)
+    assert with_lm["comp_lp"].item() == pytest.approx(as_dict["comp_lp"].item(), rel=1e-6)
+    mask = L.component_mask(L.unstack_component_boxes(batch_boxes), 2, 64)
+    explicit = stage1.generator_step(fake, real, mask=mask)  # the landmark mask, by hand
+    assert with_lm["comp_lp"].item() == pytest.approx(explicit["comp_lp"].item(), rel=1e-6)
+    d_fixed = stage1.discriminator_step(fake, real)
+    d_lm = stage1.discriminator_step(fake, real, boxes=batch_boxes)
+    assert d_lm["lip"].item() != pytest.approx(d_fixed["lip"].item(), rel=1e-4)
+    assert d_lm["full"].item() == pytest.approx(d_fixed["full"].item(), rel=1e-6)

@@ -203,3 +203,47 @@ def test_stage2_learns_audio_to_mouth(latents, stage1_run, tmp_path):
     untrained = mouth_correlation(FloatPipeline.from_pretrained(stage1_run, device="cpu"), store, audio)
     print(f"audio-mouth correlation: trained {trained:.3f}, untrained {untrained:.3f}")
     assert trained > untrained + 0.3 and trained > 0.5, (trained, untrained)
+
+
+# --------------------------------------------------------------------------- fine-tuning
+@pytest.mark.parametrize("stage, key", [("stage1", "motion_autoencoder.dec.direction.weight"),
+                                        ("stage2", "fmt.blocks.0.attn.qkv.weight")])
+def test_finetune_starts_from_the_base_weights(stage, key, latents, stage2_run, tmp_path):
+    """--finetune keeps the base's trained networks as the starting point; without it they start fresh."""
+    extra = ["--vgg", "random", "--batch-size", "4"] if stage == "stage1" else ["--batch-size", "8"]
+    base = torch.load(stage2_run / "float.pth", weights_only=True)  # a full tiny checkpoint
+    tuned = _train(stage, latents, tmp_path / "tuned", "--base", str(stage2_run), "--finetune", "--steps", "1",
+                   "--lr", "1e-9", "--save-every", "0", *extra)
+    fresh = _train(stage, latents, tmp_path / "fresh", "--base", str(stage2_run), "--steps", "1",
+                   "--lr", "1e-9", "--save-every", "0", *extra)
+    tuned_weights = torch.load(tuned / "float.pth", weights_only=True)
+    fresh_weights = torch.load(fresh / "float.pth", weights_only=True)
+    torch.testing.assert_close(tuned_weights[key], base[key], atol=1e-6, rtol=0)
+    assert (fresh_weights[key] - base[key]).abs().max() > 1e-3
+    # The frozen parts always come from the base.
+    frozen = "audio_encoder.wav2vec2.feature_projection.projection.weight"
+    assert torch.equal(tuned_weights[frozen], base[frozen]) and torch.equal(fresh_weights[frozen], base[frozen])
+
+
+def test_stage1_uses_landmark_boxes_when_prepared(dataset, stage1_run, tmp_path):
+    """With landmarks.npy (prepare --landmarks) the component losses use the driving frame's
+    landmark boxes: same data and initialisation as the fixed-box run, so the pixel L1 of the
+    first step is identical while the facial component term differs."""
+    import shutil
+
+    from float_core.train.prepare import precompute_landmarks
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    size = json.loads((data / "index.json").read_text())["image_size"]
+    points = np.zeros((68, 2), np.float32)
+    points[:, 0], points[:, 1] = 0.25 * size, 0.2 * size  # everything high and to the left
+    points[48:68] = (0.2 * size, 0.45 * size)  # a mouth far from the fixed mouth box
+    points[48:68, 0] += np.linspace(0, 0.15 * size, 20)
+    points[36:48, 0] += np.linspace(0, 0.3 * size, 12)
+    assert precompute_landmarks(data, detector=lambda frame: points, progress=False)
+    out = _train("stage1", data, tmp_path / "run", "--vgg", "random", "--steps", "1", "--batch-size", "4",
+                 "--lr", "1e-3", "--log-every", "1", "--save-every", "0")
+    with_landmarks, fixed = read_metrics(out)[0], read_metrics(stage1_run)[0]
+    assert with_landmarks["g/l1"] == fixed["g/l1"]
+    assert abs(with_landmarks["g/comp_lp"] - fixed["g/comp_lp"]) > 1e-4

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..cli import run_parser
 from .loop import RunConfig, add_config_arguments, config_from_sources, shutdown_distributed
 
 
@@ -65,16 +65,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:  # WeightsError is a ValueError: clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # WeightsError and DatasetError are ValueErrors: a clear message, no traceback.
+    return run_parser(build_parser(), argv, errors=(ValueError, OSError))

@@ -10,6 +10,15 @@ Layout (written by :mod:`float_core.train.prepare`)::
     ROOT/clips/<id>/audio_features.npy optional float16 (T, F): stacked wav2vec2 layer outputs
     ROOT/clips/<id>/emotion.npy        optional float32 (7,): speech-emotion probabilities
     ROOT/clips/<id>/motion.npy         optional float32 (T, d): motion latents w_{r->D} (after stage 1)
+    ROOT/clips/<id>/landmarks.npy      optional float32 (T, 68, 2): 68-point iBUG landmarks (x, y)
+
+Landmarks are (x, y) in pixels of the stored crop (``image_size`` of the index, whatever the
+model's resolution), as the detector gives them. Stage 1 scales them to its own image size
+(x * model_size / image_size) and derives the eye and mouth boxes of its component losses from
+them (:class:`Stage1Dataset`); the boxes treat them as continuous coordinates, pixel i spanning
+[i, i + 1), so for a detector that puts pixel centres on integers they are half a pixel off,
+negligible against the boxes' 1.2-1.5x margins. Frames where the detector found no face hold the
+clip's median landmarks; a clip where it found none has no file.
 
 One file of JPEGs plus an offset table gives random access to any frame with one seek and one
 read, without millions of small files, and streams well from network storage.
@@ -47,6 +56,7 @@ __all__ = [
     "DATASET_FORMAT",
     "DATASET_VERSION",
     "INDEX_FILE",
+    "NUM_LANDMARKS",
     "PRECOMPUTED",
     "VIRTUAL_LENGTH",
     "ClipInfo",
@@ -77,7 +87,12 @@ PRECOMPUTED: dict[str, tuple[str, str]] = {
                 "python -m float_core.train prepare --out {root} --emotion --weights CHECKPOINT"),
     "motion": ("motion.npy",
                "python -m float_core.train prepare --out {root} --motion --weights STAGE1_CHECKPOINT"),
+    "landmarks": ("landmarks.npy",
+                  "python -m float_core.train prepare --out {root} --landmarks  (pip install face-alignment)"),
 }
+
+#: Points per landmark set (the iBUG 68-point layout: eyes 36-41 and 42-47, mouth 48-67).
+NUM_LANDMARKS = 68
 
 #: ``len()`` of the index-deterministic datasets: effectively infinite.
 VIRTUAL_LENGTH = 2**62
@@ -270,6 +285,10 @@ class ClipStore:
         """float32 (T, d) motion latents w_{r->D} (a read-only memory map), or None."""
         return self._array(ref, "motion")
 
+    def landmarks(self, ref: ClipRef) -> np.ndarray | None:
+        """float32 (T, 68, 2) landmarks (x, y) in stored-crop pixels (a read-only memory map), or None."""
+        return self._array(ref, "landmarks")
+
     def missing(self, name: str) -> list[str]:
         """Ids of clips that lack the precomputed item ``name``."""
         if name not in PRECOMPUTED:
@@ -310,15 +329,62 @@ class Stage1Dataset(Dataset):
     LIA samples one video per item; ``"frames"`` weights clips by length), then two different
     frames of it (source and driving). Returns ``dict(source, driving)``, float32
     (3, image_size, image_size) in [-1, 1].
+
+    Facial-component boxes. When every clip has ``landmarks.npy`` (``prepare --landmarks``),
+    items also hold ``boxes``: float32 (3, 4), the driving frame's left-eye, right-eye and mouth
+    boxes (x0, y0, x1, y1) in pixels of ``image_size`` (rows in
+    :data:`float_core.train.losses.COMPONENT_NAMES` order), made by
+    :func:`~float_core.train.losses.boxes_from_landmarks` from its landmarks scaled by
+    ``image_size / store.image_size``; a batch's (B, 3, 4) ``boxes`` go to the stage-1 losses
+    as they are. Without landmarks (or with them for only some clips: then with a warning, as
+    mixing the two kinds of box within a batch is not possible) items have no ``boxes`` and
+    the losses use fixed regions of the aligned crop.
+
+    Args:
+        landmarks: None (default): use landmarks when every clip has them; False: never;
+            True: require them (:class:`DatasetError` naming the clips that lack them).
     """
 
-    def __init__(self, store: ClipStore, image_size: int, seed: int = 0, *, weighting: str = "clips"):
+    def __init__(self, store: ClipStore, image_size: int, seed: int = 0, *, weighting: str = "clips",
+                 landmarks: bool | None = None):
         if len(store) == 0:
             raise DatasetError(f"{store.root} has no clips")
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         self.store, self.image_size, self.seed = store, int(image_size), int(seed)
         self._cumulative = _clip_weights([c.num_frames for c in store.clips], weighting)
+        self.use_landmarks = self._check_landmarks(landmarks)
+
+    def _check_landmarks(self, wanted: bool | None) -> bool:
+        if wanted is False:
+            return False
+        if wanted:
+            self.store.require("landmarks")
+        lacking = self.store.missing("landmarks")
+        if lacking:
+            if len(lacking) < len(self.store):
+                warnings.warn(f"{len(lacking)} of {len(self.store)} clips lack {PRECOMPUTED['landmarks'][0]} "
+                              f"({', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''}): stage 1 uses the "
+                              "fixed component regions of the aligned crop for every clip; run "
+                              + PRECOMPUTED["landmarks"][1].format(root=self.store.root), stacklevel=3)
+            return False
+        for clip in self.store.clips:
+            lm = self.store.landmarks(clip)
+            assert lm is not None  # missing() checked the files exist
+            if lm.shape != (clip.num_frames, NUM_LANDMARKS, 2):
+                raise DatasetError(f"{clip.dir / PRECOMPUTED['landmarks'][0]} has shape {lm.shape}, expected "
+                                   f"({clip.num_frames}, {NUM_LANDMARKS}, 2); precompute it again")
+        return True
+
+    def driving_boxes(self, clip: ClipRef, frame: int) -> Tensor:
+        """float32 (3, 4) component boxes of a frame's landmarks, in pixels of ``image_size``."""
+        from .losses import boxes_from_landmarks, stack_component_boxes
+
+        lm = self.store.landmarks(clip)
+        if lm is None:
+            raise DatasetError(f"clip {self.store.clip(clip).id!r} has no {PRECOMPUTED['landmarks'][0]}")
+        points = np.asarray(lm[int(frame)], dtype=np.float32) * (self.image_size / self.store.image_size)
+        return stack_component_boxes(boxes_from_landmarks(points, self.image_size))
 
     def __len__(self) -> int:
         return VIRTUAL_LENGTH
@@ -331,7 +397,10 @@ class Stage1Dataset(Dataset):
         else:
             source = driving = 0
         images = frames_to_tensor(self.store.frames(clip, [source, driving]), self.image_size)
-        return {"source": images[0], "driving": images[1]}
+        item = {"source": images[0], "driving": images[1]}
+        if self.use_landmarks:
+            item["boxes"] = self.driving_boxes(clip, int(driving))
+        return item
 
 
 class Stage2Dataset(Dataset):

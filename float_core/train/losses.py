@@ -22,9 +22,21 @@ discriminators and gives the trainer two calls::
     sum(d_terms.values()).backward()                     # optimiser over losses.discriminator_parameters()
 
 Facial components. The paper takes a tight mouth mask from a face-segmentation model [92] and
-eye boxes from a landmark detector [5]. Neither runs here at training time, so boxes come from
-either 68-point landmarks (:func:`boxes_from_landmarks`, better; e.g. precomputed by the data
-pipeline) or fixed fractions of FLOAT's aligned crop (:class:`ComponentBoxes`, the default).
+eye boxes from a landmark detector [5]. Neither runs here at training time, so the eye and mouth
+boxes (and the L_comp-lp mask, their union) come from
+
+- 68-point landmarks of the driving frame when the data set has them (``python -m
+  float_core.train prepare --out DATA --landmarks`` writes ``landmarks.npy`` per clip;
+  :class:`float_core.train.data.Stage1Dataset` then returns per-sample ``boxes``, see
+  :func:`boxes_from_landmarks` and :func:`stack_component_boxes`), else
+- fixed fractions (x0, y0, x1, y1) of FLOAT's aligned crop (:class:`ComponentBoxes`, the
+  default): left eye (0.28, 0.30, 0.48, 0.50), right eye (0.52, 0.30, 0.72, 0.50), mouth
+  (0.32, 0.55, 0.68, 0.79).
+
+Per-sample boxes travel through the data loader as one float32 (B, 3, 4) tensor (rows in
+:data:`COMPONENT_NAMES` order, pixels of the training resolution); :meth:`Stage1Losses.generator_step`
+and :meth:`Stage1Losses.discriminator_step` take it as it is, or the dict of
+:func:`unstack_component_boxes`.
 """
 
 from __future__ import annotations
@@ -67,6 +79,8 @@ __all__ = [
     "perceptual_loss_from_features",
     "r1_penalty",
     "resize_mask",
+    "stack_component_boxes",
+    "unstack_component_boxes",
     "vgg_pyramid_features",
 ]
 
@@ -236,6 +250,31 @@ def boxes_from_landmarks(landmarks68: Tensor | np.ndarray, image_size: int, eye_
         box = torch.cat([centre - half, centre + half], dim=1).clamp(0.0, float(image_size))
         out[name] = box[0] if single else box
     return out
+
+
+def stack_component_boxes(boxes: Mapping[str, BoxLike]) -> Tensor:
+    """``COMPONENT_NAMES`` -> (4,) or (B, 4) boxes as one float32 (3, 4) or (B, 3, 4) tensor.
+
+    Rows follow :data:`COMPONENT_NAMES` (left eye, right eye, mouth), each (x0, y0, x1, y1) in
+    pixels. This is the form a dataset item carries (``item["boxes"]``), since the default
+    ``DataLoader`` collation stacks it into (B, 3, 4); :func:`unstack_component_boxes` inverts it.
+    """
+    missing = [n for n in COMPONENT_NAMES if n not in boxes]
+    if missing:
+        raise ValueError(f"boxes lack {missing}; expected keys {COMPONENT_NAMES}")
+    parts = [torch.as_tensor(boxes[n], dtype=torch.float32) for n in COMPONENT_NAMES]
+    if any(p.shape[-1:] != (4,) or p.ndim > 2 for p in parts):
+        raise ValueError(f"each box must be (4,) or (B, 4), got {[tuple(p.shape) for p in parts]}")
+    return torch.stack(torch.broadcast_tensors(*parts), dim=-2)
+
+
+def unstack_component_boxes(boxes: Tensor) -> dict[str, Tensor]:
+    """A (3, 4) or (B, 3, 4) tensor of :func:`stack_component_boxes` -> ``COMPONENT_NAMES`` ->
+    (4,) or (B, 4) boxes (views), the form :meth:`Stage1Losses.generator_step` takes."""
+    if boxes.ndim not in (2, 3) or boxes.shape[-2:] != (len(COMPONENT_NAMES), 4):
+        raise ValueError(f"expected ({len(COMPONENT_NAMES)}, 4) or (B, {len(COMPONENT_NAMES)}, 4) boxes, "
+                         f"got {tuple(boxes.shape)}")
+    return {name: boxes[..., i, :] for i, name in enumerate(COMPONENT_NAMES)}
 
 
 def _box_tensor(box: BoxLike, batch: int, device: torch.device) -> Tensor:
@@ -545,8 +584,11 @@ class Stage1Losses(nn.Module):
         return self
 
     def component_boxes(self, batch: int, device: torch.device,
-                        boxes: Mapping[str, BoxLike] | None = None) -> dict[str, Tensor]:
-        """(B, 4) pixel boxes per component: ``boxes`` if given, else the fixed fractions."""
+                        boxes: Mapping[str, BoxLike] | Tensor | None = None) -> dict[str, Tensor]:
+        """(B, 4) pixel boxes per component: ``boxes`` if given (a mapping, or a (B, 3, 4) tensor
+        of :func:`stack_component_boxes`), else the fixed fractions."""
+        if isinstance(boxes, Tensor):
+            boxes = unstack_component_boxes(boxes)
         src = boxes if boxes is not None else fixed_component_boxes(self.config.image_size, self.config.boxes)
         missing = [n for n in COMPONENT_NAMES if n not in src]
         if missing:
@@ -559,13 +601,14 @@ class Stage1Losses(nn.Module):
             raise ValueError(f"expected fake and real of shape (B, 3, {s}, {s}), got "
                              f"{tuple(fake.shape)} and {tuple(real.shape)}")
 
-    def generator_step(self, fake: Tensor, real: Tensor, boxes: Mapping[str, BoxLike] | None = None,
+    def generator_step(self, fake: Tensor, real: Tensor, boxes: Mapping[str, BoxLike] | Tensor | None = None,
                        mask: Tensor | None = None) -> dict[str, Tensor]:
         """Eq. 16 for reconstructions ``fake`` of drivings ``real`` (B, 3, S, S) in [-1, 1].
 
         Args:
             boxes: per-sample or shared pixel boxes for ``COMPONENT_NAMES`` (e.g. from
-                :func:`boxes_from_landmarks`); default: the fixed :class:`ComponentBoxes`.
+                :func:`boxes_from_landmarks`), or a batch's (B, 3, 4) ``boxes`` tensor (see
+                :func:`stack_component_boxes`); default: the fixed :class:`ComponentBoxes`.
             mask: (B, 1, S, S) component mask for L_comp-lp (e.g. a face-parsing mouth mask);
                 default: the union of the boxes.
 
@@ -605,7 +648,7 @@ class Stage1Losses(nn.Module):
             _, real_feats = disc(real_rois)
         return ComponentOutputs(fake_logits, fake_feats, real_feats)
 
-    def discriminator_step(self, fake: Tensor, real: Tensor, boxes: Mapping[str, BoxLike] | None = None,
+    def discriminator_step(self, fake: Tensor, real: Tensor, boxes: Mapping[str, BoxLike] | Tensor | None = None,
                            r1: bool = False) -> dict[str, Tensor]:
         """Logistic losses of the three discriminators (``fake`` is detached here as well).
 

@@ -28,6 +28,11 @@ Optional precomputation (needs a model, ``--weights``): ``--audio-features`` (th
 wav2vec2 layer outputs *before* the trainable projection, Sec. 4.2) and ``--emotion`` (the
 speech-emotion probabilities w_e) for stage 2 with frozen audio/emotion encoders, and
 ``--motion`` (the motion latents w_{r->D} of every frame by the trained stage-1 encoder).
+
+``--landmarks`` (no model needed; ``pip install face-alignment``, whose S3FD and 2D-FAN
+weights are downloaded on first use) writes ``landmarks.npy``: the 68-point landmarks of every
+stored frame, in pixels of the stored crop (:func:`precompute_landmarks`). Stage 1 then takes
+its eye and mouth regions from them instead of fixed regions of the aligned crop.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import shutil
 import statistics
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -57,6 +62,7 @@ from float_core.train.data import (
     DATASET_VERSION,
     FRAMES_FILE,
     INDEX_FILE,
+    NUM_LANDMARKS,
     OFFSETS_FILE,
     PRECOMPUTED,
     ClipStore,
@@ -78,15 +84,19 @@ __all__ = [
     "DEFAULT_MIN_FACE_FRACTION",
     "DEFAULT_MIN_SECONDS",
     "VIDEO_EXTENSIONS",
+    "LandmarkDetector",
+    "LandmarkDetectorError",
     "PrepareReport",
     "Skipped",
     "add_prepare_parser",
     "add_subparser",
     "clip_id_for",
+    "face_alignment_detector",
     "find_videos",
     "iter_frames_at_fps",
     "main",
     "precompute_conditions",
+    "precompute_landmarks",
     "precompute_motion",
     "prepare_dataset",
     "run_prepare",
@@ -462,7 +472,8 @@ def _existing_clips(clips_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _precomputed_fields(clip_dir: Path) -> dict[str, int]:
-    """``{"audio_features_dim": F, "emotion_dim": 7, "motion_dim": d}`` for the arrays present."""
+    """``{"audio_features_dim": F, "emotion_dim": 7, "motion_dim": d, "landmarks_dim": 68}`` for the
+    arrays present (the last dimension; for landmarks (T, 68, 2) the number of points)."""
     fields: dict[str, int] = {}
     for name, (filename, _) in PRECOMPUTED.items():
         path = clip_dir / filename
@@ -471,7 +482,10 @@ def _precomputed_fields(clip_dir: Path) -> dict[str, int]:
                 shape = np.load(path, mmap_mode="r").shape
             except (OSError, ValueError):
                 continue
-            fields[f"{name}_dim"] = int(shape[-1]) if shape else 0
+            if name == "landmarks":
+                fields[f"{name}_dim"] = int(shape[1]) if len(shape) == 3 else 0
+            else:
+                fields[f"{name}_dim"] = int(shape[-1]) if shape else 0
     return fields
 
 
@@ -732,6 +746,117 @@ def precompute_motion(
     return done
 
 
+#: A landmark detector: an RGB uint8 frame (H, W, 3) -> (68, 2) iBUG points (x, y) in its
+#: pixels, or None when no face is found.
+LandmarkDetector = Callable[[np.ndarray], np.ndarray | None]
+
+
+class LandmarkDetectorError(RuntimeError):
+    """The default landmark detector (face_alignment) is not installed or cannot load its weights."""
+
+
+def face_alignment_detector(device: str = "cpu") -> LandmarkDetector:
+    """The 2D-FAN landmark detector of the ``face_alignment`` package (its S3FD finds the face).
+
+    When a frame holds several faces, the largest (by landmark extent) is kept: the crop is
+    centred on the speaker. Raises :class:`LandmarkDetectorError` saying what to install or
+    download when the package or its weights are missing.
+    """
+    try:
+        import face_alignment
+    except ImportError as exc:
+        raise LandmarkDetectorError(
+            "landmarks need the face_alignment package: pip install face-alignment "
+            f"(or pass a detector callable); import failed: {exc}") from exc
+    kinds = face_alignment.LandmarksType
+    kind = getattr(kinds, "TWO_D", None) or getattr(kinds, "_2D")  # TWO_D since face_alignment 1.4
+    try:
+        model = face_alignment.FaceAlignment(kind, device=device, flip_input=False)
+    except Exception as exc:  # noqa: BLE001 - offline download failures come in many types
+        raise LandmarkDetectorError(
+            f"face_alignment could not load its models ({type(exc).__name__}: {exc}). It downloads the "
+            "S3FD face-detector and 2D-FAN landmark weights on first use into the torch hub cache "
+            "($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints): run it once with "
+            "network access, or copy those files there from a machine that has them") from exc
+
+    def detect(frame: np.ndarray) -> np.ndarray | None:
+        found = model.get_landmarks_from_image(frame)
+        if not found:
+            return None
+        return max((np.asarray(f)[:, :2] for f in found), key=lambda p: float(np.ptp(p, axis=0).prod()))
+
+    return detect
+
+
+def precompute_landmarks(
+    root: str | os.PathLike[str],
+    *,
+    detector: LandmarkDetector | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> list[str]:
+    """Write ``landmarks.npy``, float32 (T, 68, 2), for every clip: 68-point iBUG landmarks (x, y)
+    of every stored frame, in pixels of the stored crop (the dataset's ``image_size``).
+
+    Args:
+        detector: frame (H, W, 3) uint8 RGB -> (68, 2) points or None (no face); default:
+            :func:`face_alignment_detector` on ``device`` (needs ``pip install face-alignment``
+            and its weights, else :class:`LandmarkDetectorError` at once, before any clip).
+        overwrite: compute again clips that already have the file (default: keep them).
+
+    A frame where the detector finds no face gets the clip's median landmarks (per coordinate,
+    over the frames where it found one): the crop is fixed for the whole clip, so the median
+    is where the components usually are. A clip with no landmarks in any frame gets no file
+    (an old one is removed), and stage 1 then uses the fixed regions of the aligned crop.
+
+    Returns:
+        The ids of the clips whose file was written.
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    store = ClipStore(root)
+    name = "custom" if detector is not None else "face_alignment"
+    todo = [c for c in store.clips if overwrite or not (c.dir / PRECOMPUTED["landmarks"][0]).is_file()]
+    if todo and detector is None:
+        detector = face_alignment_detector(device)
+    done, empty, filled = [], [], 0
+    chunk = 32
+    with tqdm(total=sum(c.num_frames for c in todo), desc="landmarks", unit="frame", disable=not progress) as bar:
+        for clip in todo:
+            points: list[np.ndarray | None] = []
+            for start in range(0, clip.num_frames, chunk):
+                for frame in store.frames(clip, np.arange(start, min(start + chunk, clip.num_frames))):
+                    found = detector(frame)  # type: ignore[misc]
+                    if found is not None:
+                        found = np.asarray(found, dtype=np.float32)
+                        if found.shape != (NUM_LANDMARKS, 2):
+                            raise ValueError(f"the landmark detector returned shape {found.shape}, "
+                                             f"expected ({NUM_LANDMARKS}, 2)")
+                    points.append(found)
+                    bar.update(1)
+            path = clip.dir / PRECOMPUTED["landmarks"][0]
+            known = [p for p in points if p is not None]
+            if not known:
+                empty.append(clip.id)
+                path.unlink(missing_ok=True)
+                continue
+            median = np.median(np.stack(known), axis=0).astype(np.float32)
+            filled += len(points) - len(known)
+            _save_npy_atomic(path, np.stack([median if p is None else p for p in points]).astype(np.float32))
+            done.append(clip.id)
+    if empty:
+        warnings.warn(f"no landmarks found in any frame of {len(empty)} clip(s) ({', '.join(empty[:5])}"
+                      f"{' ...' if len(empty) > 5 else ''}): stage 1 uses the fixed component regions for "
+                      "every clip unless all have landmarks", stacklevel=2)
+    notes = {"landmarks": {"points": NUM_LANDMARKS, "layout": "iBUG-68", "detector": name,
+                           "coordinates": "x, y in pixels of the stored crop", "image_size": store.image_size,
+                           "frames_filled_with_median": filled, "clips_without_landmarks": empty}} if todo else {}
+    _update_index(root, notes)
+    return done
+
+
 # ----------------------------------------------------------------------------- command line
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     io_ = p.add_argument_group("videos and output")
@@ -749,10 +874,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                      help="no face detection: keep the centre square of the whole picture")
     io_.add_argument("--workers", type=int, default=1, help="videos prepared in parallel (default: 1)")
     io_.add_argument("--overwrite", action="store_true", help="prepare again videos already in --out")
-    pre = p.add_argument_group("precomputation (needs --weights)")
+    pre = p.add_argument_group("precomputation (needs --weights, except --landmarks)")
     pre.add_argument("--audio-features", action="store_true", help="stacked wav2vec2 features (stage 2)")
     pre.add_argument("--emotion", action="store_true", help="speech-emotion probabilities (stage 2)")
     pre.add_argument("--motion", action="store_true", help="motion latents of every frame (after stage 1)")
+    pre.add_argument("--landmarks", action="store_true",
+                     help="68-point landmarks of every frame, for stage 1's eye/mouth losses (no --weights; "
+                          "pip install face-alignment)")
     pre.add_argument("--weights", help="checkpoint for the precomputation (anything FloatPipeline.from_pretrained "
                                        "reads; 'tiny-random' for a test model)")
     pre.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
@@ -765,7 +893,7 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser(
         "prepare", help="turn talking-head videos into a training set",
         description="Decode, resample (25 fps, 16 kHz), face-crop and store videos for training; "
-                    "optionally precompute audio features, emotions and motion latents.",
+                    "optionally precompute audio features, emotions, motion latents and landmarks.",
     )
     _add_arguments(p)
     p.set_defaults(func=run_prepare)
@@ -779,9 +907,9 @@ add_subparser = add_prepare_parser
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``prepare`` from parsed arguments; returns the exit code."""
     want = {"audio_features": args.audio_features, "emotion": args.emotion, "motion": args.motion}
-    if not args.videos and not any(want.values()):
-        print("error: give --videos, or a precomputation flag (--audio-features, --emotion, --motion)",
-              file=sys.stderr)
+    if not args.videos and not any(want.values()) and not args.landmarks:
+        print("error: give --videos, or a precomputation flag (--audio-features, --emotion, --motion, "
+              "--landmarks)", file=sys.stderr)
         return 2
     if any(want.values()) and not args.weights:
         print("error: --audio-features, --emotion and --motion need --weights (a checkpoint)", file=sys.stderr)
@@ -798,6 +926,9 @@ def run_prepare(args: argparse.Namespace) -> int:
             if report.num_clips == 0:
                 print(f"error: no usable video in {args.videos}", file=sys.stderr)
                 return 1
+        if args.landmarks:
+            done = precompute_landmarks(args.out, device=args.device, progress=progress, overwrite=args.overwrite)
+            print(f"landmarks computed for {len(done)} clips")
         if any(want.values()):
             from float_core.pipeline import FloatPipeline
 
@@ -811,7 +942,7 @@ def run_prepare(args: argparse.Namespace) -> int:
                 done = precompute_motion(args.out, model.motion_autoencoder, device=args.device,
                                          batch_size=args.batch_size, progress=progress, overwrite=args.overwrite)
                 print(f"motion latents computed for {len(done)} clips")
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, FileNotFoundError, ValueError, LandmarkDetectorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

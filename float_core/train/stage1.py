@@ -7,6 +7,12 @@ reconstructs D from S's identity latent and feature pyramid plus D's motion late
 component perceptual loss (Eq. 15), the non-saturating loss of a 2-scale StyleGAN2
 discriminator (Eq. 17), and eye/lip component discriminators with Gram feature-style matching
 (Eqs. 18-19). Generator and discriminators alternate every step; Adam at 2e-4, batch 8 (A.4).
+
+Eye and mouth regions (L_comp-lp, the component discriminators and FSM): boxes around the
+driving frame's 68-point landmarks when the data set has them for every clip (``python -m
+float_core.train prepare --out DATA --landmarks``; the batch then carries ``boxes``), else
+fixed fractions (x0, y0, x1, y1) of the aligned crop: left eye (0.28, 0.30, 0.48, 0.50), right
+eye (0.52, 0.30, 0.72, 0.50), mouth (0.32, 0.55, 0.68, 0.79) (:class:`float_core.train.losses.ComponentBoxes`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from .loop import (
     wrap_ddp,
 )
 
+from .losses import AutoEncoderLossWeights
+
 log = logging.getLogger("float_core.train")
+_A4 = AutoEncoderLossWeights()  # the paper's A.4 values
 
 
 @dataclass
@@ -48,8 +57,8 @@ class Stage1Config(RunConfig):
         d_lr: Adam learning rate of the discriminators.
         beta1, beta2: Adam betas of both optimisers (StyleGAN2/LIA's (0, 0.99); the paper gives
             only the learning rate).
-        lambda_lp, lambda_comp_lp, lambda_full_adv, lambda_eye_adv, lambda_eye_fsm, lambda_lip_adv,
-            lambda_lip_fsm: weights of Eq. 16 (A.4).
+        lambda_lp, lambda_comp_lp, lambda_full_adv: weights of Eq. 16 (A.4: 10, 100, 1).
+        lambda_eye_adv, lambda_eye_fsm, lambda_lip_adv, lambda_lip_fsm: weights of Eq. 16 (A.4: 1, 100, 1, 100).
         sample_frames: frames of the periodic reconstruction video (a clip driven by itself).
     """
 
@@ -60,13 +69,14 @@ class Stage1Config(RunConfig):
     d_lr: float = 2e-4
     beta1: float = 0.0
     beta2: float = 0.99
-    lambda_lp: float = 10.0
-    lambda_comp_lp: float = 100.0
-    lambda_full_adv: float = 1.0
-    lambda_eye_adv: float = 1.0
-    lambda_eye_fsm: float = 100.0
-    lambda_lip_adv: float = 1.0
-    lambda_lip_fsm: float = 100.0
+    # Flat copies of AutoEncoderLossWeights (one option each on the command line / in YAML).
+    lambda_lp: float = _A4.lp
+    lambda_comp_lp: float = _A4.comp_lp
+    lambda_full_adv: float = _A4.full_adv
+    lambda_eye_adv: float = _A4.eye_adv
+    lambda_eye_fsm: float = _A4.eye_fsm
+    lambda_lip_adv: float = _A4.lip_adv
+    lambda_lip_fsm: float = _A4.lip_fsm
     sample_frames: int = 50
 
     def validate(self) -> None:
@@ -77,14 +87,10 @@ class Stage1Config(RunConfig):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
-    def loss_weights(self) -> Any:
-        from .losses import AutoEncoderLossWeights
-
-        return AutoEncoderLossWeights(
-            l1=1.0, lp=self.lambda_lp, comp_lp=self.lambda_comp_lp, full_adv=self.lambda_full_adv,
-            eye_adv=self.lambda_eye_adv, eye_fsm=self.lambda_eye_fsm, lip_adv=self.lambda_lip_adv,
-            lip_fsm=self.lambda_lip_fsm,
-        )
+    def loss_weights(self) -> AutoEncoderLossWeights:
+        """The Eq. 16 coefficients of this run (L1's weight is 1 by definition)."""
+        return AutoEncoderLossWeights(l1=1.0, **{name: getattr(self, f"lambda_{name}")
+                                                 for name in _A4.as_dict() if name != "l1"})
 
 
 class Stage1Trainer(StageTrainer):
@@ -129,18 +135,19 @@ class Stage1Trainer(StageTrainer):
     def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
         cfg, ctx = self.config, self.ctx
         source, driving = batch["source"], batch["driving"]
+        boxes = batch.get("boxes")  # (B, 3, 4) landmark boxes, or None: the fixed crop regions
         # Generator step: discriminators frozen (their gradients are not needed here).
         self._discriminators_trainable(False)
         with autocast(ctx, cfg.mixed_precision):
             fake = self.ae(source, driving)
-            g_terms = self.losses.generator_step(fake.float(), driving)
+            g_terms = self.losses.generator_step(fake.float(), driving, boxes=boxes)
         self.opt_g.zero_grad(set_to_none=True)
         g_terms["total"].backward()
         self.opt_g.step()
         # Discriminator step on the same reconstruction, detached.
         self._discriminators_trainable(True)
         with autocast(ctx, cfg.mixed_precision):
-            d_terms = self.losses.discriminator_step(fake.detach().float(), driving)
+            d_terms = self.losses.discriminator_step(fake.detach().float(), driving, boxes=boxes)
         d_total = sum(d_terms.values())
         self.opt_d.zero_grad(set_to_none=True)
         d_total.backward()
