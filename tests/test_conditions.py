@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,11 @@ import torch
 
 from float_core.config import EMOTIONS, FloatConfig
 from float_core.models.conditions import (
+    CONV_CHUNK_FRAMES,
     AudioEncoder,
     EmotionEncoder,
+    chunked_conv_features,
+    conv_frame_geometry,
     linear_interpolation,
     min_num_samples,
     normalize_audio,
@@ -128,6 +133,21 @@ def test_normalize_audio_matches_feature_extractor() -> None:
         assert_close(normalize_audio(row), expected, atol=1e-5)
 
 
+def test_normalize_audio_blockwise_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statistics summed in blocks (ragged last block) equal the float64 whole-clip ones."""
+    import float_core.models.conditions as conditions
+
+    clip = 0.2 * torch.randn(2, 1000, generator=torch.Generator().manual_seed(3)) + 0.7
+    x = clip.double()
+    expected = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-7)
+    monkeypatch.setattr(conditions, "STATS_BLOCK_SAMPLES", 64)
+    assert_close(normalize_audio(clip), expected.float(), atol=1e-6)
+    # The finiteness check looks at every block, the last (short) one included.
+    clip[1, -1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        normalize_audio(clip)
+
+
 def test_pad_audio_rule() -> None:
     config = FloatConfig.official()
     audio = torch.randn(7777)
@@ -148,6 +168,101 @@ def test_pad_audio_rule() -> None:
 def test_min_num_samples_is_receptive_field() -> None:
     config = FloatConfig.official().audio_wav2vec2
     assert min_num_samples(config["conv_kernel"], config["conv_stride"]) == 400  # 25 ms at 16 kHz
+
+
+# --------------------------------------------------------------------------- chunked conv features
+def _feature_extractor(encoder: AudioEncoder | EmotionEncoder) -> torch.nn.Module:
+    w2v = encoder.wav2vec2 if isinstance(encoder, AudioEncoder) else encoder.wav2vec2_for_emotion.wav2vec2
+    return w2v.feature_extractor
+
+
+@contextlib.contextmanager
+def _count_calls(module: torch.nn.Module) -> Iterator[list[int]]:
+    """How often ``module`` itself ran (a whole-clip feature extractor call), via a forward hook."""
+    calls = [0]
+    handle = module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_conv_frame_geometry() -> None:
+    config = FloatConfig.official().audio_wav2vec2
+    assert conv_frame_geometry(config["conv_kernel"], config["conv_stride"]) == (320, 400)
+    assert CONV_CHUNK_FRAMES == 1500  # 30 s of ~50 Hz conv frames (see its comment)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("which", ["audio", "emotion"])
+@pytest.mark.parametrize(
+    ("frames", "extra"),
+    [(12, 0), (12, 319), (13, 0), (13, 5), (5, 100), (9, 0)],  # chunks of 4: exact, ragged, 1-frame tail
+)
+def test_chunked_conv_features_match_whole_clip(
+    tiny_audio_encoder: tuple[AudioEncoder, Fixture], tiny_emotion_encoder: tuple[EmotionEncoder, Fixture],
+    which: str, frames: int, extra: int,
+) -> None:
+    """Chunked == whole-clip conv features for both normalisations, ragged ends included.
+
+    ``extra`` samples past the last frame's receptive field still count in the GroupNorm
+    statistics of the whole-clip computation, so they must count in the chunked one too.
+    """
+    encoder = tiny_audio_encoder[0] if which == "audio" else tiny_emotion_encoder[0]
+    extractor = _feature_extractor(encoder)
+    norm = "group" if which == "audio" else "layer"
+    assert FloatConfig.tiny().audio_wav2vec2["feat_extract_norm"] == "group"
+    assert FloatConfig.tiny().emotion_wav2vec2["feat_extract_norm"] == "layer"
+    assert isinstance(extractor.conv_layers[0].layer_norm,
+                      torch.nn.GroupNorm if norm == "group" else torch.nn.LayerNorm)
+    generator = torch.Generator().manual_seed(frames * 1000 + extra)
+    # An offset and a slow ramp make the per-channel statistics differ clearly from chunk to chunk.
+    samples = 320 * (frames - 1) + 400 + extra
+    audio = torch.randn(2, samples, generator=generator) + torch.linspace(-1.0, 2.0, samples)
+    expected = extractor(audio)
+    assert expected.shape == (2, 8, frames)
+    with _count_calls(extractor) as calls:
+        chunked = chunked_conv_features(extractor, audio, chunk_frames=4)
+    assert calls[0] == 0  # the whole clip never went through the extractor at once
+    assert_close(chunked, expected)
+    # One chunk or fewer: the extractor itself, bit for bit.
+    assert torch.equal(chunked_conv_features(extractor, audio, chunk_frames=frames), expected)
+    with pytest.raises(ValueError, match="chunk_frames"):
+        chunked_conv_features(extractor, audio, chunk_frames=0)
+
+
+@torch.no_grad()
+def test_audio_encoder_chunked_equals_whole(tiny_audio_encoder: tuple[AudioEncoder, Fixture],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder, _ = tiny_audio_encoder
+    # 16123 samples: T = 26 frames, padded to 16640 samples -> 51 conv frames, 8 chunks of 7.
+    audio = normalize_audio(torch.randn(2, 16123, generator=torch.Generator().manual_seed(1)))
+    whole = encoder.encode(audio)
+    monkeypatch.setattr(encoder, "conv_chunk_frames", 7)
+    with _count_calls(encoder.wav2vec2.feature_extractor) as calls:
+        chunked = encoder.encode(audio)
+    assert calls[0] == 0
+    for name in whole._fields:
+        assert_close(getattr(chunked, name), getattr(whole, name))
+
+
+@torch.no_grad()
+def test_emotion_encoder_chunked_equals_whole(tiny_emotion_encoder: tuple[EmotionEncoder, Fixture],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder, _ = tiny_emotion_encoder
+    # Unpadded: 50 conv frames, 8 chunks of 7.
+    audio = normalize_audio(torch.randn(2, 16123, generator=torch.Generator().manual_seed(2)))
+    classifier = encoder.wav2vec2_for_emotion
+    whole_hidden, whole_logits = encoder.classify(audio)
+    # The decomposed forward is Wav2Vec2Model's own forward in eval mode, bit for bit.
+    assert torch.equal(whole_hidden, classifier.wav2vec2(audio).last_hidden_state)
+    monkeypatch.setattr(classifier, "conv_chunk_frames", 7)
+    with _count_calls(classifier.wav2vec2.feature_extractor) as calls:
+        hidden, logits = encoder.classify(audio)
+    assert calls[0] == 0
+    assert_close(hidden, whole_hidden)
+    assert_close(logits, whole_logits)
+    assert_close(encoder(audio), whole_logits.softmax(dim=-1))
 
 
 # --------------------------------------------------------------------------- official sizes

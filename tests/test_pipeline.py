@@ -94,6 +94,21 @@ def test_bad_audio(pipe, audio, word):
         pipe.prepare_audio(audio)
 
 
+def test_prepare_audio_any_array_layout_same_features(pipe):
+    """Shared (writable, contiguous), read-only and reversed-stride arrays give the same features,
+    and the caller's samples are never modified (prepare_audio shares them with torch)."""
+    wave = (0.1 * np.random.default_rng(1).standard_normal(9000)).astype(np.float32)
+    original = wave.copy()
+    expected = pipe.prepare_audio(wave)
+    assert np.array_equal(wave, original)
+    read_only = wave.copy()
+    read_only.flags.writeable = False
+    for layout in (read_only, np.ascontiguousarray(wave[::-1])[::-1]):
+        speech = pipe.prepare_audio(layout)
+        assert torch.equal(speech.audio_features, expected.audio_features)
+        assert torch.equal(speech.emotion_probs, expected.emotion_probs)
+
+
 def test_frames_to_uint8_truncates_like_the_reference():
     x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
     assert frames_to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 127, 254, 255, 255]

@@ -16,6 +16,12 @@ Audio path (per clip, 16 kHz, already normalised with :func:`normalize_audio`)::
 Emotion path: the unpadded normalised clip -> xlsr-53 wav2vec2 -> mean over time
 -> dense -> tanh -> out_proj -> softmax -> w_e (B, 7) in :data:`~float_core.config.EMOTIONS` order.
 
+Both models see the whole clip ("runs once on the whole normalised clip", ARCHITECTURE.md), but
+their conv feature extractors run :data:`CONV_CHUNK_FRAMES` output frames at a time
+(:func:`chunked_conv_features`, exact up to float rounding): their first layers' activations
+are sized by the sample rate, so a whole long clip would dominate memory (issue 3: a 10-minute
+clip within 1.5x the peak memory of a 10-second one). The transformers still see every frame at once.
+
 Everything here is deterministic in eval mode: dropout, LayerDrop and SpecAugment masking are
 training-only in ``Wav2Vec2Model``. Works with transformers 4.52 (the reference) and 5.x.
 """
@@ -40,6 +46,8 @@ __all__ = [
     "EmotionEncoder",
     "SpeechClassificationHead",
     "SpeechEmotionClassifier",
+    "chunked_conv_features",
+    "conv_frame_geometry",
     "linear_interpolation",
     "min_num_samples",
     "normalize_audio",
@@ -48,6 +56,18 @@ __all__ = [
 
 #: Variance floor of ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``.
 NORMALIZE_EPS = 1e-7
+
+#: Samples per block of :func:`normalize_audio`'s float64 sums and of the finiteness check of
+#: input audio (2^20: ~65 s at 16 kHz, 8 MB as float64), so neither makes a clip-sized temporary.
+STATS_BLOCK_SAMPLES = 1 << 20
+
+#: Conv feature frames (~50 per second of audio) computed per chunk by :func:`chunked_conv_features`:
+#: 1500 frames = 30 s. The first conv layers' activations are sized by the sample rate (layer 0
+#: of the official 512-channel extractors holds 512 x 3200 floats per second: ~3.9 GB per
+#: temporary for a 10-minute clip), while the features themselves are 320x shorter. A 30-s chunk
+#: bounds each temporary to ~200 MB (official) at the cost of 80 re-read samples and one Python
+#: iteration per chunk; clips of at most one chunk are computed whole, bit-identical to Hugging Face.
+CONV_CHUNK_FRAMES = 1500
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -61,7 +81,9 @@ def _check_audio(audio: object) -> Tensor:
         raise ValueError(f"audio must be a floating-point tensor, got dtype {audio.dtype}")
     if audio.numel() == 0:
         raise ValueError(f"audio must not be empty, got shape {tuple(audio.shape)}")
-    if audio.device.type != "meta" and not bool(torch.isfinite(audio).all()):
+    # Block by block: torch.isfinite of a float tensor makes a full-size float copy (|x|) first.
+    if audio.device.type != "meta" and not all(
+            bool(torch.isfinite(block).all()) for block in audio.split(STATS_BLOCK_SAMPLES, dim=-1)):
         raise ValueError("audio contains NaN or infinite values")
     return audio if audio.dim() == 2 else audio.unsqueeze(0)
 
@@ -71,9 +93,11 @@ def normalize_audio(waveform: Tensor) -> Tensor:
 
     ``(x - mean) / sqrt(var + 1e-7)`` with the population variance, over the last dimension
     (ARCHITECTURE.md: the whole clip is normalised once, before padding). The statistics are
-    accumulated in float64 while the samples stay in their own dtype (no float64 copy of a long
-    clip: 10 minutes at 16 kHz would cost ~77 MB per temporary); the feature extractor works in
-    float32 numpy, so the two agree to float32 rounding.
+    accumulated in float64 while the samples stay in their own dtype: the sums run over blocks
+    of :data:`STATS_BLOCK_SAMPLES` (:func:`_blockwise_sum`), because ``sum(dtype=float64)`` of a
+    whole long clip first makes a float64 copy of it (10 minutes at 16 kHz: ~77 MB per sum). The
+    only full-length temporary is the output. The feature extractor works in float32 numpy, so
+    the two agree to float32 rounding.
 
     Args:
         waveform: (S,) or (B, S) samples.
@@ -83,11 +107,24 @@ def normalize_audio(waveform: Tensor) -> Tensor:
     """
     batched = _check_audio(waveform)
     n = batched.shape[-1]
-    mean = batched.sum(dim=-1, keepdim=True, dtype=torch.float64) / n
+    mean = _blockwise_sum(batched) / n
     centered = batched - mean.to(batched.dtype)
-    var = (centered * centered).sum(dim=-1, keepdim=True, dtype=torch.float64) / n
+    var = _blockwise_sum(centered, square=True) / n
     out = centered.mul_(torch.rsqrt(var + NORMALIZE_EPS).to(batched.dtype))
     return out if waveform.dim() == 2 else out.squeeze(0)
+
+
+def _blockwise_sum(x: Tensor, square: bool = False) -> Tensor:
+    """(B, 1) float64 sum of (B, S) ``x`` (or of ``x * x``) over the last dimension, block by block.
+
+    Each block is widened to float64 on its own (see :func:`normalize_audio`), so the
+    temporaries are bounded by :data:`STATS_BLOCK_SAMPLES` whatever the clip length.
+    """
+    total = x.new_zeros(x.shape[0], 1, dtype=torch.float64)
+    for start in range(0, x.shape[-1], STATS_BLOCK_SAMPLES):
+        block = x[:, start:start + STATS_BLOCK_SAMPLES]
+        total += (block * block if square else block).sum(dim=-1, keepdim=True, dtype=torch.float64)
+    return total
 
 
 def pad_audio(waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -> Tensor:
@@ -151,6 +188,132 @@ def min_num_samples(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> i
     return length
 
 
+def conv_frame_geometry(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> tuple[int, int]:
+    """(hop, receptive field) in samples of a stack of unpadded convs: (320, 400) for wav2vec2.
+
+    Output frame j of the stack depends on exactly the input samples [hop * j, hop * j + field),
+    so S >= field samples give (S - field) // hop + 1 frames.
+    """
+    return math.prod(conv_stride), min_num_samples(conv_kernel, conv_stride)
+
+
+def _conv_geometry(conv_layers: Sequence[nn.Module]) -> tuple[int, int]:
+    """:func:`conv_frame_geometry` of a ``Wav2Vec2FeatureEncoder``'s layers, read from the modules.
+
+    Chunking is exact only for plain valid convs; anything else (padding, dilation) is refused
+    rather than silently computed wrongly.
+    """
+    for conv in (layer.conv for layer in conv_layers):
+        if conv.padding != (0,) or conv.dilation != (1,):
+            raise ValueError(f"chunked conv features need unpadded, undilated convs, got {conv}")
+    return conv_frame_geometry([layer.conv.kernel_size[0] for layer in conv_layers],
+                               [layer.conv.stride[0] for layer in conv_layers])
+
+
+def _whole_clip_norm(conv_layers: Sequence[nn.Module]) -> nn.GroupNorm | None:
+    """The GroupNorm of the first layer (``feat_extract_norm="group"``), or None if no layer has one.
+
+    That GroupNorm has one group per channel, i.e. per-channel statistics over the whole time
+    axis, which a chunk cannot see; the LayerNorm of ``feat_extract_norm="layer"`` normalises each
+    time step over channels and chunks exactly. Hugging Face builds the GroupNorm only in layer 0.
+    """
+    norms = [getattr(layer, "layer_norm", None) for layer in conv_layers]
+    if any(isinstance(norm, nn.GroupNorm) for norm in norms[1:]):
+        raise ValueError("chunked conv features support a GroupNorm only in the first conv layer")
+    norm = norms[0]
+    if not isinstance(norm, nn.GroupNorm):
+        return None
+    if norm.num_groups != norm.num_channels:
+        raise ValueError(f"chunked conv features need one GroupNorm group per channel, got {norm}")
+    return norm
+
+
+def _per_channel_moments(conv: nn.Conv1d, audio: Tensor, chunk_positions: int) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance (B, C), float64, of ``conv(audio[:, None])`` over all its positions.
+
+    The conv runs on non-overlapping ranges of ``chunk_positions`` output positions; the chunks'
+    moments are merged with Chan et al.'s parallel update (no E[x^2] - E[x]^2 cancellation).
+    """
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    positions = (audio.shape[-1] - kernel) // stride + 1
+    count = 0
+    mean = m2 = audio.new_zeros(audio.shape[0], conv.out_channels, dtype=torch.float64)
+    for start in range(0, positions, chunk_positions):
+        stop = min(start + chunk_positions, positions)
+        y = conv(audio[:, None, stride * start:stride * (stop - 1) + kernel]).double()
+        n = stop - start
+        chunk_mean = y.mean(dim=-1)
+        chunk_m2 = (y - chunk_mean[..., None]).square().sum(dim=-1)
+        delta = chunk_mean - mean
+        mean = mean + delta * (n / (count + n))
+        m2 = m2 + chunk_m2 + delta.square() * (count * n / (count + n))
+        count += n
+    return mean, m2 / count
+
+
+def _apply_group_norm(x: Tensor, norm: nn.GroupNorm, mean: Tensor, var: Tensor) -> Tensor:
+    """``norm(x)`` for (B, C, L) ``x`` with given per-channel (B, C) statistics instead of x's own."""
+    scale = torch.rsqrt(var + norm.eps)
+    shift = -mean * scale
+    if norm.affine:
+        scale = scale * norm.weight.double()
+        shift = shift * norm.weight.double() + norm.bias.double()
+    return torch.addcmul(shift.to(x.dtype)[..., None], x, scale.to(x.dtype)[..., None])
+
+
+def chunked_conv_features(feature_extractor: nn.Module, audio: Tensor,
+                          chunk_frames: int = CONV_CHUNK_FRAMES) -> Tensor:
+    """``feature_extractor(audio)`` (B, C, N), computed ``chunk_frames`` output frames at a time.
+
+    Memory of the wav2vec2 conv feature extractor (``Wav2Vec2FeatureEncoder``) then no longer grows
+    with the clip beyond the (B, C, N) output (see :data:`CONV_CHUNK_FRAMES`), and the result is
+    the whole-clip one up to float rounding (~1e-6):
+
+    * the convs are unpadded, so output frames [a, b) are exactly the output of the stack run on
+      the samples [hop * a, hop * (b - 1) + field) (:func:`conv_frame_geometry`); chunks overlap
+      by field - hop = 80 samples and nothing else;
+    * LayerNorm layers (``feat_extract_norm="layer"``, the emotion model) normalise each time step
+      on its own and chunk as they are;
+    * the first layer's GroupNorm (``"group"``, wav2vec2-base-960h, the audio model) uses
+      per-channel statistics of the whole clip: a first pass over layer 0's conv output
+      accumulates them in float64, the second pass normalises every chunk with them.
+
+    Clips of at most ``chunk_frames`` frames are computed whole by ``feature_extractor`` itself
+    (bit-identical; this is also where too-short clips raise).
+
+    Args:
+        feature_extractor: a ``Wav2Vec2FeatureEncoder`` (``Wav2Vec2Model.feature_extractor``).
+        audio: (B, S) samples in the extractor's dtype and device.
+        chunk_frames: output frames per chunk, >= 1.
+
+    Returns:
+        (B, conv_dim[-1], N) with N = (S - field) // hop + 1 (N = 49 per second at 16 kHz).
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    layers = list(feature_extractor.conv_layers)
+    hop, field = _conv_geometry(layers)
+    num_frames = (audio.shape[-1] - field) // hop + 1
+    if num_frames <= chunk_frames:
+        return feature_extractor(audio)
+    norm = _whole_clip_norm(layers)
+    moments = None
+    if norm is not None:  # pass 1: whole-clip statistics, as many layer-0 positions per chunk as pass 2
+        first = layers[0].conv
+        moments = _per_channel_moments(first, audio, chunk_frames * hop // first.stride[0])
+    out = audio.new_empty(audio.shape[0], layers[-1].conv.out_channels, num_frames)
+    for start in range(0, num_frames, chunk_frames):
+        stop = min(start + chunk_frames, num_frames)
+        x = audio[:, None, hop * start:hop * (stop - 1) + field]
+        for index, layer in enumerate(layers):
+            if index == 0 and moments is not None:
+                x = layer.activation(_apply_group_norm(layer.conv(x), norm, *moments))
+            else:
+                x = layer(x)
+        out[:, :, start:stop] = x
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 def _build_wav2vec2(settings: dict) -> Wav2Vec2Model:
     """A randomly initialised ``Wav2Vec2Model`` from a config dict (weights are loaded later)."""
@@ -204,6 +367,8 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.wav2vec2 = _build_wav2vec2(config.audio_wav2vec2)
+        #: Conv frames per chunk of the feature extractor (:func:`chunked_conv_features`).
+        self.conv_chunk_frames = CONV_CHUNK_FRAMES
         w2v = self.wav2vec2.config
         self.audio_projection = nn.Sequential(
             nn.Linear(w2v.num_hidden_layers * w2v.hidden_size, config.dim_a),
@@ -239,7 +404,8 @@ class AudioEncoder(nn.Module):
         audio = _as_model_input(_check_audio(audio), self)
         num_frames = self.config.num_video_frames(audio.shape[-1])
         padded = pad_audio(audio, num_frames, self.config.samples_per_frame)
-        conv_features = self.wav2vec2.feature_extractor(padded).transpose(1, 2)  # (B, N, 512)
+        conv_features = chunked_conv_features(self.wav2vec2.feature_extractor, padded,
+                                              self.conv_chunk_frames).transpose(1, 2)  # (B, N, 512)
         aligned = linear_interpolation(conv_features, num_frames)  # (B, T, 512)
         hidden_states, _ = self.wav2vec2.feature_projection(aligned)  # (B, T, hidden)
         stacked = torch.cat(self._encoder_layer_outputs(hidden_states), dim=-1)
@@ -280,10 +446,29 @@ class SpeechEmotionClassifier(nn.Module):
             raise ValueError(f"pooling_mode must be 'mean' (the released emotion model), got {pooling!r}")
         self.wav2vec2 = _build_wav2vec2(settings)
         self.classifier = SpeechClassificationHead(self.wav2vec2.config.hidden_size, num_labels)
+        #: Conv frames per chunk of the feature extractor (:func:`chunked_conv_features`).
+        self.conv_chunk_frames = CONV_CHUNK_FRAMES
+
+    def _last_hidden_state(self, audio: Tensor) -> Tensor:
+        """``self.wav2vec2(audio).last_hidden_state``, with the conv features computed in chunks.
+
+        In eval mode without an attention mask, ``Wav2Vec2Model.forward`` is: feature extractor ->
+        transpose -> feature projection -> SpecAugment masking (a no-op outside training) ->
+        encoder -> adapter (if configured); the same calls are made here, only the first through
+        :func:`chunked_conv_features`. In training mode the masking is live, so the model's own
+        forward runs instead (whole clip).
+        """
+        w2v = self.wav2vec2
+        if self.training:
+            return w2v(audio).last_hidden_state
+        features = chunked_conv_features(w2v.feature_extractor, audio, self.conv_chunk_frames)
+        hidden_states, _ = w2v.feature_projection(features.transpose(1, 2))
+        hidden_states = w2v.encoder(hidden_states).last_hidden_state
+        return hidden_states if w2v.adapter is None else w2v.adapter(hidden_states)
 
     def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """(last_hidden_state (B, N, H), logits (B, num_labels)) for a (B, S) waveform."""
-        last_hidden_state = self.wav2vec2(audio).last_hidden_state
+        last_hidden_state = self._last_hidden_state(audio)
         return last_hidden_state, self.classifier(last_hidden_state.mean(dim=1))
 
 
