@@ -602,6 +602,7 @@ class StageTrainer:
         """Train to ``config.steps`` (resuming when asked) and return the exported weights' path."""
         cfg, ctx = self.config, self.ctx
         seed_everything(cfg.seed)
+        dataset = self.dataset()  # first: a wrong --data fails before minutes of model loading
         self.build()
         checkpoints = CheckpointManager(self.out, cfg.keep_checkpoints)
         start = 0
@@ -623,7 +624,7 @@ class StageTrainer:
         bar = progress_bar(cfg.steps, start, cfg.progress and ctx.is_main, f"{self.name}")
         try:
             if start < cfg.steps:
-                batches = make_loader(self.dataset(), self.batch, ctx, start, cfg.num_workers)
+                batches = make_loader(dataset, self.batch, ctx, start, cfg.num_workers)
                 for step in range(start, cfg.steps):
                     batch = {k: v.to(ctx.device, non_blocking=True) for k, v in next(batches).items()}
                     values = self.train_step(batch, step)
