@@ -22,11 +22,11 @@ import torch
 
 from float_core.media import load_audio, probe_video
 from float_core.pipeline import FloatPipeline
-from float_core.sampling import sample_motion
 from float_core.train.cli import main as train_main
 from float_core.train.data import ClipStore
+from float_core.train.evaluate import audio_mouth_correlation
 from float_core.train.loop import read_metrics
-from float_core.train.synthetic import BROKEN_FILES, envelope, make_synthetic_clip, make_synthetic_dataset
+from float_core.train.synthetic import BROKEN_FILES, make_synthetic_clip, make_synthetic_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")]
 
@@ -167,40 +167,14 @@ def test_distributed_run_matches_single_process(latents, stage1_run, stage2_run,
 
 
 # --------------------------------------------------------------------------- learning the audio-mouth relation
-def mouth_correlation(pipe: FloatPipeline, store: ClipStore, audio: np.ndarray, seeds: int = 3) -> float:
-    """Correlation between the audio envelope and the mouth opening read from generated motion.
-
-    A linear read-out from motion latents to the audio envelope is fitted (ridge) on the
-    training clips' real latents, where the synthetic mouth follows the envelope by
-    construction; applied to motion generated from held-out audio, it gives a per-frame mouth
-    opening whose correlation with that audio's envelope measures the learned audio-to-mouth
-    relation (mean over ``seeds`` noise draws, audio guidance 2).
-    """
-    motion = np.concatenate([store.motion(c) for c in store.clips])
-    target = np.concatenate([envelope(store.audio(c)) for c in store.clips])
-    mean = motion.mean(0)
-    centred = motion - mean
-    readout = np.linalg.solve(centred.T @ centred + 1e-3 * np.eye(motion.shape[1]), centred.T @ (target - target.mean()))
-    speech = pipe.prepare_audio(audio)
-    source = torch.from_numpy(np.array(store.motion(store.clips[0])[0]))[None]
-    truth = envelope(audio)
-    values = []
-    for seed in range(seeds):
-        generated = sample_motion(pipe.model.fmt, speech.audio_features[None], source, speech.emotion_probs[None],
-                                  a_cfg=2.0, nfe=10, seed=seed)[0].numpy()
-        n = min(len(generated), len(truth))
-        values.append(np.corrcoef((generated[:n] - mean) @ readout, truth[:n])[0, 1])
-    return float(np.mean(values))
-
-
 def test_stage2_learns_audio_to_mouth(latents, stage1_run, tmp_path):
     out = _train("stage2", latents, tmp_path / "long", "--base", str(stage1_run), "--steps", "2000",
                  "--batch-size", "32", "--lr", "2e-3", "--log-every", "100", "--save-every", "0")
     held_out = make_synthetic_clip(tmp_path / "held_out.mp4", seconds=6.0, seed=1234, size=128)
     audio = load_audio(held_out.path)
     store = ClipStore(latents)
-    trained = mouth_correlation(FloatPipeline.from_pretrained(out, device="cpu"), store, audio)
-    untrained = mouth_correlation(FloatPipeline.from_pretrained(stage1_run, device="cpu"), store, audio)
+    trained = audio_mouth_correlation(FloatPipeline.from_pretrained(out, device="cpu"), store, audio)
+    untrained = audio_mouth_correlation(FloatPipeline.from_pretrained(stage1_run, device="cpu"), store, audio)
     print(f"audio-mouth correlation: trained {trained:.3f}, untrained {untrained:.3f}")
     assert trained > untrained + 0.3 and trained > 0.5, (trained, untrained)
 
@@ -257,3 +231,14 @@ def test_bf16_autocast_step_is_close_to_float32(latents, stage1_run, stage2_run,
                  "--lr", "1e-3", "--log-every", "1", "--save-every", "0", "--mixed-precision", "bf16")
     bf16, fp32 = _losses(out)[2], _losses(stage2_run)[2]
     assert bf16 != fp32 and abs(bf16 - fp32) < 0.03 * fp32, (bf16, fp32)
+
+
+def test_demo_command_runs_the_whole_path(tmp_path, capsys):
+    """`python -m float_core.train demo` (shortened): every stage's output and the video of the held-out speech."""
+    assert train_main(["demo", "--out", str(tmp_path), "--stage1-steps", "2", "--stage2-steps", "20", "-q"]) == 0
+    assert "demo done: video" in capsys.readouterr().out
+    for run in ("stage1", "stage2"):
+        assert (tmp_path / run / "float.pth").is_file() and read_metrics(tmp_path / run)
+    info = probe_video(tmp_path / "demo.mp4")
+    speech = load_audio(tmp_path / "held_out.mp4")  # 6 s, plus the AAC encoder's padding
+    assert info["frames"] == int(np.ceil(len(speech) * 25 / 16000)) and info["audio_codec"] == "aac"

@@ -38,6 +38,7 @@ def _stage_command(cls: type[RunConfig], train: Callable[[Any], Any]) -> Callabl
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .demo import add_demo_parser
     from .stage1 import Stage1Config, train_stage1
     from .stage2 import Stage2Config, train_stage2
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_prepare_parser(subparsers)
+    add_demo_parser(subparsers)
     for name, cls, train, text in (
         ("stage1", Stage1Config, train_stage1, "train the motion auto-encoder (paper Sec. 4.1, A.3-A.4)"),
         ("stage2", Stage2Config, train_stage2, "train the flow matching transformer (paper Sec. 4.2, 5.2)"),
