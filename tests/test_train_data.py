@@ -20,7 +20,6 @@ from float_core.train import prepare as prepare_mod
 from float_core.train.data import (
     ClipStore,
     DatasetError,
-    IndexSampler,
     Stage1Dataset,
     Stage2Dataset,
     frames_to_tensor,
@@ -374,7 +373,7 @@ def test_stage1_dataset(prepared):
     pool = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert (pool - full["source"]).abs().flatten(1).max(1).values.min() < 1e-6
     # DataLoader with the resumable sampler: batch b holds items 4b .. 4b+3.
-    loader = DataLoader(data, batch_size=4, sampler=IndexSampler(start=4, stop=12), num_workers=0)
+    loader = DataLoader(data, batch_size=4, sampler=range(4, 12), num_workers=0)
     batches = list(loader)
     assert len(batches) == 2 and batches[0]["source"].shape == (4, 3, 32, 32)
     assert torch.equal(batches[0]["driving"][3], data[7]["driving"])
@@ -413,7 +412,7 @@ def test_stage2_dataset(precomputed):
             motion = np.asarray(store.motion(clip))
             starts.update((clip.id, s) for s in range(42 - 12 + 1) if np.array_equal(motion[s:s + 12], m))
     assert len({c for c, _ in starts}) == 2 and len(starts) > 15
-    batch = next(iter(DataLoader(data, batch_size=3, sampler=IndexSampler(0, 3))))
+    batch = next(iter(DataLoader(data, batch_size=3, sampler=range(0, 3))))
     assert batch["motion"].shape == (3, 12, 32) and torch.equal(batch["motion"][2], data[2]["motion"])
     with pytest.raises(DatasetError, match="no clip .* at least L'\\+L = 60"), \
             pytest.warns(UserWarning, match="2 clip"):
@@ -471,7 +470,7 @@ def test_stage1_dataset_boxes_from_driving_landmarks(landmarked, prepared):
     centre, side = eye.mean(0), 1.5 * (eye.max(0) - eye.min(0)).max()
     torch.testing.assert_close(data.driving_boxes("clip_000", 0)[0],
                                torch.tensor([*(centre - side / 2), *(centre + side / 2)]), atol=1e-5, rtol=0)
-    batch = next(iter(DataLoader(data, batch_size=4, sampler=IndexSampler(0, 4))))
+    batch = next(iter(DataLoader(data, batch_size=4, sampler=range(0, 4))))
     assert batch["boxes"].shape == (4, 3, 4) and torch.equal(batch["boxes"][2], data[2]["boxes"])
     assert unstack_component_boxes(batch["boxes"])["mouth"].shape == (4, 4)
     clone = pickle.loads(pickle.dumps(data))

@@ -27,7 +27,7 @@ Both datasets are map-style and *index-deterministic*: item ``i`` depends only o
 ``(seed, i)`` (through ``numpy.random.default_rng([seed, i])``), never on worker ids, epochs or
 earlier items. A training run that resumes at step ``k`` with batch size ``B`` therefore sees
 exactly the batches it would have seen, by asking for indices ``k*B ...`` (see
-:class:`IndexSampler`). Their length is virtual (:data:`VIRTUAL_LENGTH`); never use a shuffling
+:class:`float_core.train.loop.StepSampler`). Their length is virtual (:data:`VIRTUAL_LENGTH`); never use a shuffling
 sampler on them (``torch.randperm`` of that length cannot be allocated), shuffling is already
 done by the per-index random draws.
 
@@ -41,7 +41,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 __all__ = [
     "DATASET_FORMAT",
@@ -62,12 +62,10 @@ __all__ = [
     "ClipInfo",
     "ClipStore",
     "DatasetError",
-    "IndexSampler",
     "Stage1Dataset",
     "Stage2Dataset",
     "frames_to_tensor",
     "read_index",
-    "to_model_images",
     "write_json_atomic",
 ]
 
@@ -161,10 +159,6 @@ def frames_to_tensor(frames: np.ndarray, image_size: int) -> Tensor:
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     return (x / 127.5 - 1.0).clamp_(-1.0, 1.0)
-
-
-#: The name the training stages use for :func:`frames_to_tensor`.
-to_model_images = frames_to_tensor
 
 
 # ----------------------------------------------------------------------------- store
@@ -465,25 +459,3 @@ class Stage2Dataset(Dataset):
             "emotion": torch.from_numpy(np.array(emotion, dtype=np.float32)),
             "source_motion": torch.from_numpy(np.array(motion[ref], dtype=np.float32)),
         }
-
-
-class IndexSampler(Sampler[int]):
-    """Indices ``start, start + 1, ...`` (up to ``stop``, or forever): the sampler for the
-    index-deterministic datasets. Resuming at optimiser step k with batch size B is
-    ``IndexSampler(start=k * B)``."""
-
-    def __init__(self, start: int = 0, stop: int | None = None):
-        if start < 0 or (stop is not None and stop < start):
-            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
-        self.start, self.stop = int(start), stop
-
-    def __iter__(self) -> Iterator[int]:
-        i = self.start
-        while self.stop is None or i < self.stop:
-            yield i
-            i += 1
-
-    def __len__(self) -> int:
-        if self.stop is None:
-            raise TypeError("an endless IndexSampler has no length; give stop=")
-        return self.stop - self.start

@@ -122,10 +122,6 @@ class RunConfig:
         return FloatConfig.preset(self.model)
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def config_from_sources(cls: type[C], yaml_file: str | None = None, overrides: Mapping[str, Any] | None = None) -> C:
     """Build a run config from defaults, then a YAML file, then explicit overrides (e.g. CLI flags).
 
@@ -157,10 +153,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[RunConfig]) 
 
     Help texts come from the "Attributes" section of the class docstrings.
     """
-    docs = _attribute_docs(cls)
+    docs, types = _attribute_docs(cls), typing.get_type_hints(cls)
     parser.add_argument("--config", help="YAML file of options (command-line flags override it)")
     for f in dataclasses.fields(cls):
-        kind = _field_types(cls)[f.name]
+        kind = types[f.name]
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{docs.get(f.name, '')} (default: {f.default})"
         if kind is bool:

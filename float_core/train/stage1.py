@@ -186,13 +186,13 @@ def reconstruction_video(ae: torch.nn.Module, config: Stage1Config, path: Path, 
     first frame, side by side with the clip's audio (a self-reenactment check, paper A.3)."""
     from ..media.video import VideoWriter
     from ..pipeline import frames_to_uint8
-    from .data import ClipStore, to_model_images
+    from .data import ClipStore, frames_to_tensor
 
     store = ClipStore(config.data)
     clip = store.clips[0]
     count = min(config.sample_frames, clip.num_frames)
     frames = store.frames(clip, np.arange(count))
-    images = to_model_images(frames, ae.config.image_size).to(device)
+    images = frames_to_tensor(frames, ae.config.image_size).to(device)
     audio = store.audio(clip)[: count * ae.config.samples_per_frame]
     path.parent.mkdir(parents=True, exist_ok=True)
     with inference_view(ae), VideoWriter(path, fps=ae.config.fps, audio=(audio, ae.config.sample_rate)) as writer:
