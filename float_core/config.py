@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,3 +201,97 @@ class FloatConfig:
     def replace(self, **changes: Any) -> "FloatConfig":
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
+
+
+#: ODE solvers the sampler knows (float_core.sampling.SOLVERS has the implementations).
+SOLVER_NAMES: tuple[str, ...] = ("euler", "midpoint", "rk4")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Every setting that changes the sampled motion besides the inputs (paper Sec. 4.2, Eq. 13).
+
+    One frozen value used by the pipeline, the CLI, the app and training's sample videos, so
+    the defaults live here only. Build variants with :meth:`replace` or
+    :meth:`with_overrides` (which ignores ``None`` values, the "not given" of CLI flags).
+
+    Attributes:
+        a_cfg: audio guidance scale gamma_a (Eq. 13); 1 with ``e_cfg`` 1 means no guidance.
+        e_cfg: emotion guidance scale gamma_e (Eq. 13), the "emotion intensity".
+        nfe: vector-field evaluations per 50-frame window (the reference's ``nfe = n`` is
+            ``nfe = n - 1`` with Euler; see :mod:`float_core.sampling`).
+        solver: "euler", "midpoint" or "rk4".
+        emotion: ``None``/"auto" (from the speech), "dynamic" (each window with its own
+            speech-emotion estimate), one of :data:`EMOTIONS` (redirection, one-hot) or 7
+            probabilities (a tuple).
+        seed: seed of the per-window noise; ``None`` draws fresh noise.
+    """
+
+    a_cfg: float = 2.0
+    e_cfg: float = 1.0
+    nfe: int = 10
+    solver: str = "euler"
+    emotion: Any = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("a_cfg", "e_cfg"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.nfe, bool) or not isinstance(self.nfe, numbers.Integral) or self.nfe < 1:
+            raise ValueError(f"nfe: must be a whole number >= 1 (evaluations per window), got {self.nfe!r}")
+        object.__setattr__(self, "nfe", int(self.nfe))
+        if self.solver not in SOLVER_NAMES:
+            raise ValueError(f"solver: must be one of {', '.join(SOLVER_NAMES)}, got {self.solver!r}")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+                raise ValueError(f"seed: must be a whole number >= 0 or None (random), got {self.seed!r}")
+            object.__setattr__(self, "seed", int(self.seed))
+        if isinstance(self.emotion, str):
+            name = self.emotion.lower()
+            if name not in ("auto", "dynamic") + EMOTIONS:
+                raise ValueError(f"emotion: expected 'auto', 'dynamic' or one of {', '.join(EMOTIONS)}, "
+                                 f"got {self.emotion!r}")
+            object.__setattr__(self, "emotion", None if name == "auto" else name)
+        elif self.emotion is not None and not hasattr(self.emotion, "shape"):
+            object.__setattr__(self, "emotion", tuple(float(p) for p in self.emotion))
+
+    @property
+    def dynamic_emotion(self) -> bool:
+        """Whether each window uses its own speech-emotion estimate."""
+        return self.emotion == "dynamic"
+
+    @property
+    def emotion_label(self) -> str:
+        """"auto", "dynamic", an emotion name or "custom" (a given probability vector)."""
+        if self.emotion is None:
+            return "auto"
+        return self.emotion if isinstance(self.emotion, str) else "custom"
+
+    def replace(self, **changes: Any) -> "SamplingConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, **overrides: Any) -> "SamplingConfig":
+        """A copy with the given fields changed; ``None`` values keep the current setting.
+
+        Unknown names are an error (a misspelt option must not be ignored). ``emotion=None``
+        keeps the current emotion; pass ``emotion="auto"`` to reset it.
+        """
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown sampling option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (the emotion as its label or its probabilities)."""
+        data = dataclasses.asdict(self)
+        if hasattr(self.emotion, "tolist"):
+            data["emotion"] = self.emotion.tolist()
+        elif isinstance(self.emotion, tuple):
+            data["emotion"] = list(self.emotion)
+        return data

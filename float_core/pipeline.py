@@ -19,17 +19,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import sampling
-from .config import EMOTIONS, FloatConfig
+from . import sampling as sampling_mod
+from .config import EMOTIONS, SOLVER_NAMES, FloatConfig, SamplingConfig
 from .editing import apply_lambda_offsets, as_lambda_offsets, lambda_to_motion, motion_to_lambda
 from .models.conditions import normalize_audio
 from .models.decoder_inference import InferenceDecoder
 from .models.float_model import FloatModel
+from .progress import ProgressLike, as_progress
 
 #: Environment variable that makes ``from_pretrained`` build a tiny random model (tests, app test mode).
 TEST_MODEL_ENV = "FLOAT_TEST_MODEL"
 TEST_MODEL_NAME = "tiny-random"
-SOLVERS: tuple[str, ...] = ("euler", "midpoint", "rk4")
+SOLVERS: tuple[str, ...] = SOLVER_NAMES
 
 ImageInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or an RGB uint8 array
 AudioInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or float32 16 kHz mono samples
@@ -66,12 +67,6 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def _tqdm(total: int, desc: str, enabled: bool, unit: str = "it"):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
-
-
 def resolve_emotion(speech_probs: Tensor, emotion: EmotionInput = None) -> Tensor:
     """The emotion vector w_e (7,) for sampling, from the speech's probabilities and a choice.
 
@@ -86,7 +81,15 @@ def resolve_emotion(speech_probs: Tensor, emotion: EmotionInput = None) -> Tenso
         if name not in EMOTIONS:
             raise ValueError(f"emotion: expected 'auto' or one of {', '.join(EMOTIONS)}; got {emotion!r}")
         return torch.nn.functional.one_hot(torch.tensor(EMOTIONS.index(name)), len(EMOTIONS)).to(speech_probs)
-    vec = torch.as_tensor(np.asarray(emotion, dtype=np.float32)).flatten()
+    # Validate on the host, explicitly: a device tensor refuses np.asarray (CUDA does), and a
+    # 7-number check is no reason to synchronise the device.
+    if torch.is_tensor(emotion):
+        vec = emotion.detach().to("cpu", torch.float32).flatten()
+    else:
+        try:
+            vec = torch.as_tensor(np.asarray(emotion, dtype=np.float32)).flatten()
+        except (TypeError, ValueError):
+            raise ValueError(f"emotion: expected 'auto', a name or {len(EMOTIONS)} probabilities, got {emotion!r}") from None
     if vec.numel() != len(EMOTIONS) or not torch.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
         raise ValueError(f"emotion: a probability vector needs {len(EMOTIONS)} finite non-negative "
                          f"numbers with a positive sum (order: {', '.join(EMOTIONS)})")
@@ -154,6 +157,7 @@ class GenerationResult:
     emotion: Tensor | None = None  #: the emotion vector used (7,)
     motion: Tensor | None = None  #: sampled motion latents (T, d)
     message: str | None = None
+    sampling: SamplingConfig | None = None  #: the settings used
 
     @property
     def fps(self) -> float:
@@ -308,50 +312,45 @@ class FloatPipeline:
         speech = prepared.speech if isinstance(prepared, Prepared) else prepared
         return resolve_emotion(speech.emotion_probs, emotion)
 
-    def iter_motion(
-        self, prepared: Prepared, a_cfg: float = 2.0, e_cfg: float = 1.0, nfe: int = 10,
-        solver: str = "euler", emotion: EmotionInput = None, seed: int | None = None,
-        noise: Tensor | None = None, progress: bool = False,
-    ) -> Iterator[Tensor]:
-        """Yield motion latents (n_k, d) window by window, as soon as each is solved (streaming).
+    def iter_motion(self, prepared: Prepared, sampling: SamplingConfig | None = None, *,
+                    noise: Tensor | None = None, progress: ProgressLike = None,
+                    **overrides: Any) -> Iterator[Tensor]:
+        """Yield motion latents (n_k, d) window by window, as soon as each is solved.
 
         See :meth:`sample_motion` for the arguments.
         """
-        we = self.resolve_emotion(prepared, emotion)
-        windows = sampling.num_windows(prepared.num_frames, self.config.num_frames)
-        bar = _tqdm(windows, "sampling motion", progress, unit="window")
-        try:
-            for window in sampling.iter_motion_windows(
-                self.model.fmt, prepared.audio_features[None], prepared.source_motion[None], we[None],
-                a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed,
-                noise=None if noise is None else torch.as_tensor(noise).to(self.device),
-            ):
-                bar.update(1)
-                yield window[0]
-        finally:
-            bar.close()
+        cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
+        we = self.resolve_emotion(prepared, cfg.emotion)
+        for window in sampling_mod.iter_motion_windows(
+            self.model.fmt, prepared.audio_features[None], prepared.source_motion[None], we[None],
+            a_cfg=cfg.a_cfg, e_cfg=cfg.e_cfg, nfe=cfg.nfe, solver=cfg.solver, seed=cfg.seed,
+            noise=None if noise is None else torch.as_tensor(noise).to(self.device),
+            progress=as_progress(progress),
+        ):
+            yield window[0]
 
-    def sample_motion(
-        self, prepared: Prepared, a_cfg: float = 2.0, e_cfg: float = 1.0, nfe: int = 10,
-        solver: str = "euler", emotion: EmotionInput = None, seed: int | None = None,
-        noise: Tensor | None = None, progress: bool = False,
-    ) -> Tensor:
+    def sample_motion(self, prepared: Prepared, sampling: SamplingConfig | None = None, *,
+                      noise: Tensor | None = None, progress: ProgressLike = None,
+                      **overrides: Any) -> Tensor:
         """Generate the motion latents w_{r->D} (T, d) for the whole clip (paper Sec. 4.2).
 
         Args:
-            a_cfg: audio guidance scale gamma_a (paper Eq. 13).
-            e_cfg: emotion guidance scale gamma_e (Eq. 13). With a_cfg = e_cfg = 1 a single
-                conditional evaluation is made per step.
-            nfe: number of vector-field evaluations per window (the reference's ``nfe = n``
-                is ``nfe = n - 1`` here with the Euler solver).
-            solver: "euler", "midpoint" or "rk4".
-            emotion: None/"auto", an emotion name (redirection) or 7 probabilities.
-            seed: seed of the per-window noise (None: random).
+            sampling: a :class:`~float_core.config.SamplingConfig` (default: its defaults,
+                a_cfg 2, e_cfg 1, nfe 10, euler, emotion from the speech, random seed).
             noise: explicit noise (windows, 1, L, d), e.g. to compare with the reference.
+            progress: ``True`` (tqdm), ``None`` or a ``progress(stage, done, total)`` callback
+                (:mod:`float_core.progress`), called with stage "sampling" after every
+                vector-field evaluation.
+            overrides: fields of ``SamplingConfig`` to change, e.g. ``nfe=5, seed=0,
+                emotion="happy"``: a_cfg / e_cfg (guidance scales gamma_a, gamma_e of Eq. 13;
+                both 1 means one conditional evaluation per step), nfe (evaluations per window;
+                the reference's ``nfe = n`` is ``nfe = n - 1`` with Euler), solver ("euler",
+                "midpoint", "rk4"), emotion (None/"auto", "dynamic", a name, or 7
+                probabilities), seed (None: random).
         """
         with torch.no_grad():
-            return torch.cat(list(self.iter_motion(prepared, a_cfg, e_cfg, nfe, solver, emotion,
-                                                   seed, noise, progress)), dim=0)
+            return torch.cat(list(self.iter_motion(prepared, sampling, noise=noise, progress=progress,
+                                                   **overrides)), dim=0)
 
     # ------------------------------------------------------------------ rendering
     def motion_lambda(self, motion: Tensor) -> Tensor:
@@ -371,7 +370,7 @@ class FloatPipeline:
 
     def render(self, prepared: Prepared | SourceImage, motion: Tensor,
                edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
-               progress: bool = False) -> Iterator[np.ndarray]:
+               progress: ProgressLike = None) -> Iterator[np.ndarray]:
         """Yield uint8 frames (k, H, W, 3) in batches of ``batch_size``.
 
         Args:
@@ -384,35 +383,35 @@ class FloatPipeline:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
         motion = _validate_motion(motion, self.config.style_dim)
         offsets = as_lambda_offsets(edits, self.config.motion_dim, motion.shape[0])
-        bar = _tqdm(motion.shape[0], "rendering", progress, unit="frame")
-        try:
-            for start in range(0, motion.shape[0], batch_size):
-                chunk = motion[start:start + batch_size]
-                delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
-                chunk = apply_lambda_offsets(chunk, self.basis, delta)
-                yield frames_to_uint8(self.decode_frames(prepared, chunk))
-                bar.update(chunk.shape[0])
-        finally:
-            bar.close()
+        report = as_progress(progress)
+        total = int(motion.shape[0])
+        for start in range(0, total, batch_size):
+            chunk = motion[start:start + batch_size]
+            delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
+            chunk = apply_lambda_offsets(chunk, self.basis, delta)
+            yield frames_to_uint8(self.decode_frames(prepared, chunk))
+            report("decoding", start + chunk.shape[0], total)
 
     def generate(
-        self, image: ImageInput, audio: AudioInput, out_path: str | os.PathLike[str], *,
-        crop: bool = True, paste_back: bool = False, a_cfg: float = 2.0, e_cfg: float = 1.0,
-        nfe: int = 10, solver: str = "euler", emotion: EmotionInput = None, seed: int | None = None,
+        self, image: ImageInput, audio: AudioInput, out_path: str | os.PathLike[str],
+        sampling: SamplingConfig | None = None, *, crop: bool = True, paste_back: bool = False,
         edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
-        max_seconds: float | None = None, progress: bool = True,
-        prepared: Prepared | None = None,
+        max_seconds: float | None = None, progress: ProgressLike = True,
+        prepared: Prepared | None = None, **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
 
-        The video is written to a temporary file and moved into place only when complete.
-        ``paste_back`` puts the generated face back into the original photo (needs ``crop``).
-        Pass ``prepared`` to reuse an earlier analysis of the same inputs.
+        ``sampling`` and ``overrides`` are as in :meth:`sample_motion`. The video is written to
+        a temporary file and moved into place only when complete. ``paste_back`` puts the
+        generated face back into the original photo (needs ``crop``). Pass ``prepared`` to
+        reuse an earlier analysis of the same inputs.
         """
-        from .media.video import VideoWriter
+        from .media.video import write_video
 
         if paste_back and not crop:
             raise ValueError("paste_back: needs crop=True (the crop box says where the face goes)")
+        cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
+        report = as_progress(progress)
         start = time.perf_counter()
         timings: dict[str, float] = {}
         if prepared is None:
@@ -424,9 +423,8 @@ class FloatPipeline:
             timings["audio"] = time.perf_counter() - t0
             prepared = Prepared(source, speech)
         t0 = time.perf_counter()
-        emotion_vec = self.resolve_emotion(prepared, emotion)
-        motion = self.sample_motion(prepared, a_cfg, e_cfg, nfe, solver, emotion_vec, seed,
-                                    progress=progress)
+        emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
+        motion = self.sample_motion(prepared, cfg, progress=report)
         timings["sampling"] = time.perf_counter() - t0
 
         paste = None
@@ -436,15 +434,15 @@ class FloatPipeline:
             paste = PasteBack(prepared.source.original, prepared.crop_box, size=self.config.image_size)
         t0 = time.perf_counter()
         fps = self.config.fps
-        with VideoWriter(out_path, fps=fps, audio=(prepared.speech.waveform, self.config.sample_rate)) as writer:
-            for frames in self.render(prepared, motion, edits=edits, batch_size=batch_size, progress=progress):
-                writer.write(np.stack([paste(f) for f in frames]) if paste is not None else frames)
+        write_video(out_path, self.render(prepared, motion, edits=edits, batch_size=batch_size),
+                    fps=int(fps), audio=(prepared.speech.waveform, self.config.sample_rate),
+                    transform=paste, progress=report, total=int(motion.shape[0]))
         timings["render"] = time.perf_counter() - t0
         wall = time.perf_counter() - start
         return GenerationResult(
             path=Path(out_path), num_frames=int(motion.shape[0]), seconds=motion.shape[0] / fps,
             wall_seconds=wall, timings=timings, emotion=emotion_vec, motion=motion,
-            message=prepared.source.message,
+            message=prepared.source.message, sampling=cfg,
         )
 
 

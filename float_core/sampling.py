@@ -188,7 +188,7 @@ def iter_motion_windows(
     solver: str = "euler",
     seed: int | None = None,
     noise: Tensor | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     on_window: Callable[[WindowInputs], None] | None = None,
 ) -> Iterator[Tensor]:
     """Generate motion latents window by window, yielding each window when it is solved.
@@ -202,14 +202,16 @@ def iter_motion_windows(
         fmt: a :class:`~float_core.models.fmt.FlowMatchingTransformer` (eval mode, on the inputs' device).
         audio_features: w_a ``(B, T, d_a)``.
         source_motion: w_{r->S} ``(B, d)``.
-        emotion: w_e ``(B, 7)`` (probabilities or a one-hot redirection).
+        emotion: w_e ``(B, 7)`` (probabilities or a one-hot redirection), or ``(B, W, 7)`` with
+            one vector per window (dynamic emotion: window k uses ``emotion[:, k]``).
         a_cfg, e_cfg: audio and emotion guidance scales (paper Eq. 13; defaults 2 and 1).
         nfe: vector-field evaluations per window (see :func:`time_grid`).
         solver: a key of :data:`SOLVERS`.
         seed: seeds one CPU ``torch.Generator`` that draws fresh noise for every window in turn
             (deterministic for a seed, different across windows); ``None`` = nondeterministic.
         noise: explicit starting noise ``(num_windows, B, L, d)``; overrides ``seed``.
-        progress: called as ``progress(evaluations_done, evaluations_total)`` after every
+        progress: a :class:`~float_core.progress.ProgressCallback`, called as
+            ``progress("sampling", evaluations_done, evaluations_total)`` after every
             vector-field evaluation of the whole clip.
         on_window: called with the :class:`WindowInputs` of every window before it is solved.
 
@@ -231,8 +233,13 @@ def iter_motion_windows(
     if batch < 1 or total < 1:
         raise ValueError(f"audio_features must have B >= 1 and T >= 1 frames, got {tuple(audio_features.shape)}")
     _check_tensor("source_motion", source_motion, (batch, d), f"(B={batch}, {d})")
-    _check_tensor("emotion", emotion, (batch, d_e), f"(B={batch}, {d_e})")
     windows = num_windows(total, L)
+    if isinstance(emotion, Tensor) and emotion.dim() == 3:  # one emotion per window (dynamic)
+        _check_tensor("emotion", emotion, (batch, windows, d_e), f"(B={batch}, num_windows={windows}, {d_e})")
+        per_window = emotion.unbind(1)
+    else:
+        _check_tensor("emotion", emotion, (batch, d_e), f"(B={batch}, {d_e}) or (B, num_windows, {d_e})")
+        per_window = (emotion,) * windows
     device, dtype = audio_features.device, audio_features.dtype
     if noise is not None:
         _check_tensor("noise", noise, (windows, batch, L, d), f"(num_windows={windows}, B={batch}, L={L}, d={d})")
@@ -262,12 +269,12 @@ def iter_motion_windows(
             on_window(WindowInputs(k, x0, audio, prev_x, prev_wa, num_real))
 
         def field(t: Tensor, x: Tensor, audio: Tensor = audio, prev_x: Tensor = prev_x,
-                  prev_wa: Tensor = prev_wa) -> Tensor:
+                  prev_wa: Tensor = prev_wa, emotion: Tensor = per_window[k]) -> Tensor:
             nonlocal evals_done
             v = fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, a_cfg, e_cfg)
             evals_done += 1
             if progress is not None:
-                progress(evals_done, evals_total)
+                progress("sampling", evals_done, evals_total)
             return v[:, Lp:]  # the velocity of the current window (outputs 0..L'-1 are context)
 
         x1 = integrate(field, x0, times)

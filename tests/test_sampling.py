@@ -118,9 +118,9 @@ def test_windows_are_yielded_incrementally():
 
 def test_progress_reports_every_evaluation():
     f, args, scales = _reference_run("float_sample_tiny_onehot")
-    reports: list[tuple[int, int]] = []
+    reports: list[tuple[str, int, int]] = []
     sample_motion(*args, **scales, nfe=4, solver="midpoint", seed=0, progress=lambda *p: reports.append(p))
-    assert reports == [(i, 12) for i in range(1, 13)]  # 3 windows x 2 steps x 2 evaluations
+    assert reports == [("sampling", i, 12) for i in range(1, 13)]  # 3 windows x 2 steps x 2 evaluations
 
 
 def test_seeded_noise_is_deterministic_and_differs_across_windows():
@@ -180,3 +180,18 @@ def test_sampler_input_validation(index, bad, match):
     args[index] = bad
     with pytest.raises(ValueError, match=match):
         sample_motion(*args, **scales)
+
+
+def test_per_window_emotion_equals_each_window_sampled_with_its_own_emotion():
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    fmt, wa, wr, we = args
+    windows = num_windows(wa.shape[1], fmt.num_frames)
+    noise = torch.randn(windows, 1, fmt.num_frames, fmt.dim_w, generator=torch.Generator().manual_seed(0))
+    other = torch.roll(we, 1, dims=-1)
+    per_window = torch.stack([we if k % 2 == 0 else other for k in range(windows)], dim=1)
+    mixed = list(iter_motion_windows(fmt, wa, wr, per_window, **scales, nfe=2, noise=noise))
+    plain = list(iter_motion_windows(fmt, wa, wr, we, **scales, nfe=2, noise=noise))
+    # Window 0 uses `we` in both runs; window 1 differs only through its emotion.
+    assert torch.equal(mixed[0], plain[0]) and not torch.allclose(mixed[1], plain[1])
+    with pytest.raises(ValueError, match="num_windows"):
+        next(iter_motion_windows(fmt, wa, wr, per_window[:, :1].expand(1, windows + 1, -1), **scales, nfe=2))

@@ -22,13 +22,13 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from float_core.media.audio import load_audio
 
-__all__ = ["AUDIO_RATE_FOR_FILES", "VideoWriter", "probe_video"]
+__all__ = ["AUDIO_RATE_FOR_FILES", "VideoWriter", "probe_video", "write_video"]
 
 #: Audio given as a file path is decoded at this rate for the AAC track.
 AUDIO_RATE_FOR_FILES = 48000
@@ -204,6 +204,44 @@ class VideoWriter:
         af.time_base = Fraction(1, self._audio_rate)
         self._container.mux(self._audio_stream.encode(af))
         self._audio_pos = end
+
+
+def write_video(
+    out_path: str | Path,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: int = 25,
+    audio: AudioInput = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    total: int | None = None,
+    **writer_options: Any,
+) -> int:
+    """Write batches of uint8 frames (k, H, W, 3) to an MP4 with ``audio`` muxed in; the one
+    video loop of the engine, the CLI and the app.
+
+    Args:
+        frames: an iterable of frame batches (e.g. :meth:`FloatPipeline.render`); it is
+            consumed lazily, so memory does not grow with length.
+        transform: applied to every frame before encoding (e.g. :class:`~float_core.media.face.PasteBack`).
+        progress: ``progress("rendering", done, total)`` after every batch (a
+            :class:`~float_core.progress.ProgressCallback`); ``total`` defaults to 0 (unknown).
+        writer_options: passed to :class:`VideoWriter` (crf, preset, audio_bitrate).
+
+    Returns:
+        The number of frames written. The file appears at ``out_path`` only when complete.
+    """
+    done = 0
+    with VideoWriter(out_path, fps=fps, audio=audio, **writer_options) as writer:
+        for batch in frames:
+            batch = np.asarray(batch)
+            if transform is not None:
+                batch = np.stack([transform(f) for f in (batch if batch.ndim == 4 else batch[None])])
+            writer.write(batch)
+            done = writer.frames_written
+            if progress is not None:
+                progress("rendering", done, total or 0)
+    return done
 
 
 def _prepare_audio(audio: AudioInput) -> tuple[np.ndarray | None, int]:
