@@ -4,7 +4,7 @@
     python benchmarks/edit_latency.py --no-server     # engine only
 
 Engine path (what ``/preview`` runs): apply the lambda offsets to one motion latent, decode that
-one frame with the cached source features, convert to uint8 (``app_state.preview_frame``),
+one frame with the cached source features, convert to uint8 (``float_studio.state.preview_frame``),
 then the PNG encode that Gradio does for the preview image. Random weights: the timing
 depends only on the sizes. The server path times what a slider release costs the user:
 ``/preview`` through ``gradio_client`` against the real app (queue, HTTP, decode, PNG and
@@ -72,7 +72,7 @@ def engine_latency(size: str, dtype: str, repeats: int, frames: int) -> dict[str
     import torch
     from PIL import Image
 
-    from float_core import app_state as st
+    from float_studio import state as st
 
     t0 = time.perf_counter()
     pipe = build_pipeline(size, dtype)
@@ -113,7 +113,7 @@ def server_latency(size: str, dtype: str, repeats: int, seconds: float = 0.4) ->
     from PIL import Image
 
     import app
-    from float_core import app_state as st
+    from float_studio import state as st
 
     pipe = build_pipeline(size, dtype)
     demo = app.build_demo(st.PipelineHolder(lambda: pipe))

@@ -1,8 +1,10 @@
-"""Command line: ``python -m float_core {generate,download,convert} ...``.
+"""Command line: ``float-studio COMMAND ...`` or ``python -m float_core COMMAND ...``.
 
-Each sub-command lives next to the code it drives and registers itself through an
-``add_subparser(subparsers)`` function that sets ``func`` (a callable taking the parsed
-namespace and returning an exit code).
+Commands: generate, stream, download, convert, bench, train. Each lives next to the code it
+drives and either registers itself through an ``add_subparser(subparsers)`` function that
+sets ``func`` (a callable taking the parsed namespace and returning an exit code), or has a
+``main(argv)`` of its own that receives every argument after the command's name (bench,
+train: their own ``--help`` applies).
 """
 
 from __future__ import annotations
@@ -10,22 +12,44 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-# (module, description) of every sub-command provider, in --help order.
-_PROVIDERS = (
+#: Every sub-command provider, in --help order: a module name (it has ``add_subparser``) or
+#: ``(command, module, help)`` for a module whose ``main(argv)`` takes the remaining arguments.
+_PROVIDERS: tuple[str | tuple[str, str, str], ...] = (
     "float_core.generate_cli",  # generate (media pipeline)
+    "float_core.stream_cli",  # stream (windows as they are solved)
     "float_core.weights",  # download, convert
+    ("bench", "float_core.bench", "per-stage timings of the engine (benchmark)"),
+    ("train", "float_core.train.cli", "train FLOAT: prepare data, stage 1, stage 2, demo"),
 )
+
+PROG = "float-studio"
+
+
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    """A ``func`` that imports ``module`` only when run and calls its ``main(argv)``."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(module).main(list(args.rest)) or 0)
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m float_core",
+        prog=PROG,
         description="FLOAT Studio: audio-driven talking portraits (FLOAT, flow matching in motion latent space).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _PROVIDERS:
+        if isinstance(module, tuple):
+            name, target, text = module
+            sub = subparsers.add_parser(name, help=text, description=f"{text} (options: {PROG} {name} --help)",
+                                        add_help=False, prefix_chars="\0")
+            sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            sub.set_defaults(func=_delegate(target))
+            continue
         try:
             importlib.import_module(module).add_subparser(subparsers)
         except ModuleNotFoundError as exc:  # a provider not written yet must not break the others
@@ -56,4 +80,5 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``float-studio`` console script (and ``python -m float_core``)."""
     return run_parser(build_parser(), argv)

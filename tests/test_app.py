@@ -1,4 +1,4 @@
-"""FLOAT Studio app: pure logic (float_core.app_state) and the served app through gradio_client.
+"""FLOAT Studio app: pure logic (float_studio.state) and the served app through gradio_client.
 
 Everything runs on the tiny random model (FLOAT_TEST_MODEL=tiny-random, 64x64 frames).
 """
@@ -14,7 +14,8 @@ import pytest
 
 os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
 
-from float_core import app_state as st  # noqa: E402
+from float_studio import plots  # noqa: E402
+from float_studio import state as st  # noqa: E402
 from float_core.config import EMOTIONS  # noqa: E402
 
 
@@ -77,17 +78,17 @@ def test_negative_seed_draws_a_random_seed():
 
 
 def test_nice_ceil_and_slider_ranges():
-    assert [st.nice_ceil(x) for x in (0.7, 1.0, 1.3, 2.2, 3.0, 0.0042, 730)] == [1, 1, 2, 2.5, 5, 0.005, 1000]
+    assert [plots.nice_ceil(x) for x in (0.7, 1.0, 1.3, 2.2, 3.0, 0.0042, 730)] == [1, 1, 2, 2.5, 5, 0.005, 1000]
     with pytest.raises(ValueError):
-        st.nice_ceil(0)
+        plots.nice_ceil(0)
     rng = np.random.default_rng(1)
     lam = rng.standard_normal((40, 3)) * np.array([0.1, 1.0, 0.0])
-    ranges = st.slider_ranges(lam)
+    ranges = plots.slider_ranges(lam)
     spread = lam.max(0) - lam.min(0)
     assert ranges[0] >= spread[0] and ranges[1] >= spread[1]  # the clip's own variation fits
     assert ranges[1] > ranges[0] > ranges[2] > 0  # a constant direction still gets a usable slider
     assert ranges[1] <= 2.5 * max(3 * lam[:, 1].std(), spread[1])  # not absurdly wide
-    assert st.most_active_directions(lam, 2) == [1, 0]
+    assert plots.most_active_directions(lam, 2) == [1, 0]
 
 
 def test_offsets_array_validates():
@@ -102,7 +103,7 @@ def test_lambda_figure_shows_active_directions_edits_and_frame_marker():
     lam = np.zeros((25, 6))
     lam[:, 4] = np.linspace(-1, 1, 25)
     lam[:, 1] = np.linspace(0, 0.5, 25)
-    fig = st.lambda_figure(lam, fps=25.0, frame_index=5, offsets=np.array([0, 0, 0, 0.3, 0, 0]), visible=2)
+    fig = plots.lambda_figure(lam, fps=25.0, frame_index=5, offsets=np.array([0, 0, 0, 0.3, 0, 0]), visible=2)
     names = [t.name for t in fig.data]
     assert names == ["λ1", "λ2", "λ3", "λ4", "λ4 edited", "λ5", "λ6"]
     visible = [t.name for t in fig.data if t.visible is True]
@@ -114,20 +115,20 @@ def test_lambda_figure_shows_active_directions_edits_and_frame_marker():
 
 def test_emotion_figure_highlights_the_emotion_in_use():
     probs = np.array([0.05, 0.1, 0.05, 0.2, 0.4, 0.1, 0.1])
-    auto = st.emotion_figure(probs, "auto")
+    auto = plots.emotion_figure(probs, "auto")
     assert len(auto.data) == 1 and list(auto.data[0].x) == [e.capitalize() for e in EMOTIONS]
     assert np.allclose(auto.data[0].y, probs)
     colors = list(auto.data[0].marker.color)
-    assert colors[EMOTIONS.index("neutral")] == st.EMOTION_HIGHLIGHT and colors.count(st.EMOTION_HIGHLIGHT) == 1
+    assert colors[EMOTIONS.index("neutral")] == plots.EMOTION_HIGHLIGHT and colors.count(plots.EMOTION_HIGHLIGHT) == 1
     assert "Neutral (from the speech)" in auto.layout.title.text
-    redirected = st.emotion_figure(probs, "sad")
-    assert list(redirected.data[0].marker.color).index(st.EMOTION_HIGHLIGHT) == EMOTIONS.index("sad")
+    redirected = plots.emotion_figure(probs, "sad")
+    assert list(redirected.data[0].marker.color).index(plots.EMOTION_HIGHLIGHT) == EMOTIONS.index("sad")
     assert "Sad (redirected)" in redirected.layout.title.text
     assert np.allclose(st.emotion_vector(probs, "sad"), np.eye(7)[EMOTIONS.index("sad")])
     with pytest.raises(ValueError, match="Emotion"):
         st.emotion_vector(probs, "bored")
     with pytest.raises(ValueError, match="7 values"):
-        st.emotion_figure(probs[:3])
+        plots.emotion_figure(probs[:3])
 
 
 def test_crop_preview_draws_the_box_and_returns_the_512_crop():
@@ -502,7 +503,7 @@ def test_api_redirecting_the_emotion_changes_the_motion(client, media):
     assert lam_auto.shape == lam_angry.shape
     assert np.abs(lam_auto - lam_angry).max() > 1e-3, "a redirected emotion must change the motion"
     colors = angry["emotion"][0]["marker"]["color"]
-    assert colors[EMOTIONS.index("angry")] == st.EMOTION_HIGHLIGHT and colors.count(st.EMOTION_HIGHLIGHT) == 1
+    assert colors[EMOTIONS.index("angry")] == plots.EMOTION_HIGHLIGHT and colors.count(plots.EMOTION_HIGHLIGHT) == 1
     again = _generate(client, media, emo="auto")  # same settings, same seed: the same motion
     assert np.allclose(np.stack([t["y"] for t in again["lambda"]]), lam_auto, atol=1e-6)
 

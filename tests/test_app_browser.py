@@ -58,7 +58,7 @@ def browser():
 @pytest.fixture(scope="module")
 def app_url():
     import app
-    from float_core import app_state as st
+    from float_studio import state as st
     from float_core.pipeline import FloatPipeline
 
     pipe = FloatPipeline.from_pretrained("tiny-random", device="cpu")

@@ -1,4 +1,4 @@
-"""Pure logic behind the FLOAT Studio app (``app.py`` holds only layout and wiring).
+"""Per-session state of the FLOAT Studio app: settings, sessions, caches, the shared pipeline.
 
 Nothing here imports Gradio, so every function can be unit-tested directly. The app keeps
 one :class:`Session` per browser session (in ``gr.State``); the loaded
@@ -31,13 +31,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .config import EMOTIONS
+from float_core.config import EMOTIONS
 
 if TYPE_CHECKING:  # heavy imports (torch, transformers) stay lazy for `import app` speed
-    import plotly.graph_objects as go
     from torch import Tensor
 
-    from .pipeline import DrivingAudio, FloatPipeline, Prepared, SourceImage
+    from float_core.pipeline import DrivingAudio, FloatPipeline, Prepared, SourceImage
 
 log = logging.getLogger("float_studio")
 
@@ -165,7 +164,7 @@ class Session:
         """The cached :class:`Prepared` analysis, or None before the first generation."""
         if self.source is None or self.speech is None:
             return None
-        from .pipeline import Prepared
+        from float_core.pipeline import Prepared
 
         return Prepared(self.source, self.speech)
 
@@ -275,7 +274,7 @@ class PipelineHolder:
 
 def checkpoint_dir() -> Path:
     """Where the app looks for (and downloads) the weights: ``$FLOAT_CHECKPOINT_DIR`` or ``./checkpoints``."""
-    from .weights import CHECKPOINT_DIR_ENV
+    from float_core.weights import CHECKPOINT_DIR_ENV
 
     return Path(os.environ.get(CHECKPOINT_DIR_ENV) or "checkpoints").expanduser().resolve()
 
@@ -290,7 +289,7 @@ def ensure_weights(root: Path) -> Path:
         WeightsError: the weights are absent and could not be fetched; the message lists every
             file to put in place, with its full path, and where to get it.
     """
-    from .weights import WeightsError, download_weights, resolve_sources
+    from float_core.weights import WeightsError, download_weights, resolve_sources
 
     try:
         resolve_sources(root)
@@ -308,7 +307,7 @@ def load_pipeline() -> "FloatPipeline":
     ``FLOAT_TEST_MODEL=tiny-random`` gives the tiny random model. Otherwise the weights come
     from :func:`checkpoint_dir`, downloaded there first when absent (:func:`ensure_weights`).
     """
-    from .pipeline import TEST_MODEL_ENV, FloatPipeline
+    from float_core.pipeline import TEST_MODEL_ENV, FloatPipeline
 
     device, dtype = os.environ.get("FLOAT_DEVICE") or None, os.environ.get("FLOAT_DTYPE") or None
     if os.environ.get(TEST_MODEL_ENV):
@@ -338,8 +337,8 @@ def crop_preview(image: np.ndarray | None, crop: bool, size: int
     """
     if image is None:
         return None, None, ""
-    from .media.face import NoFaceError, crop_portrait, draw_crop_preview
-    from .media.image import load_image
+    from float_core.media.face import NoFaceError, crop_portrait, draw_crop_preview
+    from float_core.media.image import load_image
 
     photo = load_image(image)
     if not crop:
@@ -416,7 +415,7 @@ def emotion_vector(detected: np.ndarray, emotion: str) -> np.ndarray:
     """
     import torch
 
-    from .pipeline import resolve_emotion
+    from float_core.pipeline import resolve_emotion
 
     probs = torch.as_tensor(np.asarray(detected, dtype=np.float64))
     try:
@@ -437,7 +436,7 @@ def sample_cached(pipe: "FloatPipeline", session: Session, settings: SamplingSet
     if session.motion_key == key and session.motion is not None:
         return session.motion
     emotion = pipe.resolve_emotion(prepared, settings.emotion)
-    from . import sampling
+    from float_core import sampling
 
     windows = sampling.num_windows(prepared.num_frames, pipe.config.num_frames)
     with torch.no_grad():
@@ -479,7 +478,7 @@ def render_video(pipe: "FloatPipeline", session: Session, offsets: np.ndarray | 
 
     Returns the video path and warnings for the user (e.g. paste-back without a face box).
     """
-    from .media.video import VideoWriter
+    from float_core.media.video import VideoWriter
 
     prepared = session.prepared
     if prepared is None or session.motion is None:
@@ -490,7 +489,7 @@ def render_video(pipe: "FloatPipeline", session: Session, offsets: np.ndarray | 
         if prepared.crop_box is None or prepared.source.original is None:
             warnings.append("Paste-back needs a detected face crop; showing the cropped video instead.")
         else:
-            from .media.face import PasteBack
+            from float_core.media.face import PasteBack
 
             paste = PasteBack(prepared.source.original, prepared.crop_box, size=pipe.config.image_size)
     edits = None if offsets is None or not np.any(offsets) else offsets
@@ -516,8 +515,8 @@ def preview_frame(pipe: "FloatPipeline", session: Session, frame_index: Any,
     """
     import torch
 
-    from .editing import apply_lambda_offsets, as_lambda_offsets
-    from .pipeline import frames_to_uint8
+    from float_core.editing import apply_lambda_offsets, as_lambda_offsets
+    from float_core.pipeline import frames_to_uint8
 
     if session.source is None or session.motion is None:
         raise ValueError("Generate a video first; the sliders edit its motion.")
@@ -527,102 +526,6 @@ def preview_frame(pipe: "FloatPipeline", session: Session, frame_index: Any,
                               pipe.config.motion_dim)
     motion = apply_lambda_offsets(motion, pipe.basis, delta)
     return frames_to_uint8(pipe.decode_frames(session.source, motion))[0]
-
-
-# ---------------------------------------------------------------------------- slider ranges
-def nice_ceil(x: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= x (x > 0)."""
-    if not x > 0 or not math.isfinite(x):
-        raise ValueError(f"nice_ceil: expected a positive finite number, got {x!r}")
-    exp = math.floor(math.log10(x))
-    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
-        v = m * 10.0**exp
-        if v >= x * (1 - 1e-9):
-            return float(f"{v:.12g}")
-    return 10.0 ** (exp + 1)  # unreachable
-
-
-def slider_ranges(lambdas: np.ndarray, minimum: float = 1e-3) -> np.ndarray:
-    """Half-width of each direction's edit slider from the motion's lambda (T, M).
-
-    Each slider spans +-max(3 std, the clip's full peak-to-peak range) of that coefficient,
-    rounded up to a readable number, so the slider's ends are clearly visible edits while
-    its middle region holds the variation the clip already has.
-    """
-    lam = np.asarray(lambdas, dtype=np.float64)
-    if lam.ndim != 2 or lam.shape[0] == 0:
-        raise ValueError(f"lambdas: expected (frames, directions), got shape {lam.shape}")
-    spread = np.maximum(3 * lam.std(axis=0), lam.max(axis=0) - lam.min(axis=0))
-    floor = max(minimum, 0.05 * float(np.abs(lam).max()))
-    return np.array([nice_ceil(max(float(s), floor)) for s in spread])
-
-
-def most_active_directions(lambdas: np.ndarray, k: int = 5) -> list[int]:
-    """Indices of the ``k`` directions whose coefficient varies most over the clip."""
-    std = np.asarray(lambdas, dtype=np.float64).std(axis=0)
-    return [int(i) for i in np.argsort(-std, kind="stable")[:k]]
-
-
-# ---------------------------------------------------------------------------- plots
-_LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=10, t=40, b=40), height=300,
-               legend=dict(orientation="h", y=-0.25))
-
-
-def lambda_figure(lambdas: np.ndarray, fps: float, frame_index: int | None = None,
-                  offsets: np.ndarray | None = None, visible: int = 5) -> "go.Figure":
-    """Motion coefficients lambda_m(t) over the clip; the ``visible`` most active are shown.
-
-    Edited directions get a dashed trace of lambda + offset; a vertical line marks the
-    previewed frame. Other directions are one legend click away.
-    """
-    import plotly.graph_objects as go
-
-    lam = np.asarray(lambdas, dtype=np.float64)
-    t = np.arange(lam.shape[0]) / fps
-    shown = set(most_active_directions(lam, visible))
-    fig = go.Figure()
-    for m in range(lam.shape[1]):
-        fig.add_trace(go.Scatter(x=t, y=lam[:, m], mode="lines", name=f"λ{m + 1}",
-                                 legendgroup=f"d{m}", visible=True if m in shown else "legendonly"))
-        if offsets is not None and offsets[m] != 0:
-            fig.add_trace(go.Scatter(x=t, y=lam[:, m] + float(offsets[m]), mode="lines",
-                                     name=f"λ{m + 1} edited", legendgroup=f"d{m}",
-                                     line=dict(dash="dash"), showlegend=False))
-    if frame_index is not None and lam.shape[0]:
-        fig.add_vline(x=float(frame_index) / fps, line_dash="dot", line_color="gray")
-    fig.update_layout(title="Motion coefficients λ(t) (orthonormal motion basis)",
-                      xaxis_title="time (s)", yaxis_title="λ", **_LAYOUT)
-    return fig
-
-
-#: Bar colours of the emotion plot: the emotion in use, and the others.
-EMOTION_HIGHLIGHT, EMOTION_OTHER = "#4f46e5", "#cbd5e1"
-
-
-def emotion_figure(detected: np.ndarray, emotion: str = "auto") -> "go.Figure":
-    """The 7 speech-emotion probabilities as bars, the emotion in use highlighted.
-
-    Args:
-        detected: the classifier's probabilities (7,), order :data:`EMOTIONS`.
-        emotion: the emotion setting, "auto" (the most probable emotion is in use) or a name
-            (redirection: that bar is highlighted and the title says so).
-    """
-    import plotly.graph_objects as go
-
-    probs = np.asarray(detected, dtype=np.float64)
-    if probs.shape != (len(EMOTIONS),):
-        raise ValueError(f"emotion probabilities: expected {len(EMOTIONS)} values, got shape {probs.shape}")
-    in_use = int(np.argmax(emotion_vector(probs, emotion)))
-    names = [e.capitalize() for e in EMOTIONS]
-    colors = [EMOTION_HIGHLIGHT if i == in_use else EMOTION_OTHER for i in range(len(EMOTIONS))]
-    fig = go.Figure(go.Bar(x=names, y=probs, marker_color=colors, name="speech emotion",
-                           text=[f"{p:.0%}" for p in probs], textposition="outside",
-                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-    how = "from the speech" if str(emotion or "auto").lower() == "auto" else "redirected"
-    fig.update_layout(title=f"Speech emotion · in use: {names[in_use]} ({how})",
-                      yaxis=dict(range=[0, 1.1], title="probability", tickformat=".0%"),
-                      showlegend=False, **_LAYOUT)
-    return fig
 
 
 # ---------------------------------------------------------------------------- messages
