@@ -9,11 +9,12 @@ read-only networks, so one instance can serve many app sessions at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,10 +28,15 @@ from .models.decoder_inference import InferenceDecoder
 from .models.float_model import FloatModel
 from .progress import ProgressLike, as_progress
 
+if TYPE_CHECKING:
+    from .directions import DirectionInfo
+
 #: Environment variable that makes ``from_pretrained`` build a tiny random model (tests, app test mode).
 TEST_MODEL_ENV = "FLOAT_TEST_MODEL"
 TEST_MODEL_NAME = "tiny-random"
 SOLVERS: tuple[str, ...] = SOLVER_NAMES
+#: Shortest waveform the emotion classifier accepts (wav2vec2's convolutional receptive field).
+MIN_EMOTION_SAMPLES = 400
 
 ImageInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or an RGB uint8 array
 AudioInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or float32 16 kHz mono samples
@@ -67,15 +73,22 @@ def frames_to_uint8(frames: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def resolve_emotion(speech_probs: Tensor, emotion: EmotionInput = None) -> Tensor:
+def resolve_emotion(speech_probs: Tensor, emotion: EmotionInput = None, timeline: Tensor | None = None) -> Tensor:
     """The emotion vector w_e (7,) for sampling, from the speech's probabilities and a choice.
 
     ``None`` or ``"auto"``: ``speech_probs``; one of :data:`EMOTIONS` (any case): redirection
     to that emotion as a one-hot vector (paper Sec. 4.2); 7 numbers: a given probability
-    vector (non-negative, normalised to sum 1). The result has ``speech_probs``' dtype/device.
+    vector (non-negative, normalised to sum 1); ``"dynamic"``: the per-window ``timeline``
+    (W, 7) of :meth:`FloatPipeline.emotion_timeline`, returned as it is. The result has
+    ``speech_probs``' dtype/device.
     """
     if emotion is None or (isinstance(emotion, str) and emotion.lower() == "auto"):
         return speech_probs
+    if isinstance(emotion, str) and emotion.lower() == "dynamic":
+        if timeline is None or timeline.ndim != 2 or timeline.shape[1] != len(EMOTIONS):
+            raise ValueError("emotion 'dynamic' needs the per-window timeline (windows, 7) of "
+                             "FloatPipeline.emotion_timeline(speech)")
+        return timeline.to(speech_probs)
     if isinstance(emotion, str):
         name = emotion.lower()
         if name not in EMOTIONS:
@@ -118,6 +131,8 @@ class DrivingAudio:
     waveform: np.ndarray  #: float32 16 kHz mono, as decoded (muxed into the video)
     audio_features: Tensor  #: w_a (T, dim_a)
     emotion_probs: Tensor  #: speech-emotion softmax w_e (7,), order :data:`EMOTIONS`
+    #: per-window probabilities (W, 7) once computed (:meth:`FloatPipeline.with_emotion_timeline`)
+    emotion_windows: Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -154,7 +169,7 @@ class GenerationResult:
     seconds: float  #: duration of the video
     wall_seconds: float  #: time taken
     timings: dict[str, float] = field(default_factory=dict)
-    emotion: Tensor | None = None  #: the emotion vector used (7,)
+    emotion: Tensor | None = None  #: the emotion used: (7,), or (W, 7) per window for "dynamic"
     motion: Tensor | None = None  #: sampled motion latents (T, d)
     message: str | None = None
     sampling: SamplingConfig | None = None  #: the settings used
@@ -301,16 +316,59 @@ class FloatPipeline:
         return Prepared(self.prepare_image(image, crop=crop),
                         self.prepare_audio(audio, max_seconds=max_seconds))
 
+    # ------------------------------------------------------------------ emotion
+    @torch.no_grad()
+    def emotion_of(self, waveform: np.ndarray) -> Tensor:
+        """Speech-emotion probabilities (7,) of one 16 kHz mono segment, on the device.
+
+        The segment is normalised on its own (zero mean, unit variance) and classified by the
+        emotion encoder, as :meth:`prepare_audio` does for a whole clip.
+        """
+        wave = _validate_waveform(waveform)
+        if wave.shape[0] < MIN_EMOTION_SAMPLES:
+            raise ValueError(f"audio: the emotion classifier needs at least {MIN_EMOTION_SAMPLES} samples "
+                             f"({MIN_EMOTION_SAMPLES / self.config.sample_rate * 1000:.0f} ms), got {wave.shape[0]}")
+        samples = torch.from_numpy(np.ascontiguousarray(wave)).to(self.device)  # explicit host -> device
+        return self.model.emotion_encoder(normalize_audio(samples[None]))[0]
+
+    def emotion_timeline(self, speech: DrivingAudio | Prepared) -> Tensor:
+        """Per-window speech-emotion probabilities (W, 7) on the device, W = ceil(T / L).
+
+        Window k (frames [kL, (k+1)L), official 2 s) is classified from its own speech plus
+        context (:func:`float_core.emotion.window_spans`: 0.5 s on both sides, at least 1 s)
+        with :meth:`emotion_of`. ``SamplingConfig(emotion="dynamic")`` samples window k with
+        row k. Returns ``speech.emotion_windows`` when already computed.
+        """
+        from .emotion import window_spans
+
+        speech = speech.speech if isinstance(speech, Prepared) else speech
+        if speech.emotion_windows is not None:
+            return speech.emotion_windows
+        cfg = self.config
+        spans = window_spans(speech.waveform.shape[0], speech.num_frames, cfg.num_frames,
+                             cfg.samples_per_frame, cfg.sample_rate)
+        return torch.stack([self.emotion_of(speech.waveform[a:b]) for a, b in spans])
+
+    def with_emotion_timeline(self, prepared: Prepared | DrivingAudio) -> Prepared | DrivingAudio:
+        """A copy whose speech carries its :meth:`emotion_timeline` (computed once, reused)."""
+        speech = prepared.speech if isinstance(prepared, Prepared) else prepared
+        if speech.emotion_windows is None:
+            speech = dataclasses.replace(speech, emotion_windows=self.emotion_timeline(speech))
+        return Prepared(prepared.source, speech) if isinstance(prepared, Prepared) else speech
+
     # ------------------------------------------------------------------ sampling
     def resolve_emotion(self, prepared: Prepared | DrivingAudio, emotion: EmotionInput = None) -> Tensor:
-        """The emotion vector w_e (7,) used for sampling.
+        """The emotion w_e used for sampling: (7,), or (W, 7) per window for ``"dynamic"``.
 
         ``None`` or ``"auto"``: the speech-emotion probabilities; one of :data:`EMOTIONS`:
         redirection to that emotion as a one-hot vector (paper Sec. 4.2); 7 numbers: a
-        given probability vector (non-negative, normalised to sum 1).
+        given probability vector (non-negative, normalised to sum 1); ``"dynamic"``: the
+        :meth:`emotion_timeline` (computed here unless the speech already carries it, see
+        :meth:`with_emotion_timeline`).
         """
         speech = prepared.speech if isinstance(prepared, Prepared) else prepared
-        return resolve_emotion(speech.emotion_probs, emotion)
+        dynamic = isinstance(emotion, str) and emotion.lower() == "dynamic"
+        return resolve_emotion(speech.emotion_probs, emotion, self.emotion_timeline(speech) if dynamic else None)
 
     def iter_motion(self, prepared: Prepared, sampling: SamplingConfig | None = None, *,
                     noise: Tensor | None = None, progress: ProgressLike = None,
@@ -320,7 +378,7 @@ class FloatPipeline:
         See :meth:`sample_motion` for the arguments.
         """
         cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
-        we = self.resolve_emotion(prepared, cfg.emotion)
+        we = self.resolve_emotion(prepared, cfg.emotion)  # (7,) or (W, 7): we[None] is per window
         for window in sampling_mod.iter_motion_windows(
             self.model.fmt, prepared.audio_features[None], prepared.source_motion[None], we[None],
             a_cfg=cfg.a_cfg, e_cfg=cfg.e_cfg, nfe=cfg.nfe, solver=cfg.solver, seed=cfg.seed,
@@ -351,6 +409,30 @@ class FloatPipeline:
         with torch.no_grad():
             return torch.cat(list(self.iter_motion(prepared, sampling, noise=noise, progress=progress,
                                                    **overrides)), dim=0)
+
+    # ------------------------------------------------------------------ directions
+    def describe_directions(self, source: SourceImage | Prepared, *, landmarks: np.ndarray | None = None,
+                            step: float | None = None, batch_size: int = 8,
+                            progress: ProgressLike = None) -> list["DirectionInfo"]:
+        """What each motion direction moves in this portrait: M :class:`~float_core.directions.DirectionInfo`.
+
+        Decodes the source's own motion and +/- ``step`` along every direction (2M + 1 frames)
+        and splits each change into head (global affine motion), mouth, eyes and other
+        (:mod:`float_core.directions`). A pure function of the portrait: cache it per source.
+
+        Args:
+            landmarks: 68-point landmarks (68, 2) of the aligned crop in crop pixels, for
+                component boxes; None: the fixed boxes of the aligned crop.
+            step: probe step in lambda units (None: :data:`float_core.directions.DEFAULT_STEP`).
+            batch_size: frames per decoder call.
+            progress: reported as ``("directions", frames_done, 2M + 1)``.
+        """
+        from .directions import DEFAULT_STEP, measure_directions
+
+        source = source.source if isinstance(source, Prepared) else source
+        return measure_directions(lambda motion: self.decode_frames(source, motion), source.source_motion,
+                                  self.basis, landmarks=landmarks, step=DEFAULT_STEP if step is None else step,
+                                  batch_size=batch_size, progress=progress)
 
     # ------------------------------------------------------------------ rendering
     def motion_lambda(self, motion: Tensor) -> Tensor:
@@ -423,6 +505,8 @@ class FloatPipeline:
             timings["audio"] = time.perf_counter() - t0
             prepared = Prepared(source, speech)
         t0 = time.perf_counter()
+        if cfg.dynamic_emotion:  # computed once, used by the result and the sampler
+            prepared = self.with_emotion_timeline(prepared)
         emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
         motion = self.sample_motion(prepared, cfg, progress=report)
         timings["sampling"] = time.perf_counter() - t0
