@@ -30,6 +30,7 @@ from .progress import ProgressLike, as_progress
 
 if TYPE_CHECKING:
     from .directions import DirectionInfo
+    from .streaming import StreamChunk
 
 #: Environment variable that makes ``from_pretrained`` build a tiny random model (tests, app test mode).
 TEST_MODEL_ENV = "FLOAT_TEST_MODEL"
@@ -473,6 +474,39 @@ class FloatPipeline:
             chunk = apply_lambda_offsets(chunk, self.basis, delta)
             yield frames_to_uint8(self.decode_frames(prepared, chunk))
             report("decoding", start + chunk.shape[0], total)
+
+    def stream(
+        self, source: SourceImage | ImageInput, audio: Any, sampling: SamplingConfig | None = None, *,
+        a_cfg: float | None = None, e_cfg: float | None = None, nfe: int | None = None,
+        solver: str | None = None, emotion: EmotionInput = None, seed: int | None = None,
+        idle: bool = True, **options: Any,
+    ) -> Iterator["StreamChunk"]:
+        """Stream frames while the speech is generated or still arriving (:mod:`float_core.streaming`).
+
+        Args:
+            source: a :class:`SourceImage` from :meth:`prepare_image`, or an image path/array
+                (prepared here, with ``crop``).
+            audio: a path, a float32 16 kHz mono array or a :class:`DrivingAudio` (the whole
+                speech is known: conditions exactly as offline), or any iterable of float32
+                16 kHz mono chunks of any length (live; ``(samples, rate)`` tuples are
+                resampled; ``None`` items are keep-alives), ending when the iterable ends.
+            sampling, a_cfg, e_cfg, nfe, solver, emotion, seed: as in :meth:`sample_motion`
+                (defaults a_cfg 2, e_cfg 1, nfe 10, "euler", emotion from the speech: for a
+                live source re-estimated per window, random seed).
+            idle: silence mode: silent frames (voice activity) use the null audio condition and
+                a stalled live source is padded with idle frames; False: as offline.
+            options: fields of :class:`~float_core.streaming.StreamOptions` (crop, batch_size,
+                context_seconds, lookahead_seconds, stall_timeout, max_buffer_seconds, ...).
+
+        Returns:
+            An iterator of :class:`~float_core.streaming.StreamChunk` (frames, their audio,
+            start_frame, speaking flags, timings). Closing it stops all work.
+        """
+        from .streaming import StreamOptions, stream
+
+        cfg = (sampling or SamplingConfig()).with_overrides(a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver,
+                                                            emotion=emotion, seed=seed)
+        return stream(self, source, audio, cfg, StreamOptions(idle=idle, **options))
 
     def generate(
         self, image: ImageInput, audio: AudioInput, out_path: str | os.PathLike[str],

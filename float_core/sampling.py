@@ -33,6 +33,7 @@ __all__ = [
     "OdeSolver",
     "VectorField",
     "WindowInputs",
+    "WindowSampler",
     "euler",
     "iter_motion_windows",
     "midpoint",
@@ -240,46 +241,104 @@ def iter_motion_windows(
     else:
         _check_tensor("emotion", emotion, (batch, d_e), f"(B={batch}, {d_e}) or (B, num_windows, {d_e})")
         per_window = (emotion,) * windows
-    device, dtype = audio_features.device, audio_features.dtype
     if noise is not None:
         _check_tensor("noise", noise, (windows, batch, L, d), f"(num_windows={windows}, B={batch}, L={L}, d={d})")
-        generator = None
-    else:
-        generator = torch.Generator()  # CPU: the same seed gives the same noise on every device
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(seed))
-    times = time_grid(nfe, solver).to(device)
+    sampler = WindowSampler(fmt, source_motion, a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed,
+                            noise=noise, progress=progress, on_window=on_window,
+                            evals_total=windows * steps * integrate.evals_per_step)
 
     # ---- audio: pad once to whole windows by repeating the last frame; slices are then views.
     padded = torch.cat([audio_features, audio_features[:, -1:].expand(batch, windows * L - total, d_a)], dim=1)
-    prev_x = torch.zeros(batch, Lp, d, device=device, dtype=dtype)
-    prev_wa = torch.zeros(batch, Lp, d_a, device=device, dtype=dtype)
-    evals_total, evals_done = windows * steps * integrate.evals_per_step, 0
-
     for k in range(windows):
-        audio = padded[:, k * L : (k + 1) * L]
-        if noise is not None:
-            x0 = noise[k].to(device=device, dtype=dtype)
-        else:
-            x0 = torch.randn(batch, L, d, generator=generator).to(device=device, dtype=dtype)
-        num_real = min(L, total - k * L)
-        if on_window is not None:
-            on_window(WindowInputs(k, x0, audio, prev_x, prev_wa, num_real))
+        yield sampler.step(padded[:, k * L : (k + 1) * L], per_window[k], num_real=min(L, total - k * L))
 
-        def field(t: Tensor, x: Tensor, audio: Tensor = audio, prev_x: Tensor = prev_x,
-                  prev_wa: Tensor = prev_wa, emotion: Tensor = per_window[k]) -> Tensor:
-            nonlocal evals_done
-            v = fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, a_cfg, e_cfg)
-            evals_done += 1
-            if progress is not None:
-                progress("sampling", evals_done, evals_total)
+
+class WindowSampler:
+    """The per-window step of the "L' + L" sampler (paper Sec. 4.2), with the carried context.
+
+    The one code path of windowed sampling: :func:`iter_motion_windows` (offline, the whole
+    clip's features known) and the live loop of :mod:`float_core.streaming` (features computed
+    as the speech arrives) both call :meth:`step` once per window, in order. The sampler keeps
+    what window k+1 needs from window k: the last L' latents and audio features, the noise
+    generator, and the evaluation count for progress.
+
+    Args:
+        fmt: a :class:`~float_core.models.fmt.FlowMatchingTransformer` (eval mode).
+        source_motion: w_{r->S} ``(B, d)``; fixes batch, device and dtype.
+        a_cfg, e_cfg, nfe, solver, seed, progress, on_window: as in :func:`iter_motion_windows`.
+        noise: explicit starting noise ``(W, B, L, d)`` for the first W windows; overrides ``seed``.
+        evals_total: the ``total`` reported to ``progress`` (0 = unknown, e.g. a live stream).
+    """
+
+    def __init__(self, fmt: torch.nn.Module, source_motion: Tensor, *, a_cfg: float = 2.0, e_cfg: float = 1.0,
+                 nfe: int = 10, solver: str = "euler", seed: int | None = None, noise: Tensor | None = None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 on_window: Callable[[WindowInputs], None] | None = None, evals_total: int = 0) -> None:
+        self.fmt = fmt
+        self.source_motion = source_motion
+        self.a_cfg, self.e_cfg = a_cfg, e_cfg
+        self.integrate = _get_solver(solver)
+        self.times = time_grid(nfe, solver).to(source_motion.device)
+        self.noise, self.progress, self.on_window = noise, progress, on_window
+        self.evals_total, self.evals_done = evals_total, 0
+        self.generator: torch.Generator | None = None
+        if noise is None:
+            self.generator = torch.Generator()  # CPU: the same seed gives the same noise on every device
+            if seed is None:
+                self.generator.seed()
+            else:
+                self.generator.manual_seed(int(seed))
+        batch, device, dtype = source_motion.shape[0], source_motion.device, source_motion.dtype
+        self.window, Lp = fmt.num_frames, fmt.num_prev_frames
+        #: Window number of the next :meth:`step` (0-based).
+        self.index = 0
+        self.prev_x = torch.zeros(batch, Lp, fmt.dim_w, device=device, dtype=dtype)
+        self.prev_wa = torch.zeros(batch, Lp, fmt.dim_a, device=device, dtype=dtype)
+
+    def _next_noise(self) -> Tensor:
+        batch, device, dtype = self.source_motion.shape[0], self.source_motion.device, self.source_motion.dtype
+        if self.noise is not None:
+            if self.index >= self.noise.shape[0]:
+                raise ValueError(f"noise: holds {self.noise.shape[0]} windows, window {self.index} needs one more")
+            return self.noise[self.index].to(device=device, dtype=dtype)
+        x0 = torch.randn(batch, self.window, self.fmt.dim_w, generator=self.generator)
+        return x0.to(device=device, dtype=dtype)
+
+    def step(self, audio: Tensor, emotion: Tensor, num_real: int | None = None) -> Tensor:
+        """Solve the next window and return its ``(B, num_real, d)`` motion latents.
+
+        Args:
+            audio: the window's audio features ``(B, L, d_a)`` (pad a short last window, e.g. by
+                repeating its last frame; zeroed frames are the null audio condition of Eq. 13).
+            emotion: w_e ``(B, 7)`` for this window.
+            num_real: how many of the L frames to return (default L).
+        """
+        L, Lp, fmt = self.window, self.fmt.num_prev_frames, self.fmt
+        batch = self.source_motion.shape[0]
+        if tuple(audio.shape) != (batch, L, fmt.dim_a):
+            raise ValueError(f"audio must have shape (B={batch}, L={L}, {fmt.dim_a}), got {tuple(audio.shape)}")
+        if tuple(emotion.shape) != (batch, fmt.dim_e):
+            raise ValueError(f"emotion must have shape (B={batch}, {fmt.dim_e}), got {tuple(emotion.shape)}")
+        num_real = L if num_real is None else num_real
+        if not 1 <= num_real <= L:
+            raise ValueError(f"num_real must be in 1..{L}, got {num_real}")
+        x0 = self._next_noise()
+        prev_x, prev_wa, source_motion = self.prev_x, self.prev_wa, self.source_motion
+        if self.on_window is not None:
+            self.on_window(WindowInputs(self.index, x0, audio, prev_x, prev_wa, num_real))
+
+        def field(t: Tensor, x: Tensor) -> Tensor:
+            v = fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, self.a_cfg, self.e_cfg)
+            self.evals_done += 1
+            if self.progress is not None:
+                self.progress("sampling", self.evals_done, self.evals_total)
             return v[:, Lp:]  # the velocity of the current window (outputs 0..L'-1 are context)
 
-        x1 = integrate(field, x0, times)
-        prev_x, prev_wa = x1[:, L - Lp :], audio[:, L - Lp :]
-        yield x1[:, :num_real]
+        with torch.no_grad():
+            x1 = self.integrate(field, x0, self.times)
+        self.prev_x, self.prev_wa = x1[:, L - Lp :], audio[:, L - Lp :]
+        self.index += 1
+        return x1[:, :num_real]
 
 
 def sample_motion(
