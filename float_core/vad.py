@@ -26,6 +26,7 @@ import io
 import logging
 import math
 import threading
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -70,7 +71,9 @@ def _load_silero() -> torch.jit.ScriptModule:
             if path is None:
                 raise ModuleNotFoundError(f"voice activity: silero-vad is not installed; {_INSTALL_HINT}")
             _model_bytes = path.read_bytes()
-    model = torch.jit.load(io.BytesIO(_model_bytes), map_location="cpu")
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading; the wheel ships it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = torch.jit.load(io.BytesIO(_model_bytes), map_location="cpu")
     return model.eval()
 
 
