@@ -1,0 +1,165 @@
+"""Device discipline (issue 12, item 1): every path runs on a simulated accelerator.
+
+:class:`float_core.testing.SimulatedAccelerator` makes the CPU behave like a separate device:
+implicit host conversions of device tensors raise, host tensors mixed into device ops raise,
+and syncs (``item``, ``bool``) are recorded with their source line. Each engine path (generate
+with every kind of emotion, render with per-frame edits, paste-back, the training stage-2
+sample video, the app's handlers) runs on it and must give exactly the CPU's result, with no
+sync inside the sampling and decoding loops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from float_core import FloatPipeline
+from float_core.media import load_audio
+from float_core.testing import (
+    SIMULATED_DEVICE,
+    DeviceMismatch,
+    DeviceTensor,
+    ImplicitHostConversion,
+    SimulatedAccelerator,
+    iter_device_tensors,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = ROOT / "examples" / "portrait_astronaut.png"
+AUDIO = ROOT / "examples" / "arctic_a0007.wav"
+
+
+@pytest.fixture()
+def acc():
+    with SimulatedAccelerator() as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def cpu_pipe():
+    return FloatPipeline.tiny_random()
+
+
+@pytest.fixture(scope="module")
+def dev_pipe(cpu_pipe):
+    with SimulatedAccelerator() as a:
+        return a.pipeline(cpu_pipe)
+
+
+@pytest.fixture(scope="module")
+def wave():
+    return load_audio(AUDIO)[:16000]  # 1 s: 25 frames, 3 windows of the tiny model's L = 10
+
+
+@pytest.fixture(scope="module")
+def prepared(cpu_pipe, dev_pipe, wave):
+    """The same portrait + speech analysed on the CPU and on the accelerator (face crop on)."""
+    cpu = cpu_pipe.prepare(IMAGE, wave)
+    with SimulatedAccelerator():
+        dev = dev_pipe.prepare(IMAGE, wave)
+    return cpu, dev
+
+
+# ---------------------------------------------------------------------------- the simulation
+def test_simulation_refuses_implicit_conversions_like_cuda(acc):
+    x = acc.tensor([1.0, 2.0, 3.0])
+    assert x.device == SIMULATED_DEVICE and (x * 2).device == SIMULATED_DEVICE
+    for convert in (np.asarray, lambda t: t.numpy(), lambda t: t.tolist(), lambda t: float(t[0]),
+                    lambda t: int(t[0]), lambda t: np.stack([t, t])):
+        with pytest.raises(ImplicitHostConversion, match="explicitly with .cpu()"):
+            convert(x)
+    with pytest.raises(DeviceMismatch, match="same device"):
+        _ = x + torch.ones(3)  # a host tensor in a device op
+    assert isinstance(x + torch.tensor(2.0), DeviceTensor)  # 0-dim host tensors are scalars, as on CUDA
+
+
+def test_simulation_moves_explicitly_and_counts_syncs(acc):
+    x = acc.tensor([1.0, 2.0, 3.0])
+    host = x.cpu()
+    assert type(host) is torch.Tensor and type(x.to("cpu")) is torch.Tensor
+    host[0] = 9.0  # a transfer copies
+    assert x[0].item() == 1.0
+    assert type(torch.zeros(2, device=x.device)) is DeviceTensor
+    assert type(torch.ones(2).to(x.device)) is DeviceTensor
+    assert type(x.to(torch.float64)) is DeviceTensor
+    assert acc.transfers == {"to_host": 2, "to_device": 1}
+    mark = acc.mark()
+    assert bool(x.sum() > 0) and f"{x.sum():.1f}" == "6.0"
+    assert [s.kind for s in acc.since(mark)] == ["__bool__", "__format__"]
+    assert all("test_device_discipline.py" in s.where for s in acc.since(mark))
+
+
+def test_pipeline_lives_on_the_accelerator(dev_pipe, prepared):
+    _, dev = prepared
+    assert dev_pipe.device == SIMULATED_DEVICE
+    assert all(isinstance(p, DeviceTensor) for p in dev_pipe.model.parameters())
+    tensors = list(iter_device_tensors(dev.source)) + list(iter_device_tensors(dev.speech))
+    assert len(tensors) >= 6  # image, latents, lambda, motion, features, audio features, probs
+    assert isinstance(dev.speech.waveform, np.ndarray)  # the host copy muxed into the video
+
+
+# ---------------------------------------------------------------------------- engine paths
+@pytest.mark.parametrize("emotion", ["happy", [1, 0, 0, 0, 0, 0, 2], "device-tensor"])
+def test_generate_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared, emotion, tmp_path):
+    """The CUDA crash of issue 12: generate() resolved a device-tensor emotion with np.asarray."""
+    cpu, dev = prepared
+    given = acc.tensor([0.0, 1, 0, 0, 0, 0, 0]) if emotion == "device-tensor" else emotion
+    result = dev_pipe.generate(None, None, tmp_path / "dev.mp4", prepared=dev, emotion=given,
+                               nfe=2, seed=3, progress=False)
+    same = [0.0, 1, 0, 0, 0, 0, 0] if emotion == "device-tensor" else emotion
+    assert result.path.stat().st_size > 0 and result.num_frames == 25
+    assert isinstance(result.motion, DeviceTensor) and isinstance(result.emotion, DeviceTensor)
+    assert torch.equal(result.motion.cpu(), cpu_pipe.sample_motion(cpu, emotion=same, nfe=2, seed=3))
+    assert torch.equal(result.emotion.cpu(), cpu_pipe.resolve_emotion(cpu, same))
+
+
+def test_full_generate_with_crop_paste_back_and_edits(acc, dev_pipe, wave, tmp_path):
+    edits = np.zeros(dev_pipe.config.motion_dim, np.float32)
+    edits[0] = 0.5
+    result = dev_pipe.generate(IMAGE, wave, tmp_path / "out.mp4", paste_back=True, edits=edits,
+                               nfe=1, seed=0, progress=False)
+    assert result.path.is_file() and result.num_frames == 25
+
+
+def test_render_with_per_frame_edits_equals_cpu_and_copies_once_per_batch(acc, cpu_pipe, dev_pipe, prepared):
+    cpu, dev = prepared
+    motion = cpu_pipe.sample_motion(cpu, nfe=1, seed=0)
+    edits = np.linspace(-1, 1, motion.shape[0] * cpu_pipe.config.motion_dim, dtype=np.float32)
+    edits = edits.reshape(motion.shape[0], -1)
+    expected = np.concatenate(list(cpu_pipe.render(cpu, motion, edits=edits, batch_size=4)))
+    dev_motion = motion.to(acc.device)
+    before, mark = acc.transfers["to_host"], acc.mark()
+    frames = np.concatenate(list(dev_pipe.render(dev, dev_motion, edits=edits, batch_size=4)))
+    np.testing.assert_array_equal(frames, expected)
+    assert acc.transfers["to_host"] - before == 7  # ceil(25 / 4) batches, each copied explicitly once
+    assert [s.kind for s in acc.since(mark)] == ["__bool__"]  # the one finiteness check of the motion
+
+
+def test_no_sync_per_window_or_batch(acc, dev_pipe, prepared):
+    """Syncs do not grow with the number of windows (sampling) or batches (decoding)."""
+    _, dev = prepared
+    counts = {}
+    for nfe, batch_size in ((1, 25), (2, 5)):
+        mark = acc.mark()
+        motion = dev_pipe.sample_motion(dev, nfe=nfe, seed=0)  # 3 windows x nfe steps
+        sampled = acc.mark()
+        for _ in dev_pipe.render(dev, motion, batch_size=batch_size):
+            pass
+        counts[nfe] = (len(acc.syncs[mark:sampled]), len(acc.since(sampled)))
+    assert counts[1] == counts[2], f"syncs (sampling, decoding): {counts}; new ones: {acc.syncs}"
+    assert counts[1][1] == 1
+
+
+def test_stage2_sample_video_on_accelerator(acc, tmp_path):
+    """The training stage-2 sample video (float_core/train/stage2.py) on the device."""
+    from float_core.train.stage2 import Stage2Config, sample_video
+
+    model = acc.to_device(FloatPipeline.tiny_random().model.train())
+    config = Stage2Config(data="unused", sample_image=str(IMAGE), sample_audio=str(AUDIO),
+                          sample_seconds=0.5, sample_nfe=1)
+    path = sample_video(model, config, tmp_path / "sample.mp4", acc.device)
+    assert path is not None and path.stat().st_size > 0
+    assert model.training  # restored after the inference view
