@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from float_core.bench import scale_flow_offsets_
 from float_core.config import FloatConfig
 from float_core.models.decoder_inference import InferenceDecoder
 from float_core.models.motion_autoencoder import MotionAutoEncoder
@@ -41,15 +42,6 @@ from float_core.models.stylegan import perturb_constant_init_
 
 
 EXAMPLE_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "portrait_astronaut.png"
-
-
-def scale_flow_offsets_(synthesis: torch.nn.Module, scale: float) -> None:
-    """Multiply the flow-offset rows (channels 0-1) of every ToFlow conv weight and bias by
-    ``scale`` (the mask channel is left as is): small warps, as a trained decoder predicts."""
-    with torch.no_grad():
-        for to_flow in synthesis.to_flows:
-            to_flow.conv.weight[:, :2].mul_(scale)
-            to_flow.bias[:, :2].mul_(scale)
 
 
 def source_image(source: str, size: int) -> torch.Tensor:

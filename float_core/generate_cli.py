@@ -72,8 +72,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--audio-model", default=None, help="wav2vec2-base-960h folder or Hugging Face id")
     m.add_argument("--emotion-model", default=None, help="speech-emotion model folder or Hugging Face id")
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    m.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                   help="decoder precision; bfloat16 is faster on recent CPUs/GPUs (default: float32)")
+    m.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="decoder precision: auto (default) = bfloat16 where the device has native bf16 "
+                        "(AMX/AVX512-BF16 CPUs, CUDA sm80+), else float32; float32 reproduces the reference")
     m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # WeightsError and bad device/dtype: say what to do, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not args.quiet:
+        print(f"running on {pipe.describe()}", file=sys.stderr)
     failures = 0
     for index, job in enumerate(jobs, 1):
         label = f"[{index}/{len(jobs)}] " if len(jobs) > 1 else ""

@@ -56,23 +56,30 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
-def select_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """Decoder compute dtype: float32 (default, reference numbers) or bfloat16/float16 (opt-in speed)."""
-    if dtype is None:
-        return torch.float32
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (fast): CUDA compute capability 8.0+
+    (Ampere), or a CPU with AMX tiles or AVX512-BF16. Elsewhere bf16 is emulated and slower
+    than float32 (measured ~40x slower decoding on an AVX2-only CPU, README "Performance")."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def select_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
+    """Decoder compute dtype. ``None``/"auto" (default): bfloat16 where ``device`` has native
+    bf16 (:func:`native_bf16`; frames within PSNR >= 45 dB of float32, README "Performance"),
+    else float32. "float32" reproduces the reference numbers; "bfloat16"/"float16" force
+    the low precision."""
+    if dtype is None or str(dtype).lower() == "auto":
+        return torch.bfloat16 if native_bf16(select_device(device)) else torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype in _DTYPES.values():
             return dtype
     elif str(dtype).lower() in _DTYPES:
         return _DTYPES[str(dtype).lower()]
-    raise ValueError(f"dtype: expected one of {sorted(_DTYPES)}, got {dtype!r}")
-
-
-def uint8_frames(frames: Tensor) -> Tensor:
-    """(K,3,H,W) images in [-1,1] -> (K,H,W,3) uint8 on their device, by truncation as the
-    reference writes video bytes (converted before the host copy: 4x fewer bytes to move)."""
-    x = ((frames.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)  # .to(uint8) truncates like the reference
-    return x.permute(0, 2, 3, 1).contiguous()
+    raise ValueError(f"dtype: expected 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
 
 
 def frames_to_uint8(frames: Tensor) -> np.ndarray:
@@ -196,13 +203,17 @@ class FloatPipeline:
     """The FLOAT engine. Holds read-only networks; all per-request state lives in :class:`Prepared`.
 
     Build with :meth:`from_pretrained`. ``dtype`` selects the decoder's compute precision
-    (the decoder is ~95 % of the time on CPU); everything else runs in float32.
+    (the decoder is ~75 % of the compute; "auto" by default, see :func:`select_dtype`);
+    everything else runs in float32. :attr:`device`, :attr:`dtype` and :meth:`describe`
+    say what runs.
     """
 
     def __init__(self, model: FloatModel, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None):
         self.device = select_device(device)
-        self.dtype = select_dtype(dtype)
+        self.dtype = select_dtype(dtype, self.device)
+        #: how the dtype was chosen, for :meth:`describe` ("auto" or the requested name)
+        self.dtype_request = "auto" if dtype is None or str(dtype).lower() == "auto" else str(dtype)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.config: FloatConfig = model.config
         # CUDA batches every level over the frames of a call (batched decoding); the CPU goes
@@ -211,6 +222,15 @@ class FloatPipeline:
         self.decoder = InferenceDecoder(self.model.motion_autoencoder.dec, dtype=self.dtype, **batching)
         with torch.no_grad():
             self.basis = self.model.motion_autoencoder.basis().detach()  # (d, M), fixed after loading
+
+    def describe(self) -> str:
+        """Which device and decoder precision run, for the app and CLI, e.g.
+        ``"cpu, float32 decoder (auto: no native bf16 on cpu)"``."""
+        name = str(self.dtype).replace("torch.", "")
+        if self.dtype_request != "auto":
+            return f"{self.device}, {name} decoder"
+        why = "native bf16" if self.dtype == torch.bfloat16 else "no native bf16"
+        return f"{self.device}, {name} decoder (auto: {why} on {self.device.type})"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -235,7 +255,9 @@ class FloatPipeline:
             audio_model, emotion_model: local folders or Hugging Face ids of the two wav2vec2
                 models when they are not inside ``checkpoint``.
             device: "auto" (default: CUDA if available), "cpu", "cuda", ...
-            dtype: decoder precision, "float32" (default) or "bfloat16".
+            dtype: decoder precision: "auto" (default: bfloat16 where the device has native
+                bf16, else float32, see :func:`select_dtype`), "float32" (reference numbers)
+                or "bfloat16".
         """
         if str(checkpoint) == TEST_MODEL_NAME or (
                 checkpoint is None and os.environ.get(TEST_MODEL_ENV, "") == TEST_MODEL_NAME):

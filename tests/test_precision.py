@@ -1,0 +1,105 @@
+"""dtype="auto": bfloat16 exactly where the device has native bf16, and its image error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from float_core import pipeline
+from float_core.bench import frame_psnr, scale_flow_offsets_
+from float_core.generate_cli import add_subparser
+from float_core.models.decoder_inference import InferenceDecoder
+from float_core.pipeline import FloatPipeline, native_bf16, select_dtype
+
+
+def _fake_cpu(monkeypatch, amx: bool, avx512_bf16: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, torch.bfloat16), (False, True, torch.bfloat16), (True, True, torch.bfloat16),
+    (False, False, torch.float32),
+])
+def test_auto_on_cpu_follows_native_bf16(monkeypatch, amx, avx512_bf16, expected):
+    _fake_cpu(monkeypatch, amx, avx512_bf16)
+    assert select_dtype("auto", "cpu") == expected
+    assert select_dtype(None, "cpu") == expected  # the default is auto
+    assert select_dtype("AUTO", torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("capability, expected", [((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16),
+                                                  ((7, 5), torch.float32), ((6, 1), torch.float32)])
+def test_auto_on_cuda_needs_sm80(monkeypatch, capability, expected):
+    _fake_cpu(monkeypatch, True, True)  # the CPU's abilities must not matter for a CUDA device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert select_dtype("auto", "cuda") == expected
+    assert native_bf16(torch.device("cuda:0")) == (expected == torch.bfloat16)
+
+
+def test_explicit_dtypes_are_kept_and_bad_ones_refused(monkeypatch):
+    _fake_cpu(monkeypatch, True, True)
+    assert select_dtype("float32", "cpu") == torch.float32  # reference parity stays available
+    assert select_dtype(torch.float32) == torch.float32
+    _fake_cpu(monkeypatch, False, False)
+    assert select_dtype("bfloat16", "cpu") == torch.bfloat16  # forced, even where emulated
+    assert select_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="'auto' or one of"):
+        select_dtype("float8")
+    assert not native_bf16(torch.device("meta"))
+
+
+def test_pipeline_exposes_the_resolved_dtype_and_device(monkeypatch):
+    _fake_cpu(monkeypatch, True, False)
+    pipe = FloatPipeline.tiny_random(device="cpu")
+    assert pipe.dtype == torch.bfloat16 and pipe.decoder.dtype == torch.bfloat16
+    assert pipe.device == torch.device("cpu")
+    assert pipe.describe() == "cpu, bfloat16 decoder (auto: native bf16 on cpu)"
+    _fake_cpu(monkeypatch, False, False)
+    pipe = FloatPipeline.tiny_random(device="cpu")
+    assert pipe.dtype == torch.float32
+    assert pipe.describe() == "cpu, float32 decoder (auto: no native bf16 on cpu)"
+    assert FloatPipeline.tiny_random(device="cpu", dtype="float32").describe() == "cpu, float32 decoder"
+
+
+def test_cli_dtype_defaults_to_auto():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers())
+    args = parser.parse_args(["generate", "--image", "a.png", "--audio", "a.wav", "--output", "o.mp4"])
+    assert args.dtype == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "--dtype", "int8"])
+
+
+def test_frame_psnr_known_values():
+    ref = torch.zeros(2, 3, 4, 4)
+    frames = ref.clone()
+    frames[0] += 0.02  # mse 4e-4 -> 10 log10(4 / 4e-4) = 40 dB
+    frames[1, :, :2] = 2.0  # clamped to 1: half the pixels off by 1 -> mse 0.5 -> 9.03 dB
+    assert frame_psnr(frames, ref).tolist() == pytest.approx([40.0, 10 * torch.log10(torch.tensor(8.0)).item()],
+                                                             abs=1e-4)
+
+
+def test_bfloat16_frames_psnr_against_float32():
+    """The image error auto's bf16 accepts (bar: PSNR >= 45 dB on every frame), on the tiny
+    decoder in the benchmark's regime (smooth source, flow offsets scaled by 0.03). Measured:
+    66-69 dB on these 4 frames; fully random flows give 39-46 dB (warps amplify rounding)."""
+    pipe = FloatPipeline.tiny_random(device="cpu", dtype="float32")
+    ae = pipe.model.motion_autoencoder
+    scale_flow_offsets_(ae.dec, 0.03)  # the pipeline's model is its own copy: nothing else sees this
+    size = pipe.config.image_size
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        source = F.interpolate(torch.rand(1, 3, 8, 8) * 2 - 1, size=(size, size), mode="bilinear",
+                               align_corners=False)
+        identity, lam, feats = ae.encode(source)
+        latents = identity + ae.lambda_to_motion(lam + 0.5 * torch.randn(4, lam.shape[1]))
+    exact = InferenceDecoder(ae.dec, torch.float32)(latents, feats)
+    low = InferenceDecoder(ae.dec, torch.bfloat16)(latents, feats)
+    psnr = frame_psnr(low, exact)
+    assert psnr.min() >= 60.0, psnr
+    assert psnr.max() < 90.0, psnr  # bf16 really ran: not bit-equal to float32
