@@ -82,6 +82,13 @@ def select_dtype(dtype: str | torch.dtype | None, device: str | torch.device | N
     raise ValueError(f"dtype: expected 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
 
 
+def uint8_frames(frames: Tensor) -> Tensor:
+    """(K,3,H,W) images in [-1,1] -> (K,H,W,3) uint8 on their device, by truncation as the
+    reference writes video bytes (converted before the host copy: 4x fewer bytes to move)."""
+    x = ((frames.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)  # .to(uint8) truncates like the reference
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
 def frames_to_uint8(frames: Tensor) -> np.ndarray:
     """:func:`uint8_frames` copied explicitly to the host as a numpy array."""
     return uint8_frames(frames).cpu().numpy()
