@@ -53,6 +53,19 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--jobs", metavar="FILE",
                     help="batch mode: a CSV (header: image,audio,output[,emotion,a_cfg,...]) or JSON list of jobs")
     g = p.add_argument_group("generation")
+    add_sampling_arguments(g)
+    g.add_argument("--no-crop", dest="crop", action="store_false",
+                   help="do not detect and crop the face; resize the whole image instead")
+    g.add_argument("--paste-back", action="store_true",
+                   help="paste the animated face back into the original photo at full resolution")
+    g.add_argument("--max-seconds", type=float, default=None, help="reject audio longer than this")
+    m = p.add_argument_group("model")
+    add_model_arguments(m)
+    p.set_defaults(func=run)
+
+
+def add_sampling_arguments(g: argparse._ArgumentGroup) -> None:
+    """The sampling flags (SamplingConfig: emotion, a_cfg, e_cfg, nfe, solver, seed); shared with `stream`."""
     g.add_argument("--emotion", default="auto", choices=("auto",) + EMOTIONS,
                    help="'auto' uses the emotion predicted from the speech; a name redirects to it (default: auto)")
     g.add_argument("--a-cfg", type=float, default=2.0, help="audio guidance scale gamma_a (default: 2)")
@@ -60,12 +73,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--nfe", type=int, default=10, help="vector-field evaluations per window (default: 10)")
     g.add_argument("--solver", default="euler", choices=SOLVER_CHOICES, help="ODE solver (default: euler)")
     g.add_argument("--seed", type=int, default=None, help="noise seed for reproducible output (default: random)")
-    g.add_argument("--no-crop", dest="crop", action="store_false",
-                   help="do not detect and crop the face; resize the whole image instead")
-    g.add_argument("--paste-back", action="store_true",
-                   help="paste the animated face back into the original photo at full resolution")
-    g.add_argument("--max-seconds", type=float, default=None, help="reject audio longer than this")
-    m = p.add_argument_group("model")
+
+
+def add_model_arguments(m: argparse._ArgumentGroup) -> None:
+    """The model flags (checkpoint, audio/emotion model, device, dtype, batch size, quiet); shared with `stream`."""
     m.add_argument("--checkpoint", default=None,
                    help="checkpoint folder (authors' layout) or single file; default $FLOAT_CHECKPOINT_DIR "
                         "or ./checkpoints; 'tiny-random' for a test model")
@@ -77,7 +88,6 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                         "(AMX/AVX512-BF16 CPUs, CUDA sm80+), else float32; float32 reproduces the reference")
     m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,18 @@ never has to buffer one stream while waiting for the other.
 The file is written to a hidden temporary file next to the target and moved
 into place (atomic rename) only when the ``with`` block finishes without an
 exception, so a failed run never leaves a half-written video at ``out_path``.
+
+Streaming (``container=``, used by ``python -m float_core stream`` and the app's Live tab):
+
+* ``"fmp4"``: a fragmented MP4 (``movflags=frag_keyframe+empty_moov+default_base_moof``,
+  a keyframe and so a fragment every second) written in place: the file is a valid, playable
+  MP4 at every moment, so a process killed mid-way leaves every complete second.
+* ``"hls"``: ``out_path`` is an HLS playlist (``.m3u8``, an "event" playlist that grows) with
+  one-second H.264/AAC MPEG-TS segments next to it, for players that follow a live stream.
+
+Both use x264's ``zerolatency`` tuning (no frame look-ahead, so a frame is encoded as soon as
+it is written). The audio can be given up front or passed along with the frames
+(``audio_rate=`` and ``write(frames, audio=samples)``).
 """
 
 from __future__ import annotations
@@ -28,7 +40,11 @@ import numpy as np
 
 from float_core.media.audio import load_audio
 
-__all__ = ["AUDIO_RATE_FOR_FILES", "VideoWriter", "probe_video", "write_video"]
+__all__ = ["AUDIO_RATE_FOR_FILES", "CONTAINERS", "VideoWriter", "probe_video", "write_video"]
+
+#: ``container`` values of :class:`VideoWriter`: a finished MP4 (atomic), a fragmented MP4 valid
+#: at every moment, an HLS playlist with MPEG-TS segments.
+CONTAINERS = ("mp4", "fmp4", "hls")
 
 #: Audio given as a file path is decoded at this rate for the AAC track.
 AUDIO_RATE_FOR_FILES = 48000
@@ -59,7 +75,17 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         audio_bitrate: int = 128_000,
+        container: str = "mp4",
+        audio_rate: int | None = None,
     ) -> None:
+        """``container``: see :data:`CONTAINERS`; ``audio_rate``: the rate of audio passed
+        to :meth:`write` along with the frames (instead of ``audio`` up front)."""
+        if container not in CONTAINERS:
+            raise ValueError(f"container must be one of {', '.join(CONTAINERS)}, got {container!r}")
+        if audio is not None and audio_rate is not None:
+            raise ValueError("give the audio either up front (audio=) or with the frames (audio_rate=), not both")
+        if audio_rate is not None and (not isinstance(audio_rate, int) or audio_rate <= 0):
+            raise ValueError(f"audio_rate must be a positive int (samples per second), got {audio_rate!r}")
         if int(fps) != fps or fps <= 0:
             raise ValueError(f"fps must be a positive integer, got {fps}")
         if not 0 <= crf <= 51:
@@ -70,7 +96,12 @@ class VideoWriter:
         self.fps = int(fps)
         self._crf, self._preset, self._audio_bitrate = crf, preset, audio_bitrate
         self._audio, self._audio_rate = _prepare_audio(audio)
+        self.container = container
+        if audio_rate is not None:  # streamed audio: appended by write(), consumed samples dropped
+            self._audio, self._audio_rate = np.zeros(0, np.float32), audio_rate
+        self._streamed_audio = audio_rate is not None
         self._audio_pos = 0  # samples already sent to the AAC encoder
+        self._audio_base = 0  # absolute index of self._audio[0] (streamed audio drops what is sent)
         self._frames = 0
         self._container: Any = None
         self._video: Any = None
@@ -101,10 +132,17 @@ class VideoWriter:
         """Number of video frames encoded so far."""
         return self._frames
 
-    def write(self, frames: np.ndarray) -> None:
-        """Encode one (H, W, 3) frame or a batch (N, H, W, 3) of uint8 RGB frames."""
+    def write(self, frames: np.ndarray, audio: np.ndarray | None = None) -> None:
+        """Encode one (H, W, 3) frame or a batch (N, H, W, 3) of uint8 RGB frames.
+
+        ``audio``: with ``audio_rate=``, the mono float samples that go with these frames.
+        """
         if self._closed:
             raise RuntimeError("VideoWriter is closed")
+        if audio is not None:
+            if not self._streamed_audio:
+                raise ValueError("write(audio=...) needs VideoWriter(audio_rate=...)")
+            self._append_audio(audio)
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -141,16 +179,28 @@ class VideoWriter:
                 self._container.mux(self._audio_stream.encode(None))
             self._container.close()
             self._container = None
-            assert self._tmp_path is not None
-            os.replace(self._tmp_path, self.out_path)
+            if self._tmp_path is not None:
+                os.replace(self._tmp_path, self.out_path)
         except BaseException:
             self.abort()
             raise
         self._closed = True
 
     def abort(self) -> None:
-        """Stop without producing a file; removes the temporary file. Safe to call twice."""
+        """Stop without producing a file; removes the temporary file. Safe to call twice.
+
+        A streaming container (fmp4, hls) is written in place and valid at every moment: it
+        keeps the frames written so far (the last fragment is flushed).
+        """
         self._closed = True
+        if self._container is not None and self.container != "mp4":
+            try:
+                self._container.mux(self._video.encode(None))
+                self._container.close()
+            except Exception:  # noqa: BLE001 - the fragments already on disk stay valid
+                pass
+            self._container = None
+            return
         if self._container is not None:
             try:
                 self._container.close()
@@ -170,18 +220,31 @@ class VideoWriter:
             )
         import av
 
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.out_path.stem}.", suffix=".partial.mp4", dir=self.out_path.parent
-        )
-        os.close(fd)
-        self._tmp_path = Path(tmp)
-        # faststart puts the index first so browsers (the Gradio app) can start
-        # playing before the whole file has arrived.
-        self._container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+        options = {"crf": str(self._crf), "preset": self._preset}
+        if self.container == "mp4":
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.out_path.stem}.", suffix=".partial.mp4", dir=self.out_path.parent
+            )
+            os.close(fd)
+            self._tmp_path = Path(tmp)
+            # faststart puts the index first so browsers (the Gradio app) can start
+            # playing before the whole file has arrived.
+            self._container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+        else:
+            # A keyframe (so a fragment / segment) every second; zerolatency: no look-ahead.
+            options.update(g=str(self.fps), keyint_min=str(self.fps), tune="zerolatency")
+            if self.container == "fmp4":
+                muxer = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+                self._container = av.open(str(self.out_path), mode="w", format="mp4", options=muxer)
+            else:
+                muxer = {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "event",
+                         "hls_segment_type": "mpegts", "hls_flags": "independent_segments+temp_file",
+                         "hls_segment_filename": str(self.out_path.with_name(self.out_path.stem + "_%05d.ts"))}
+                self._container = av.open(str(self.out_path), mode="w", format="hls", options=muxer)
         video = self._container.add_stream("libx264", rate=self.fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.time_base = Fraction(1, self.fps)
-        video.options = {"crf": str(self._crf), "preset": self._preset}
+        video.options = options
         self._video = video
         if self._audio is not None:
             stream = self._container.add_stream("aac", rate=self._audio_rate)
@@ -194,16 +257,27 @@ class VideoWriter:
             return
         import av
 
-        end = min(int(round(seconds * self._audio_rate)), self._audio.size)
+        end = min(int(round(seconds * self._audio_rate)), self._audio_base + self._audio.size)
         if end <= self._audio_pos:
             return
-        chunk = self._audio[self._audio_pos : end]
+        chunk = self._audio[self._audio_pos - self._audio_base : end - self._audio_base]
         af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
         af.sample_rate = self._audio_rate
         af.pts = self._audio_pos
         af.time_base = Fraction(1, self._audio_rate)
         self._container.mux(self._audio_stream.encode(af))
         self._audio_pos = end
+        if self._streamed_audio:  # keep memory flat: drop what the encoder has
+            self._audio = self._audio[end - self._audio_base:]
+            self._audio_base = end
+
+    def _append_audio(self, samples: np.ndarray) -> None:
+        x = np.asarray(samples)
+        if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"audio must be mono float samples (n,), got shape {x.shape} dtype {x.dtype}")
+        if not np.isfinite(x).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        self._audio = np.concatenate([self._audio, x.astype(np.float32, copy=False)])
 
 
 def write_video(
