@@ -1,0 +1,691 @@
+"""Calls with the portrait over WebRTC: settings, one :class:`Call` per caller, the manager.
+
+A call is one aiortc ``RTCPeerConnection``: the caller sends the microphone, the server sends
+the portrait's video (25 fps) and voice, in sync (:mod:`float_studio.call_media`). Behind it,
+one ``FloatPipeline.stream`` runs in the call's own worker thread with idle (silence) mode on:
+
+* **puppet**: the caller's voice drives the portrait live (a virtual camera); the returned
+  audio is the caller's voice, delayed by exactly as much as the video.
+* **assistant**: turns of the caller's speech are answered by an OpenAI-compatible speech
+  recognition -> chat -> speech chain (:mod:`float_studio.call_assistant`); the portrait
+  speaks the answer and idles while it listens; speaking over it (barge-in) stops it.
+
+Every call is isolated (its own stream, feeds, threads and peer connection) and everything it
+started is released when the caller hangs up, the peer drops (no audio for
+``FLOAT_CALL_TIMEOUT`` seconds, or ICE/DTLS failure) or the server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields
+from typing import Any, Awaitable, Callable, Mapping
+
+import numpy as np
+import torch
+
+from float_core.config import SamplingConfig
+from float_core.streaming import StreamOptions
+
+from . import services
+from .call_assistant import DEFAULT_SYSTEM_PROMPT, Assistant, Conversation, TurnDetector, TurnTiming, Utterance
+from .call_media import FRAME_SAMPLES, AnswerFeed, LiveFeed, MicFeed, MicReader, Playout, Tick
+
+__all__ = ["CallError", "CallSettings", "Call", "CallManager", "ice_servers_from_env", "MODES"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("puppet", "assistant")
+MAX_PORTRAIT_BYTES = 15 * 1024 * 1024
+
+
+class CallError(Exception):
+    """A call cannot start or continue; ``status`` is the HTTP status the endpoint answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------------------- settings
+_SAMPLING_KEYS = tuple(f.name for f in fields(SamplingConfig))  # a_cfg, e_cfg, nfe, solver, emotion, seed
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What a caller may choose in ``POST /call/offer`` besides the SDP and the portrait.
+
+    The offer's keys are flat: ``mode``, the generation settings of
+    :class:`float_core.config.SamplingConfig` (``a_cfg``, ``e_cfg``, ``nfe``, ``solver``,
+    ``emotion``, ``seed``) and the fields below.
+
+    Attributes:
+        mode: "puppet" or "assistant".
+        sampling: the generation settings.
+        idle: silence mode (the face idles while nobody speaks).
+        crop: crop the portrait to the largest face.
+        name: the portrait's name (assistant mode; it is told to the chat model).
+        system_prompt: the chat model's instructions; ``{name}`` is replaced by the name.
+        end_silence_ms: silence that ends the caller's turn (assistant mode).
+    """
+
+    mode: str = "puppet"
+    sampling: SamplingConfig = SamplingConfig()
+    idle: bool = True
+    crop: bool = True
+    name: str = "Ava"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    end_silence_ms: float = 700.0
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "CallSettings":
+        """Validate the offer's settings (every key except sdp, type and portrait)."""
+        own = {f.name for f in fields(cls)} - {"sampling"}
+        known = own | set(_SAMPLING_KEYS)
+        extra = sorted(set(body) - known - {"sdp", "type", "portrait"})
+        if extra:
+            raise CallError(400, f"unknown setting(s) {', '.join(map(repr, extra))}; known: "
+                                 f"{', '.join(sorted(known))}")
+        given = {k: v for k, v in body.items() if k in known and v is not None and v != ""}
+        kw = {k: given[k] for k in own if k in given}
+        mode = kw.get("mode", "puppet")
+        if mode not in MODES:
+            raise CallError(400, f"mode: expected 'puppet' or 'assistant', got {mode!r}")
+        for name in ("idle", "crop"):
+            if name in kw and not isinstance(kw[name], bool):
+                raise CallError(400, f"{name}: expected true or false, got {kw[name]!r}")
+        for name, limit in (("name", 60), ("system_prompt", 4000)):
+            if name in kw and (not isinstance(kw[name], str) or len(kw[name]) > limit):
+                raise CallError(400, f"{name}: expected text of at most {limit} characters")
+        if "end_silence_ms" in kw:
+            v = kw["end_silence_ms"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 200 <= v <= 5000:
+                raise CallError(400, f"end_silence_ms: expected a number from 200 to 5000, got {v!r}")
+        try:
+            sampling = SamplingConfig(**{k: given[k] for k in _SAMPLING_KEYS if k in given})
+        except (TypeError, ValueError) as exc:
+            raise CallError(400, str(exc)) from None
+        if sampling.nfe > 50:
+            raise CallError(400, f"nfe: at most 50 evaluations per window in a call, got {sampling.nfe}")
+        return cls(sampling=sampling, **kw)
+
+
+def decode_portrait(data_url: Any) -> np.ndarray:
+    """The portrait of an offer (an image as a ``data:`` URL) as an RGB uint8 array."""
+    from PIL import Image, UnidentifiedImageError
+
+    from float_core.media.image import ImageError, load_image
+
+    if not isinstance(data_url, str) or not data_url:
+        raise CallError(400, "portrait: missing; send the image as a data URL (data:image/png;base64,...)")
+    head, comma, payload = data_url.partition(",")
+    mime, *params = head[5:].split(";") if head.startswith("data:") else ("", "")
+    if not comma or not head.startswith("data:") or "base64" not in params:
+        raise CallError(400, "portrait: expected a base64 data URL (data:image/...;base64,...)")
+    if mime and not mime.startswith("image/"):
+        raise CallError(415, f"portrait: {mime} is not an image; send a JPEG, PNG or WebP photo")
+    if len(payload) > MAX_PORTRAIT_BYTES * 4 // 3 + 4:
+        raise CallError(413, f"portrait: larger than {MAX_PORTRAIT_BYTES // 2**20} MB")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise CallError(400, "portrait: the data URL is not valid base64") from None
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            return load_image(img)
+    except (UnidentifiedImageError, OSError, ImageError, ValueError) as exc:
+        raise CallError(415, f"portrait: the data is not an image Pillow can read ({exc}); send a JPEG, "
+                             "PNG or WebP photo") from None
+
+
+# ---------------------------------------------------------------------------- ICE
+def ice_servers_from_env(env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """STUN/TURN servers, in the browser's ``RTCIceServer`` form, from the environment.
+
+    ``FLOAT_ICE_SERVERS``: a JSON list such as ``[{"urls": "turn:turn.example:3478",
+    "username": "u", "credential": "p"}]``; or ``FLOAT_STUN_URL`` and/or ``FLOAT_TURN_URL``
+    (+ ``FLOAT_TURN_USERNAME``, ``FLOAT_TURN_CREDENTIAL``). None set: no servers (host
+    candidates only, enough on one machine or a LAN).
+    """
+    env = os.environ if env is None else env
+    raw = env.get("FLOAT_ICE_SERVERS", "").strip()
+    if raw:
+        try:
+            servers = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"FLOAT_ICE_SERVERS is not JSON ({exc}); expected a list like "
+                             f'[{{"urls": "stun:stun.l.google.com:19302"}}]') from None
+        if isinstance(servers, dict):
+            servers = [servers]
+        if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+            raise ValueError('FLOAT_ICE_SERVERS: expected a list of objects with "urls"')
+        return servers
+    servers: list[dict[str, Any]] = []
+    if env.get("FLOAT_STUN_URL", "").strip():
+        servers.append({"urls": env["FLOAT_STUN_URL"].strip()})
+    if env.get("FLOAT_TURN_URL", "").strip():
+        turn = {"urls": env["FLOAT_TURN_URL"].strip()}
+        if env.get("FLOAT_TURN_USERNAME"):
+            turn.update(username=env["FLOAT_TURN_USERNAME"], credential=env.get("FLOAT_TURN_CREDENTIAL", ""))
+        servers.append(turn)
+    return servers
+
+
+def _rtc_configuration(servers: list[dict[str, Any]]) -> Any:
+    from aiortc import RTCConfiguration, RTCIceServer
+
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=s["urls"], username=s.get("username"),
+                                                     credential=s.get("credential")) for s in servers])
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def _median_ms(values: list[float]) -> int | None:
+    return round(1000 * statistics.median(values)) if values else None
+
+
+# ---------------------------------------------------------------------------- one call
+class Call:
+    """One caller: the peer connection, the stream worker and (assistant mode) the services.
+
+    Built and driven on the manager's media event loop; only :meth:`status` is read from
+    other threads.
+    """
+
+    def __init__(self, manager: "CallManager", settings: CallSettings, pipe: Any, source: Any,
+                 placeholder: np.ndarray, cfg: services.ServiceConfig | None) -> None:
+        from aiortc import RTCPeerConnection
+
+        self.id = uuid.uuid4().hex[:12]
+        self.manager = manager
+        self.settings = settings
+        self.pipe = pipe
+        self.source = source
+        self.state = "new"
+        self.error: str | None = None
+        self.created_at = time.monotonic()
+        self.transcript: list[dict[str, Any]] = []
+        self.timings: list[TurnTiming] = []
+        self._latencies: list[float] = []  # puppet: speech in -> mouth out, per speaking frame
+        self._pending_timing: dict[int, TurnTiming] = {}
+        self._events: list[str] = []
+        self._channel: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._closed: asyncio.Future | None = None
+        self._shown_index = -1
+        self._speaking_now = False
+        self.playout = Playout(placeholder, on_show=self._on_show)
+        # The stream's options for a call: the feeds keep to the clock themselves (so the
+        # stream's sample positions are the feed's and no stall silence is inserted), and the
+        # stream may buffer only what a window needs plus a second (bounded delay).
+        opts = StreamOptions()
+        window_s = pipe.model.fmt.num_frames / pipe.config.fps
+        self.stream_options = dict(stall_timeout=None, max_buffer_seconds=math.ceil(
+            opts.context_seconds + window_s + opts.lookahead_seconds + 1.0))
+        self._resume_at = 0  # assistant: frames before this are idle frames skipped for an answer
+        if settings.mode == "puppet":
+            self.feed: LiveFeed = MicFeed(max_lag_s=manager.max_lag_s)
+        else:  # a window plus its look-ahead ahead of the caller, and a margin for the compute
+            self.feed = AnswerFeed(self._feed_position, ahead_s=window_s + opts.lookahead_seconds + 0.6)
+        self.pc = RTCPeerConnection(_rtc_configuration(manager.ice_servers))
+        self.mic: MicReader | None = None
+        self._worker = threading.Thread(target=self._generate, name=f"float-call-{self.id}", daemon=True)
+        self.assistant: Assistant | None = None
+        self.turns: TurnDetector | None = None
+        self._turn = 0
+        self._answer_active: tuple[int, int | None] | None = None  # (turn, end frame) being spoken
+        if settings.mode == "assistant":
+            assert cfg is not None
+            self.turns = TurnDetector(end_silence_ms=settings.end_silence_ms)
+            self.assistant = Assistant(cfg, Conversation(settings.name or "Ava", settings.system_prompt),
+                                       self._say, self._emit_threadsafe)
+
+    # -------------------------------------------------------------- signalling
+    async def answer(self, sdp: str, kind: str) -> dict[str, str]:
+        """Apply the caller's offer and return the answer (ICE candidates gathered, no trickle)."""
+        from aiortc import RTCSessionDescription
+
+        from .call_media import PortraitAudioTrack, PortraitVideoTrack
+
+        pc = self.pc
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self._channel = channel
+            for text in self._events:  # what happened before the channel opened
+                channel.send(text)
+
+            @channel.on("message")
+            def on_message(message: Any) -> None:
+                if message == "hangup":
+                    self._spawn(self.close("the caller hung up"))
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio" and self.mic is None:
+                self.mic = MicReader(track, self._on_mic)
+                self._spawn(self._read_mic())
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            self._set_state(pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.close(f"connection {pc.connectionState}")
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise CallError(400, f"offer: the SDP cannot be parsed ({type(exc).__name__}: {exc})") from None
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "audio" not in kinds:
+            raise CallError(400, "offer: no audio section; send the microphone as an audio track")
+        if "video" not in kinds:
+            raise CallError(400, "offer: no video section; add a video transceiver (direction "
+                                 "'recvonly') to receive the portrait")
+        pc.addTrack(PortraitVideoTrack(self.playout))
+        pc.addTrack(PortraitAudioTrack(self.playout))
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._worker.start()
+        self._spawn(self._watchdog())
+        self._spawn(self._report())
+        self._set_state("connecting")
+        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+
+    # -------------------------------------------------------------- media
+    async def _read_mic(self) -> None:
+        assert self.mic is not None
+        await self.mic.run()
+        await self.close("the caller's audio ended")
+
+    def _on_mic(self, samples: np.ndarray, arrived: float) -> None:
+        """Caller audio (event loop): to the stream (puppet) or the turn detector (assistant)."""
+        if isinstance(self.feed, MicFeed):
+            self.feed.push(samples, arrived)
+            return
+        assert self.turns is not None and self.assistant is not None
+        was_speaking = self.turns.in_speech
+        for wave, speech_end_at, _cut in self.turns.push(samples, arrived):
+            self._turn += 1
+            self.assistant.submit(Utterance(self._turn, wave, speech_end_at, time.monotonic()))
+        if self.turns.in_speech and not was_speaking:
+            self.assistant.supersede(self._turn + 1)  # a new turn: older answers in progress are moot
+        if (self._answer_active is not None and self.turns.in_speech
+                and self.turns.voiced_run >= self.manager.barge_in_frames):
+            self._barge_in()
+
+    def _barge_in(self) -> None:
+        """The caller speaks over the answer: stop its voice and mouth now."""
+        assert isinstance(self.feed, AnswerFeed) and self._answer_active is not None
+        turn = self._answer_active[0]
+        self._answer_active = None
+        self.feed.cancel()  # nothing more of it enters the stream
+        answer = self.feed.history.get(turn)
+        if answer is not None and answer.start is not None:  # drop what is in flight or buffered
+            last = -(-(answer.end if answer.end is not None else self.feed.fed) // FRAME_SAMPLES)
+            self.playout.drop(max(answer.start // FRAME_SAMPLES, self._shown_index + 1), last)
+        for entry in reversed(self.transcript):
+            if entry["role"] == "assistant" and entry.get("turn") == turn:
+                entry["interrupted"] = True
+                break
+        self._emit({"type": "barge_in", "turn": turn})
+
+    def _say(self, turn: int, wave: np.ndarray, timing: TurnTiming) -> None:
+        """The assistant's answer is ready (assistant thread)."""
+        assert isinstance(self.feed, AnswerFeed)
+        self.manager.loop.call_soon_threadsafe(self._start_answer, turn, timing)
+        self.feed.say(turn, wave, on_start=self._answer_entered)
+
+    def _start_answer(self, turn: int, timing: TurnTiming) -> None:
+        self._answer_active = (turn, None)
+        self._pending_timing[turn] = timing
+        self.timings.append(timing)
+
+    def _feed_position(self) -> int:
+        """AnswerFeed pacing: the input sample the caller's timeline continues from."""
+        return max(self._shown_index + 1, self._resume_at) * FRAME_SAMPLES
+
+    def _answer_entered(self, start: int) -> None:
+        """An answer's first sample entered the stream at ``start``: skip the idle frames
+        queued before it so it is seen as soon as its frames exist (they are only idling)."""
+        first = start // FRAME_SAMPLES
+        if first > self._shown_index + 1:
+            self.playout.drop(self._shown_index + 1, first)
+            self._resume_at = max(self._resume_at, first)
+
+    def _on_show(self, tick: Tick, now: float) -> None:
+        """A new frame reached the timeline (event loop): latency bookkeeping."""
+        self._shown_index = tick.index if tick.index is not None else self._shown_index
+        self._speaking_now = tick.speaking
+        if tick.index is None:
+            return
+        sample = tick.index * FRAME_SAMPLES
+        if isinstance(self.feed, MicFeed):
+            arrived = self.feed.arrival(sample)
+            if tick.speaking and arrived is not None:
+                self._latencies.append(now - arrived)
+                del self._latencies[:-500]
+            return
+        assert isinstance(self.feed, AnswerFeed)
+        for turn, answer in list(self.feed.history.items()):
+            timing = self._pending_timing.get(turn)
+            if answer.start is None:
+                continue
+            if timing is not None and sample >= answer.start:
+                timing.first_frame_s = now - timing.speech_end_at
+                del self._pending_timing[turn]
+                self._emit({"type": "answer_started", **timing.as_dict()})
+            if (self._answer_active is not None and self._answer_active[0] == turn
+                    and answer.end is not None and sample + FRAME_SAMPLES >= answer.end):
+                self._answer_active = None  # the last frame of the answer is on screen
+
+    def _generate(self) -> None:
+        """The worker thread: iterate the stream into the playout until the call ends."""
+        try:
+            stream = self.pipe.stream(self.source, self.feed, self.settings.sampling, idle=self.settings.idle,
+                                      **self.stream_options)
+            try:
+                for chunk in stream:
+                    frames = np.asarray(chunk.frames)
+                    if not self.playout.put(frames, np.asarray(chunk.audio, np.float32), int(chunk.start_frame),
+                                            np.asarray(chunk.speaking, bool)):
+                        break
+            finally:
+                stream.close()
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, then the call ends
+            if self.feed.closed:
+                return
+            log.exception("call %s: the stream failed", self.id)
+            self.error = f"The portrait stream failed: {type(exc).__name__}: {exc}"
+            self._emit_threadsafe({"type": "error", "message": self.error})
+            asyncio.run_coroutine_threadsafe(self.close(self.error), self.manager.loop)
+
+    # -------------------------------------------------------------- events and status
+    def _set_state(self, state: str) -> None:
+        if self.state != state and self.state != "closed":
+            self.state = state
+            self._emit({"type": "state", "state": state})
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        """Send an event to the caller's data channel (event loop only)."""
+        if event.get("type") == "transcript":
+            self.transcript.append({k: event[k] for k in ("role", "text", "turn")})
+        text = json.dumps(event)
+        if self._channel is not None and self._channel.readyState == "open":
+            self._channel.send(text)
+        else:
+            self._events.append(text)
+            del self._events[:-50]
+
+    def _emit_threadsafe(self, event: dict[str, Any]) -> None:
+        try:
+            self.manager.loop.call_soon_threadsafe(self._emit, event)
+        except RuntimeError:  # the loop has stopped: the server is shutting down
+            pass
+
+    def status(self) -> dict[str, Any]:
+        """Everything the page shows: state, frame rate, latencies, transcript."""
+        s = self.playout.stats
+        now = time.monotonic()
+        elapsed = now - s.first_frame_at if s.first_frame_at else 0.0
+        speech = self._latencies[-200:]
+        answers = [t.as_dict() for t in self.timings]
+        return {
+            "id": self.id, "mode": self.settings.mode, "state": self.state, "error": self.error,
+            "seconds": round(now - self.created_at, 1),
+            "frames": {"generated": s.generated, "shown": s.shown, "stalls": s.stalls, "dropped": s.dropped,
+                       "fps": round(s.shown / elapsed, 1) if elapsed > 1 else None},
+            "speaking": self._speaking_now,
+            "latency_ms": _median_ms(speech),
+            "latency_p90_ms": round(1000 * sorted(speech)[int(0.9 * (len(speech) - 1))]) if speech else None,
+            "answers": answers,
+            "answer_latency_ms": answers[-1]["answer_latency_ms"] if answers else None,
+            "transcript": list(self.transcript),
+            "dropped_input_s": round(getattr(self.feed, "dropped", 0) / 16000, 2),
+        }
+
+    async def _report(self) -> None:
+        """Stats to the caller once a second."""
+        while self.state != "closed":
+            await asyncio.sleep(1.0)
+            st = self.status()
+            self._emit({"type": "stats", **{k: st[k] for k in ("frames", "latency_ms", "speaking",
+                                                               "answer_latency_ms", "seconds")}})
+
+    async def _watchdog(self) -> None:
+        """Hang up on a peer that went away without saying so (no audio for the timeout)."""
+        timeout = self.manager.idle_timeout_s
+        started = time.monotonic()
+        while self.state != "closed":
+            await asyncio.sleep(min(1.0, timeout / 4))
+            last = self.mic.last_packet_at if self.mic is not None else started
+            if time.monotonic() - max(last, started) > timeout:
+                await self.close(f"no audio from the caller for {timeout:g} s")
+                return
+            if not self._worker.is_alive() and self.state != "closed":
+                await self.close(self.error or "the portrait stream ended")
+                return
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+
+    # -------------------------------------------------------------- hang-up
+    async def close(self, reason: str = "hung up") -> None:
+        """Free everything: feeds, worker thread, assistant, tasks, peer connection (idempotent)."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+            return
+        self._closed = asyncio.get_running_loop().create_future()
+        log.info("call %s closing: %s", self.id, reason)
+        self._emit({"type": "state", "state": "closed", "reason": reason})
+        self.state = "closed"
+        self.feed.close()
+        self.playout.close()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        try:
+            await asyncio.wait_for(self.pc.close(), 5.0)
+        except Exception:  # noqa: BLE001 - closing must go on
+            log.exception("call %s: closing the peer connection failed", self.id)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._join)
+        self.manager._forget(self)
+        self._closed.set_result(None)
+
+    def _join(self) -> None:
+        if self._worker.is_alive():
+            self._worker.join(10.0)
+        if self.assistant is not None:
+            self.assistant.close()
+        if self._worker.is_alive():
+            log.error("call %s: the stream worker did not stop within 10 s", self.id)
+
+    @property
+    def threads_alive(self) -> bool:
+        """Whether any thread of this call still runs (tests: nothing left behind)."""
+        return self._worker.is_alive() or (self.assistant is not None and self.assistant.alive)
+
+
+# ---------------------------------------------------------------------------- all calls
+class CallManager:
+    """The calls of one server: the concurrency limit, the media event loop, the registry.
+
+    Args:
+        holder: the app's ``PipelineHolder`` (the shared, read-only pipeline).
+        max_calls: concurrent calls (default ``FLOAT_MAX_CALLS`` or 2).
+        ice_servers: STUN/TURN servers (default :func:`ice_servers_from_env`).
+        idle_timeout_s: hang up after this long without caller audio (``FLOAT_CALL_TIMEOUT``, 15).
+        max_lag_s: puppet mode: backlog of caller audio beyond which the oldest is dropped
+            (``FLOAT_CALL_MAX_LAG``, 3 s) so the delay stays bounded on a slow server.
+        services_config: assistant mode's services (default: from the environment, per call).
+    """
+
+    def __init__(self, holder: Any, *, max_calls: int | None = None, ice_servers: list[dict] | None = None,
+                 idle_timeout_s: float | None = None, max_lag_s: float | None = None,
+                 services_config: services.ServiceConfig | None = None) -> None:
+        self.holder = holder
+        self.max_calls = int(max_calls if max_calls is not None else _env_float("FLOAT_MAX_CALLS", 2))
+        if self.max_calls < 1:
+            raise ValueError(f"FLOAT_MAX_CALLS must be >= 1, got {self.max_calls}")
+        self.ice_servers = ice_servers if ice_servers is not None else ice_servers_from_env()
+        self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else _env_float("FLOAT_CALL_TIMEOUT", 15.0)
+        self.max_lag_s = max_lag_s if max_lag_s is not None else _env_float("FLOAT_CALL_MAX_LAG", 3.0)
+        self.services_config = services_config
+        self.barge_in_frames = 8  # 320 ms of voiced caller speech stops an answer
+        self.calls: dict[str, Call] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -------------------------------------------------------------- the media loop
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop every call's aiortc objects live on (its own thread, started lazily)."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="float-call-media",
+                                                daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def run(self, coro: Awaitable[Any]) -> Future:
+        """Schedule ``coro`` on the media loop (from any thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    # -------------------------------------------------------------- public API
+    def config(self) -> dict[str, Any]:
+        """What a client needs before calling (``GET /call/config``)."""
+        try:
+            reason = services.assistant_unavailable_reason(self._services())
+        except services.ServiceError as exc:
+            reason = str(exc)
+        return {"ice_servers": self.ice_servers, "max_calls": self.max_calls, "active_calls": len(self.calls),
+                "modes": list(MODES), "assistant": {"available": reason is None, "reason": reason}}
+
+    def _services(self) -> services.ServiceConfig:
+        return self.services_config or services.ServiceConfig.from_env()
+
+    async def offer(self, body: Any) -> dict[str, Any]:
+        """Handle ``POST /call/offer`` (any event loop): validate, start the call, answer.
+
+        Raises:
+            CallError: with the HTTP status and a message saying what to fix.
+        """
+        if not isinstance(body, dict):
+            raise CallError(400, "expected a JSON object {sdp, type, mode, portrait, ...}")
+        sdp, kind = body.get("sdp"), body.get("type")
+        if kind != "offer":
+            raise CallError(400, f"type: expected 'offer', got {kind!r}")
+        if not isinstance(sdp, str) or not sdp.lstrip().startswith("v=0"):
+            raise CallError(400, "sdp: expected the offer's session description (text starting with 'v=0')")
+        settings = CallSettings.from_json(body)
+        image = decode_portrait(body.get("portrait"))
+        cfg = None
+        if settings.mode == "assistant":
+            try:
+                cfg = self._services()
+                reason = services.assistant_unavailable_reason(cfg)
+                if reason:
+                    raise CallError(503, reason)
+                await asyncio.to_thread(services.check_services, cfg)
+            except services.ServiceError as exc:
+                raise CallError(502, str(exc)) from None
+        self._reserve()
+        try:
+            try:
+                pipe = self.holder.get()
+            except RuntimeError as exc:
+                raise CallError(503, str(exc)) from None
+            try:
+                source = await asyncio.to_thread(pipe.prepare_image, image, settings.crop)
+            except ValueError as exc:
+                raise CallError(422, f"portrait: {exc}") from None
+            placeholder = _to_uint8(source.image)
+            return await asyncio.wrap_future(self.run(self._start(settings, pipe, source, placeholder, cfg, sdp)))
+        finally:
+            with self._lock:
+                self._reserved -= 1
+
+    def _reserve(self) -> None:
+        with self._lock:
+            if len(self.calls) + self._reserved >= self.max_calls:
+                raise CallError(429, f"too many calls: {self.max_calls} in progress (FLOAT_MAX_CALLS="
+                                     f"{self.max_calls}); try again when one ends")
+            self._reserved += 1
+
+    async def _start(self, settings: CallSettings, pipe: Any, source: Any, placeholder: np.ndarray,
+                     cfg: services.ServiceConfig | None, sdp: str) -> dict[str, Any]:
+        call = Call(self, settings, pipe, source, placeholder, cfg)
+        try:
+            answer = await call.answer(sdp, "offer")
+        except BaseException:
+            await call.close("the offer was refused")
+            raise
+        with self._lock:
+            self.calls[call.id] = call
+        log.info("call %s started (%s mode)", call.id, settings.mode)
+        return {**answer, "id": call.id, "mode": settings.mode}
+
+    def _forget(self, call: Call) -> None:
+        with self._lock:
+            self.calls.pop(call.id, None)
+
+    def get(self, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CallError(404, f"no call {call_id!r} (it ended or never existed)")
+        return call
+
+    def status(self, call_id: str) -> dict[str, Any]:
+        return self.get(call_id).status()
+
+    async def hangup(self, call_id: str) -> dict[str, Any]:
+        call = self.get(call_id)
+        await asyncio.wrap_future(self.run(call.close("the caller hung up")))
+        return {"id": call_id, "state": "closed"}
+
+    def close_all(self, timeout: float = 20.0) -> None:
+        """End every call and stop the media loop (server shutdown; tests)."""
+        if self._loop is None:
+            return
+        calls = list(self.calls.values())
+        if calls:
+            done = self.run(asyncio.gather(*(c.close("the server is shutting down") for c in calls)))
+            try:
+                done.result(timeout)
+            except Exception:  # noqa: BLE001
+                log.exception("closing the calls failed")
+        loop, self._loop = self._loop, None
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _to_uint8(image: Any) -> np.ndarray:
+    """The prepared source crop (1, 3, S, S) in [-1, 1] as an (S, S, 3) uint8 frame."""
+    x = image[0].detach().float().cpu()
+    return ((x.permute(1, 2, 0) + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).numpy()
