@@ -65,7 +65,7 @@ from .sampling import WindowSampler
 if TYPE_CHECKING:
     from .pipeline import DrivingAudio, FloatPipeline, SourceImage
 
-__all__ = ["StreamChunk", "StreamOptions", "stream"]
+__all__ = ["StreamChunk", "StreamOptions", "feature_span", "live_audio_features", "span_features", "stream"]
 
 _THREAD_PREFIX = "float-stream"
 
@@ -475,9 +475,8 @@ class _Run:
                 break
             total_frames = -(-available // spf) if ended else None
             num_real = L if total_frames is None else min(L, total_frames - first)
-            end = min(needed, available)
+            span_start, end = feature_span(first, L, context, lookahead, spf, available)
             ready = live.arrival_time(end)
-            span_start = max(0, first - context) * spf
             span = live.read(span_start, end)
             samples = np.zeros(num_real * spf, np.float32)
             own = live.read(first * spf, (first + num_real) * spf)
@@ -499,16 +498,7 @@ class _Run:
             else:
                 speaking = np.ones(num_real, bool)
 
-            # wav2vec2 features on the span; keep the window's frames.
-            x = torch.from_numpy(span).to(pipe.device)[None]
-            from .models.conditions import normalize_audio
-
-            x = normalize_audio(x)
-            feats = pipe.model.audio_encoder(x)[0]  # (span frames, d_a)
-            offset = first - span_start // spf
-            feats = feats[offset:offset + num_real]
-            if feats.shape[0] < num_real:  # a partial last frame shorter than wav2vec2 needs
-                feats = torch.cat([feats, feats[-1:].expand(num_real - feats.shape[0], -1)])
+            feats = span_features(pipe, span, first - span_start // spf, num_real)
             feats = feats * torch.from_numpy(speaking).to(feats)[:, None]
             padded = torch.cat([feats, feats[-1:].expand(L - num_real, -1)])[None]
 
@@ -521,6 +511,8 @@ class _Run:
                 own_span = live.read(first * spf, end)
                 if own_span.size < 640:
                     own_span = np.concatenate([own_span, np.zeros(640 - own_span.size, np.float32)])
+                from .models.conditions import normalize_audio
+
                 y = normalize_audio(torch.from_numpy(own_span).to(pipe.device)[None])
                 emotion = pipe.model.emotion_encoder(y)[0]
             window = _Window(index=k, num_real=num_real, samples=samples, speaking=speaking, ready=ready,
@@ -613,6 +605,52 @@ class _Run:
                 yield item
         finally:
             self.shutdown()
+
+
+def feature_span(first: int, window: int, context: int, lookahead: int, samples_per_frame: int,
+                 available: int) -> tuple[int, int]:
+    """Samples ``[start, end)`` whose wav2vec2 features condition a live window.
+
+    The window's frames ``[first, first + window)`` plus ``context`` frames before and
+    ``lookahead`` frames after, clipped to the stream's start and to the ``available`` samples
+    (the end of the stream). Fixed by frame numbers only, so the cut of the input does not matter.
+    """
+    start = max(0, first - context) * samples_per_frame
+    return start, min((first + window + lookahead) * samples_per_frame, available)
+
+
+def span_features(pipe: "FloatPipeline", span: np.ndarray, offset: int, count: int) -> Tensor:
+    """w_a ``(count, d_a)`` of frames ``[offset, offset + count)`` of a span's own wav2vec2 pass.
+
+    The span is normalised on its own (zero mean, unit variance, as the whole clip is offline)
+    and encoded like :meth:`FloatPipeline.prepare_audio` does a clip.
+    """
+    from .models.conditions import normalize_audio
+
+    x = normalize_audio(torch.from_numpy(np.ascontiguousarray(span)).to(pipe.device)[None])
+    feats = pipe.model.audio_encoder(x)[0][offset:offset + count]
+    if feats.shape[0] < count:  # cannot happen for spans padded to whole frames; keep the shape
+        feats = torch.cat([feats, feats[-1:].expand(count - feats.shape[0], -1)])
+    return feats
+
+
+@torch.no_grad()
+def live_audio_features(pipe: "FloatPipeline", wave: np.ndarray, *, context_seconds: float = 4.0,
+                        lookahead_seconds: float = 0.4) -> Tensor:
+    """The w_a ``(T, d_a)`` a live stream of ``wave`` computes, window by window (no silence mode).
+
+    For measuring the sliding span against the whole clip's features
+    (``benchmarks/streaming.py``); the stream itself calls the same :func:`feature_span` and
+    :func:`span_features`.
+    """
+    fps, spf, L = pipe.config.fps, pipe.config.samples_per_frame, pipe.model.fmt.num_frames
+    context, lookahead = int(round(context_seconds * fps)), int(round(lookahead_seconds * fps))
+    total = pipe.config.num_video_frames(wave.size)
+    parts = []
+    for first in range(0, total, L):
+        start, end = feature_span(first, L, context, lookahead, spf, wave.size)
+        parts.append(span_features(pipe, wave[start:end], first - start // spf, min(L, total - first)))
+    return torch.cat(parts)
 
 
 def pipe_resolve_emotion(probs: Tensor, emotion: Any) -> Tensor:

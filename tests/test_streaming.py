@@ -128,6 +128,26 @@ def test_live_chunking_invariance(pipe: FloatPipeline, source, speech) -> None:
     assert frames_of(one_second).shape[0] == math.ceil(wave.size * 25 / RATE)
 
 
+def test_live_with_full_look_ahead_equals_the_file_path(pipe: FloatPipeline, source, speech) -> None:
+    """Spans covering the whole clip make the live features the whole-clip ones, so the
+    live loop (WindowSampler.step per window) and the offline one give the same frames."""
+    from float_core.streaming import live_audio_features
+
+    wave = speech[:int(2.2 * RATE)]
+    full = dict(context_seconds=60.0, lookahead_seconds=60.0)
+    np.testing.assert_array_equal(live_audio_features(pipe, wave, **full).numpy(),
+                                  pipe.prepare_audio(wave).audio_features.numpy())
+    # batch_size = L: a live stream flushes its decode batch at every window end, and the
+    # decoder's float rounding depends on the batch (1-level differences in a few pixels).
+    common = dict(seed=3, nfe=2, emotion="neutral", idle=False, batch_size=pipe.model.fmt.num_frames)
+    live = collect(pipe.stream(source, pieces(wave, 592), **common, **full))
+    offline = collect(pipe.stream(source, wave, **common))
+    np.testing.assert_array_equal(frames_of(live), frames_of(offline))
+    # A bounded span changes the features (by how much: benchmarks/streaming.py --features).
+    bounded = live_audio_features(pipe, wave, context_seconds=0.4, lookahead_seconds=0.0)
+    assert (bounded - pipe.prepare_audio(wave).audio_features).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------------------- streaming
 def test_first_chunk_before_real_time_input_ends(pipe: FloatPipeline, source, speech) -> None:
     wave = speech[:3 * RATE]
