@@ -55,7 +55,7 @@ class SpeechTrack(MediaStreamTrack):
         self._start: float | None = None
         self._n = 0
         self.sent_at: list[float] = []
-        self.played = np.zeros(0, np.float32)  #: everything sent so far (for correlation)
+        self._played: list[np.ndarray] = []
         if wave is not None:
             self.schedule(wave)
 
@@ -87,13 +87,18 @@ class SpeechTrack(MediaStreamTrack):
         self._pos += part.size
         block = np.zeros(AUDIO_BLOCK, np.float32)
         block[:part.size] = part
-        self.played = np.concatenate([self.played, block])
+        self._played.append(block)
         frame = av.AudioFrame.from_ndarray((block * 32767).astype(np.int16)[None], format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._n * AUDIO_BLOCK
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         self._n += 1
         return frame
+
+    @property
+    def played(self) -> np.ndarray:
+        """Everything sent so far (16 kHz)."""
+        return np.concatenate(self._played) if self._played else np.zeros(0, np.float32)
 
     @property
     def idle(self) -> bool:
@@ -111,6 +116,7 @@ class CallRecording:
     audio: list[np.ndarray] = field(default_factory=list)  #: received audio, 16 kHz mono chunks
     audio_times: list[float] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  #: data channel events
+    event_times: list[float] = field(default_factory=list)  #: monotonic arrival of each event
     status: dict[str, Any] = field(default_factory=dict)  #: GET /call/{id} just before hanging up
     connected_at: float | None = None
 
@@ -121,6 +127,18 @@ class CallRecording:
         end = self.video_times[-1]
         recent = [t for t in self.video_times if t >= end - last_s]
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def first_event(self, kind: str, **match: Any) -> tuple[dict[str, Any], float] | None:
+        """The first event of type ``kind`` (with the given fields) and when it arrived."""
+        for ev, t in zip(self.events, self.event_times):
+            if ev.get("type") == kind and all(ev.get(k) == v for k, v in match.items()):
+                return ev, t
+        return None
+
+    def audio_between(self, t0: float, t1: float) -> np.ndarray:
+        """Received audio that arrived between monotonic times ``t0`` and ``t1``."""
+        parts = [a for a, t in zip(self.audio, self.audio_times) if t0 <= t < t1]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     @property
     def audio_wave(self) -> np.ndarray:
@@ -148,7 +166,12 @@ async def place_call(url: str, portrait: str | Path, mic: MediaStreamTrack, *, s
     pc.addTrack(mic)
     pc.addTransceiver("video", direction="recvonly")
     channel = pc.createDataChannel("events")
-    channel.on("message", lambda m: rec.events.append(json.loads(m)))
+
+    @channel.on("message")
+    def on_message(message: str) -> None:
+        rec.events.append(json.loads(message))
+        rec.event_times.append(time.monotonic())
+
     readers: list[asyncio.Task] = []
 
     async def read_video(track: Any) -> None:

@@ -343,6 +343,8 @@ class Call:
         if answer is not None and answer.start is not None:  # drop what is in flight or buffered
             last = -(-(answer.end if answer.end is not None else self.feed.fed) // FRAME_SAMPLES)
             self.playout.drop(max(answer.start // FRAME_SAMPLES, self._shown_index + 1), last)
+            self._resume_at = max(self._resume_at, last)  # the feed paces from after the dropped span
+            self.feed.wake()
         for entry in reversed(self.transcript):
             if entry["role"] == "assistant" and entry.get("turn") == turn:
                 entry["interrupted"] = True
