@@ -241,3 +241,21 @@ def test_preset_errors():
         preset_offsets("calmer head", lam, src, dirs[:5])
     with pytest.raises(ValueError, match="lambdas must be"):
         preset_offsets("calmer head", lam[0], src, dirs)
+
+
+def test_on_a_simulated_accelerator(pipe, source):
+    """describe_directions and preset_offsets take device tensors and move data only explicitly."""
+    from float_core.testing import SimulatedAccelerator
+
+    expected = pipe.describe_directions(source)
+    with SimulatedAccelerator() as acc:
+        dev_pipe = acc.pipeline(pipe)
+        image = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)  # as `source`
+        dev_source = dev_pipe.prepare_image(image, crop=False)
+        info = dev_pipe.describe_directions(dev_source)
+        lam = acc.tensor(torch.randn(5, 20))
+        offsets = preset_offsets("lips only", lam, dev_source.source_lambda, info)
+    assert [d.group for d in info] == [d.group for d in expected]
+    for a, b in zip(info, expected):
+        assert dict(a.shares) == pytest.approx(dict(b.shares), abs=1e-5)
+    assert isinstance(offsets, np.ndarray) and offsets.shape == (5, 20)

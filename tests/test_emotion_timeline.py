@@ -139,3 +139,22 @@ def test_describe_emotion():
 def test_describe_emotion_errors(probs, setting, message):
     with pytest.raises(ValueError, match=message):
         describe_emotion(probs, setting)
+
+
+def test_on_a_simulated_accelerator(pipe, prepared):
+    """The timeline is computed on the device with explicit transfers, and dynamic sampling
+    and the label run on it; the numbers equal the CPU's."""
+    from float_core.testing import SimulatedAccelerator
+
+    expected = pipe.emotion_timeline(prepared)
+    with SimulatedAccelerator() as acc:
+        dev_pipe = acc.pipeline(pipe)
+        dev_prepared = dev_pipe.prepare(np.zeros((64, 64, 3), np.uint8), two_halves(), crop=False)
+        timeline = dev_pipe.emotion_timeline(dev_prepared)
+        assert timeline.device == acc.device
+        motion = dev_pipe.sample_motion(dev_prepared, nfe=1, seed=0, emotion="dynamic")
+        label = describe_emotion(timeline, "dynamic")
+        host = timeline.cpu()
+    assert torch.allclose(host, expected, atol=1e-5)
+    assert motion.shape == (60, pipe.config.style_dim)
+    assert label.startswith("dynamic: per window, 6 windows")
