@@ -99,7 +99,7 @@ def build_call_tab(holder: Any) -> None:
                     idle = gr.Checkbox(True, label="Idle while silent",
                                        info="Blinks and small head motion instead of mouthing noise.")
             with gr.Row():
-                start = gr.Button("📞 Call", variant="primary", elem_id="float-call-start")
+                start = gr.Button("Call", variant="primary", elem_id="float-call-start")
                 hangup = gr.Button("Hang up", variant="stop", elem_id="float-call-hangup")
         with gr.Column(scale=6):
             gr.HTML(CALL_VIEW_HTML, css_template=CALL_VIEW_CSS, elem_id="float-call-view",
