@@ -24,21 +24,23 @@ from typing import Any
 import gradio as gr
 
 from float_studio import server
-from float_studio import state as st
 from float_studio.call import build_call_tab
 from float_studio.live import build_live_tab
+from float_studio.model import PipelineHolder
 from float_studio.ui import build_studio_tab
 
 log = logging.getLogger("float_studio")
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
-def build_demo(holder: st.PipelineHolder | None = None) -> gr.Blocks:
+def build_demo(holder: PipelineHolder | None = None) -> gr.Blocks:
     """Build the (queued) Blocks app around a lazily loaded pipeline shared read-only by all sessions."""
-    holder = holder or st.PipelineHolder()
+    holder = holder or PipelineHolder()
     with gr.Blocks(title="FLOAT Studio", delete_cache=(1800, 3600)) as demo:
         gr.Markdown((ASSETS / "header.md").read_text(encoding="utf-8"), elem_id="float-header")
-        status = gr.Markdown(elem_id="float-status")
+        with gr.Row(equal_height=True):
+            status = gr.Markdown(elem_id="float-status")
+            retry = gr.Button("Retry loading", size="sm", visible=False, scale=0, elem_id="float-retry")
         with gr.Tab("Studio", id="studio"):
             studio = build_studio_tab(holder)
         with gr.Tab("Live", id="live"):
@@ -46,11 +48,18 @@ def build_demo(holder: st.PipelineHolder | None = None) -> gr.Blocks:
         with gr.Tab("Call", id="call"):
             build_call_tab(holder)
 
-        def on_load() -> tuple[str, Any]:
+        def on_load() -> tuple[str, Any, Any]:
             ok = holder.available()
-            return holder.status_markdown(), gr.update(interactive=ok)
+            return holder.status_markdown(), gr.update(interactive=ok), gr.update(visible=not ok)
 
-        demo.load(on_load, None, [status, studio.generate], api_visibility="private")
+        def on_retry() -> tuple[str, Any, Any]:
+            """Load the model again (e.g. after the weights were put in place): no restart needed."""
+            ok = holder.retry()
+            return holder.status_markdown(), gr.update(interactive=ok), gr.update(visible=not ok)
+
+        outputs = [status, studio.generate, retry]
+        demo.load(on_load, None, outputs, api_visibility="private")
+        retry.click(on_retry, None, outputs, api_name="retry_loading")
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
@@ -62,7 +71,7 @@ def launch_kwargs() -> dict[str, Any]:
 
 
 #: The one pipeline of this process, loaded lazily and shared read-only by every session.
-PIPELINE = st.PipelineHolder()
+PIPELINE = PipelineHolder()
 demo = build_demo(PIPELINE)
 
 if __name__ == "__main__":

@@ -299,19 +299,24 @@ class FloatPipeline:
 
     # ------------------------------------------------------------------ analysis
     @torch.no_grad()
-    def prepare_image(self, image: ImageInput, crop: bool = True) -> SourceImage:
+    def prepare_image(self, image: ImageInput, crop: bool = True, *, face: int = 0,
+                      crop_scale: float | None = None) -> SourceImage:
         """Decode, (optionally) face-crop and encode a portrait (paper Eq. 8).
 
         Args:
             image: a file path or an RGB uint8 array (H, W, 3).
-            crop: detect the largest face and crop around it with the reference rule; when
+            crop: detect the faces and crop around one with the reference rule; when
                 False the whole image is resized to the model's input size.
+            face: which detected face, 0 = the largest (ordered by area).
+            crop_scale: crop side in units of the face box (None: the reference's 1.6,
+                :data:`float_core.media.face.CROP_SCALE`).
         """
-        from .media.face import crop_portrait
+        from .media.face import CROP_SCALE, crop_portrait
         from .media.image import load_image
 
         photo = load_image(image)
-        result = crop_portrait(photo, crop=crop, size=self.config.image_size)
+        result = crop_portrait(photo, crop=crop, size=self.config.image_size, face=face,
+                               scale=CROP_SCALE if crop_scale is None else crop_scale)
         x = torch.tensor(result.image, device=self.device)  # a copy: the crop may be read-only
         x = x.permute(2, 0, 1)[None].float() / 127.5 - 1.0
         identity, lam, feats = self.model.motion_autoencoder.encode(x)

@@ -1,19 +1,18 @@
 """Plots and slider ranges of the FLOAT Studio app (plotly figures; no Gradio).
 
-Pure functions of arrays: the lambda(t) coefficients plot, the speech-emotion plot and the
-edit-slider ranges derived from the sampled motion.
+Pure functions of arrays: the lambda(t) coefficients plot (generated vs edited), the
+speech-emotion bars and timeline (with what sampling really uses), the direction slider
+labels and the edit-slider ranges derived from the sampled motion.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from float_core.config import EMOTIONS
-
-from .state import emotion_vector
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -53,63 +52,126 @@ def most_active_directions(lambdas: np.ndarray, k: int = 5) -> list[int]:
     return [int(i) for i in np.argsort(-std, kind="stable")[:k]]
 
 
+# ---------------------------------------------------------------------------- directions
+#: Direction groups in the order the sliders show them, with their headings.
+GROUP_TITLES: dict[str, str] = {"mouth": "👄 Mouth", "eyes": "👁 Eyes", "head": "🙂 Head", "other": "✳ Other"}
+
+
+def direction_label(info: Any | None, index: int) -> str:
+    """A slider label: "λ3 · Mouth 1" with a DirectionInfo, "λ3" without."""
+    return f"λ{index + 1}" if info is None else f"λ{index + 1} · {info.label}"
+
+
+def direction_tooltip(info: Any | None) -> str:
+    """The slider's info line: what the direction moves, region shares, or a placeholder."""
+    if info is None:
+        return "Not measured yet: generate a video to find out what this direction moves."
+    shares = ", ".join(f"{r} {info.shares[r]:.0%}" for r in sorted(info.shares, key=info.shares.get, reverse=True))
+    return f"Moves: {shares}."
+
+
+def grouped_order(directions: Sequence[Any]) -> list[int]:
+    """Direction indices sorted by group (mouth, eyes, head, other), then by index."""
+    rank = {g: i for i, g in enumerate(GROUP_TITLES)}
+    return sorted(range(len(directions)), key=lambda m: (rank.get(directions[m].group, len(rank)), m))
+
+
 # ---------------------------------------------------------------------------- plots
-_LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=10, t=40, b=40), height=300,
+_LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=10, t=50, b=40), height=300,
                legend=dict(orientation="h", y=-0.25))
 
 
 def lambda_figure(lambdas: np.ndarray, fps: float, frame_index: int | None = None,
-                  offsets: np.ndarray | None = None, visible: int = 5) -> "go.Figure":
-    """Motion coefficients lambda_m(t) over the clip; the ``visible`` most active are shown.
+                  offsets: np.ndarray | None = None, visible: int = 5,
+                  directions: Sequence[Any] = ()) -> "go.Figure":
+    """Motion coefficients lambda_m(t) over the clip, generated vs edited.
 
-    Edited directions get a dashed trace of lambda + offset; a vertical line marks the
-    previewed frame. Other directions are one legend click away.
+    The ``visible`` most active directions are shown (others one legend click away); every
+    edited direction gets a dashed "edited" trace lambda + offset and is shown. ``offsets``
+    is (M,) for every frame or (T, M) per frame. A vertical line marks the previewed frame.
     """
     import plotly.graph_objects as go
 
     lam = np.asarray(lambdas, dtype=np.float64)
     t = np.arange(lam.shape[0]) / fps
-    shown = set(most_active_directions(lam, visible))
+    delta = None if offsets is None else np.broadcast_to(np.asarray(offsets, dtype=np.float64), lam.shape)
+    edited = set() if delta is None else {m for m in range(lam.shape[1]) if np.any(delta[:, m])}
+    shown = set(most_active_directions(lam, visible)) | edited
     fig = go.Figure()
     for m in range(lam.shape[1]):
-        fig.add_trace(go.Scatter(x=t, y=lam[:, m], mode="lines", name=f"λ{m + 1}",
+        name = direction_label(directions[m] if directions else None, m)
+        fig.add_trace(go.Scatter(x=t, y=lam[:, m], mode="lines", name=name,
                                  legendgroup=f"d{m}", visible=True if m in shown else "legendonly"))
-        if offsets is not None and offsets[m] != 0:
-            fig.add_trace(go.Scatter(x=t, y=lam[:, m] + float(offsets[m]), mode="lines",
-                                     name=f"λ{m + 1} edited", legendgroup=f"d{m}",
-                                     line=dict(dash="dash"), showlegend=False))
+        if m in edited:
+            fig.add_trace(go.Scatter(x=t, y=lam[:, m] + delta[:, m], mode="lines", name=f"{name} edited",
+                                     legendgroup=f"d{m}", line=dict(dash="dash"), showlegend=False))
     if frame_index is not None and lam.shape[0]:
         fig.add_vline(x=float(frame_index) / fps, line_dash="dot", line_color="gray")
-    fig.update_layout(title="Motion coefficients λ(t) (orthonormal motion basis)",
-                      xaxis_title="time (s)", yaxis_title="λ", **_LAYOUT)
+    title = "Motion coefficients λ(t): generated" + (" (solid) vs edited (dashed)" if edited else "")
+    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="λ", **_LAYOUT)
     return fig
 
 
-#: Bar colours of the emotion plot: the emotion in use, and the others.
+#: Bar colours of the emotion plot: what sampling uses, and the speech's own estimate.
 EMOTION_HIGHLIGHT, EMOTION_OTHER = "#4f46e5", "#cbd5e1"
 
 
-def emotion_figure(detected: np.ndarray, emotion: str = "auto") -> "go.Figure":
-    """The 7 speech-emotion probabilities as bars, the emotion in use highlighted.
+def _check_probs(name: str, probs: np.ndarray, ndim: int) -> np.ndarray:
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != ndim or arr.shape[-1] != len(EMOTIONS):
+        want = f"{len(EMOTIONS)} values" if ndim == 1 else f"(windows, {len(EMOTIONS)})"
+        raise ValueError(f"{name}: expected {want}, got shape {arr.shape}")
+    return arr
+
+
+def emotion_figure(detected: np.ndarray, used: np.ndarray, label: str) -> "go.Figure":
+    """The speech's 7 emotion probabilities and, next to them, the vector sampling uses.
 
     Args:
-        detected: the classifier's probabilities (7,), order :data:`EMOTIONS`.
-        emotion: the emotion setting, "auto" (the most probable emotion is in use) or a name
-            (redirection: that bar is highlighted and the title says so).
+        detected: the classifier's probabilities for the whole clip (7,), order :data:`EMOTIONS`.
+        used: what the sampler is conditioned on: (7,) (the same mixture for "auto", a one-hot
+            for a redirection) or (W, 7) per window ("dynamic": see the timeline plot).
+        label: :func:`float_core.emotion.describe_emotion` of the setting (the title says it).
     """
     import plotly.graph_objects as go
 
-    probs = np.asarray(detected, dtype=np.float64)
-    if probs.shape != (len(EMOTIONS),):
-        raise ValueError(f"emotion probabilities: expected {len(EMOTIONS)} values, got shape {probs.shape}")
-    in_use = int(np.argmax(emotion_vector(probs, emotion)))
+    probs = _check_probs("emotion probabilities", detected, 1)
     names = [e.capitalize() for e in EMOTIONS]
-    colors = [EMOTION_HIGHLIGHT if i == in_use else EMOTION_OTHER for i in range(len(EMOTIONS))]
-    fig = go.Figure(go.Bar(x=names, y=probs, marker_color=colors, name="speech emotion",
+    fig = go.Figure(go.Bar(x=names, y=probs, marker_color=EMOTION_OTHER, name="heard in the speech",
                            text=[f"{p:.0%}" for p in probs], textposition="outside",
-                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-    how = "from the speech" if str(emotion or "auto").lower() == "auto" else "redirected"
-    fig.update_layout(title=f"Speech emotion · in use: {names[in_use]} ({how})",
-                      yaxis=dict(range=[0, 1.1], title="probability", tickformat=".0%"),
-                      showlegend=False, **_LAYOUT)
+                           hovertemplate="%{x}: %{y:.1%}<extra>heard</extra>"))
+    vec = np.asarray(used, dtype=np.float64)
+    if vec.ndim == 1:
+        vec = _check_probs("used emotion", vec, 1)
+        fig.add_trace(go.Bar(x=names, y=vec, marker_color=EMOTION_HIGHLIGHT, name="used for sampling",
+                             hovertemplate="%{x}: %{y:.1%}<extra>used</extra>"))
+    fig.update_layout(title=dict(text=f"Speech emotion<br><sub>sampling uses: {label}</sub>"),
+                      barmode="group", yaxis=dict(range=[0, 1.15], title="probability", tickformat=".0%"),
+                      showlegend=True, **_LAYOUT)
+    return fig
+
+
+def emotion_timeline_figure(windows: np.ndarray, used: np.ndarray, window_seconds: float,
+                            label: str) -> "go.Figure":
+    """Per-window speech-emotion probabilities over time (one line per emotion).
+
+    With the "dynamic" setting (``used`` is (W, 7)) these lines are what each window is
+    sampled with; otherwise they are shown for reference and the title says that one vector
+    (``label``) is used for every window.
+    """
+    import plotly.graph_objects as go
+
+    probs = _check_probs("emotion timeline", windows, 2)
+    dynamic = np.asarray(used).ndim == 2
+    t = (np.arange(probs.shape[0]) + 0.5) * window_seconds
+    fig = go.Figure()
+    for i, name in enumerate(EMOTIONS):
+        fig.add_trace(go.Scatter(x=t, y=probs[:, i], mode="lines+markers", name=name.capitalize(),
+                                 line=dict(dash="solid" if dynamic else "dot"),
+                                 hovertemplate=f"{name}: %{{y:.1%}} at %{{x:.1f}} s<extra></extra>"))
+    how = ("used: each window is sampled with its own estimate" if dynamic
+           else f"for reference; every window uses {label}")
+    fig.update_layout(title=dict(text=f"Emotion over time ({window_seconds:g} s windows)<br><sub>{how}</sub>"),
+                      xaxis_title="time (s)", yaxis=dict(range=[0, 1.05], title="probability", tickformat=".0%"),
+                      **_LAYOUT)
     return fig

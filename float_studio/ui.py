@@ -1,14 +1,17 @@
 """The Studio tab of FLOAT Studio: portrait + speech -> video, live motion controls.
 
-Layout and wiring only; the logic is in :mod:`float_studio.state` and :mod:`float_studio.plots`.
+Layout and wiring only: every event calls a plain function of :mod:`float_studio.handlers`
+and turns its result into component updates here. Long actions (analysis, generation,
+direction measurement, re-rendering) report to one ``gr.Progress`` bar and stop at the next
+step when **Stop** is pressed.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -17,9 +20,14 @@ import gradio as gr
 import numpy as np
 
 from float_core.config import FloatConfig
+from float_core.editing import CURVE_KINDS
+from float_core.media.face import CROP_SCALE, CROP_SCALE_RANGE
+from float_core.progress import ProgressCallback, fraction_callback
 
+from . import handlers as h
 from . import plots
 from . import state as st
+from .model import PipelineHolder
 
 try:  # Hugging Face ZeroGPU; everywhere else a no-op decorator
     import spaces  # type: ignore[import-not-found]
@@ -35,12 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 #: The size of the crop shown next to the portrait (the released model's input size).
 CROP_PREVIEW_SIZE = FloatConfig.official().image_size
+#: Curve shapes offered by the curve editor (keyframes are for the Python API).
+UI_CURVE_KINDS = tuple(k for k in CURVE_KINDS if k != "keyframes")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _as_gr_error(fn_name: str, exc: Exception) -> gr.Error:
-    log.exception("%s failed", fn_name)
-    return gr.Error(st.user_message(exc), print_exception=False)
 
 
 def ui_errors(fn: F) -> F:
@@ -49,6 +54,13 @@ def ui_errors(fn: F) -> F:
     Works for plain and generator functions (the wrapper keeps the kind, so Gradio still
     streams the generator's updates and still injects ``gr.Progress``).
     """
+    def as_error(exc: Exception) -> gr.Error:
+        if isinstance(exc, (ValueError, st.Cancelled)):  # the user's input or Stop: no traceback
+            log.info("%s: %s", fn.__name__, exc)
+        else:
+            log.exception("%s failed", fn.__name__)
+        return gr.Error(h.user_message(exc), print_exception=False)
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -57,7 +69,7 @@ def ui_errors(fn: F) -> F:
             except gr.Error:
                 raise
             except Exception as exc:  # noqa: BLE001 - the UI boundary
-                raise _as_gr_error(fn.__name__, exc) from None
+                raise as_error(exc) from None
 
         return gen_wrapper  # type: ignore[return-value]
 
@@ -68,18 +80,24 @@ def ui_errors(fn: F) -> F:
         except gr.Error:
             raise
         except Exception as exc:  # noqa: BLE001 - the UI boundary
-            raise _as_gr_error(fn.__name__, exc) from None
+            raise as_error(exc) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def example_inputs() -> list[list[str]]:
-    """The shipped [portrait, speech] pair from examples/, when the files are there."""
-    speech = EXAMPLES / "arctic_a0007.wav"
-    portrait = EXAMPLES / "portrait_astronaut.png"
-    return [[str(portrait), str(speech)]] if portrait.is_file() and speech.is_file() else []
+def gallery() -> tuple[list[list[str]], list[list[str]]]:
+    """The example portraits and voices under examples/ (see examples/README.md), when present."""
+    portraits = sorted(str(p) for p in EXAMPLES.glob("portrait_*.png"))
+    voices = sorted(str(p) for p in EXAMPLES.glob("*.wav"))
+    return [[p] for p in portraits], [[v] for v in voices]
 
 
+def _bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
+    return fraction_callback(lambda f, d: progress(f, desc=d), spans)
+
+
+def _edits(preset: str | None, curves: list[dict] | None, values: tuple[Any, ...], num_dirs: int) -> h.Edits:
+    return h.Edits(st.offsets_array(values, num_dirs), preset or None, h.curves_from_rows(curves or []))
 
 
 @dataclass
@@ -89,15 +107,19 @@ class StudioTab:
     generate: gr.Button
 
 
-def build_studio_tab(holder: st.PipelineHolder) -> StudioTab:
+def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     """Lay out the Studio tab (inside ``with gr.Tab("Studio"):``) and wire its events.
 
-    Every per-user value lives in the ``gr.State`` :class:`~float_studio.state.Session`.
+    Every per-user value lives in the ``gr.State`` :class:`~float_studio.state.Session`;
+    the edit preset and curves in their own ``gr.State`` values.
     """
     # Only the slider count is needed before the model loads; every other size is read from
     # the loaded pipeline when an event runs.
     num_dirs = holder.get().config.motion_dim if holder.loaded else FloatConfig.official().motion_dim
+    # Each browser session gets a deep copy of this value: a fresh Session (Session.__deepcopy__).
     session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
+    preset = gr.State(None)
+    curves = gr.State([])
 
     with gr.Row(equal_height=False):
         # ------------------------------------------------------------ inputs
@@ -109,76 +131,141 @@ def build_studio_tab(holder: st.PipelineHolder) -> StudioTab:
                                      interactive=False, buttons=[], elem_id="float-crop-box")
                 crop_image = gr.Image(label=f"{CROP_PREVIEW_SIZE}x{CROP_PREVIEW_SIZE} crop", type="numpy",
                                       height=260, interactive=False, buttons=[], elem_id="float-crop")
-            crop_info = gr.Markdown(label="Crop note")
+            crop_info = gr.Markdown(label="Crop note", elem_id="float-crop-note")
             with gr.Row():
                 crop = gr.Checkbox(value=True, label="Crop to the face",
-                                   info="Detect the largest face and crop around it; off: the whole "
-                                        "image is resized.")
+                                   info="Detect the faces and crop around one; off: the whole image is resized.")
                 paste_back = gr.Checkbox(value=False, label="Paste back into the photo",
-                                         info="Blend the animated face back into the original photo "
-                                              "(needs the face crop).")
+                                         info="Blend the animated face back into the original photo, in the "
+                                              "video and the preview (needs the face crop).")
+            with gr.Row():
+                face = gr.Dropdown([("Face 1 (largest)", 0)], value=0, label="Face", interactive=False,
+                                   info="Which detected face to animate (by size).", elem_id="float-face")
+                crop_scale = gr.Slider(*CROP_SCALE_RANGE, value=CROP_SCALE, step=0.05, label="Crop scale",
+                                       info=f"Crop side in face-box sizes; {CROP_SCALE:g} as in FLOAT's reference.",
+                                       elem_id="float-crop-scale")
+            portraits, voices = gallery()
+            if portraits:
+                gr.Examples(portraits, inputs=[portrait], label="Example portraits (examples/README.md)",
+                            examples_per_page=8)
             audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
                              elem_id="float-speech")
+            if voices:
+                gr.Examples(voices, inputs=[audio], label="Example voices (examples/README.md)",
+                            examples_per_page=8)
             emotion_plot = gr.Plot(label="What the model hears", elem_id="float-emotion-plot")
-            examples = example_inputs()
-            if examples:
-                gr.Examples(examples, inputs=[portrait, audio], label="Example: portrait and speech")
+            timeline_plot = gr.Plot(label="Emotion over time", elem_id="float-emotion-timeline")
 
         # ------------------------------------------------------------ controls + result
         with gr.Column(scale=5):
-            emotion = gr.Dropdown(st.EMOTION_CHOICES, value="auto", label="Emotion",
-                                  info="Auto (from speech) uses the emotion the speech classifier "
-                                       "hears; a name redirects the talking head to that emotion.")
-            e_cfg = gr.Slider(*st.E_CFG_RANGE, value=st.E_CFG_DEFAULT, step=0.1,
+            emotion = gr.Dropdown(st.EMOTION_CHOICES, value="auto", label="Emotion", elem_id="float-emotion",
+                                  info="Auto: the clip's speech-emotion mixture; Dynamic: each 2 s window with "
+                                       "its own estimate; a name redirects the talking head to that emotion.")
+            e_cfg = gr.Slider(*st.E_CFG_RANGE, value=st.DEFAULTS.e_cfg, step=0.1,
                               label="Emotion intensity (guidance γe)",
                               info="How strongly the emotion shapes the motion; 0 ignores it.")
-            a_cfg = gr.Slider(*st.A_CFG_RANGE, value=st.A_CFG_DEFAULT, step=0.1,
-                              label="Audio guidance γa",
-                              info="How closely lips and head follow the speech; higher is "
-                                   "more pronounced.")
+            a_cfg = gr.Slider(*st.A_CFG_RANGE, value=st.DEFAULTS.a_cfg, step=0.1, label="Audio guidance γa",
+                              info="How closely lips and head follow the speech; higher is more pronounced.")
             with gr.Row():
-                nfe = gr.Slider(*st.NFE_RANGE, value=st.NFE_DEFAULT, step=1, label="Steps (NFE)",
+                nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
                                 info="Vector-field evaluations per window: more is smoother and slower.")
-                solver = gr.Radio(list(st.SOLVER_CHOICES), value="euler", label="ODE solver",
+                solver = gr.Radio(list(st.SOLVER_CHOICES), value=st.DEFAULTS.solver, label="ODE solver",
                                   info="midpoint and rk4 evaluate 2 and 4 times per step.")
             with gr.Row(equal_height=True):
                 seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",
-                                 info="Same seed and settings, same motion; -1 draws one.", scale=4)
+                                 info="Same seed and settings, same motion; -1 draws one (written back here).",
+                                 scale=4, elem_id="float-seed")
                 randomize = gr.Button("🎲 Randomize", size="sm", scale=1, elem_id="float-randomize")
-            generate = gr.Button("Generate", variant="primary", elem_id="float-generate")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="float-generate", scale=3)
+                stop = gr.Button("⏹ Stop", variant="stop", elem_id="float-stop", scale=1)
             video = gr.Video(label="Talking portrait", height=380, autoplay=True, interactive=False,
                              buttons=["download"], elem_id="float-video")
             summary = gr.Markdown(label="Summary", elem_id="float-summary")
 
     # ---------------------------------------------------------------- motion editing
     gr.Markdown("### Edit the motion\nEach λ slider adds an offset along one direction of the "
-                "orthonormal motion basis, in every frame. Dragging re-decodes only the frame "
-                "under the scrubber; **Apply to video** re-renders every frame from the cached "
-                "motion, without sampling again.")
+                "orthonormal motion basis, in every frame; after a generation the sliders are grouped "
+                "by what each direction moves in this portrait (hover a slider's note for the shares). "
+                "Presets and curves edit over time. The preview re-decodes only the frame under the "
+                "scrubber; **Apply to video** re-renders every frame from the cached motion, without "
+                "sampling again.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             preview = gr.Image(label="Preview (edited frame)", type="numpy", format="png", height=300,
                                interactive=False, elem_id="float-preview")
             frame = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
-                              info="Scrub through the clip; the preview shows this frame.",
-                              elem_id="float-frame")
+                              info="Scrub through the clip; the preview shows this frame.", elem_id="float-frame")
             with gr.Row():
-                reset = gr.Button("Reset sliders", size="sm")
+                reset = gr.Button("Reset edits", size="sm", elem_id="float-reset")
                 apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id="float-apply")
+                stop_apply = gr.Button("⏹ Stop", variant="stop", size="sm", elem_id="float-stop-apply")
         with gr.Column(scale=6):
             lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id="float-lambda-plot")
-    sliders: list[gr.Slider] = []
-    with gr.Group(elem_classes="float-lambda-sliders"):
-        for row in range(0, num_dirs, 5):
-            with gr.Row():
-                for m in range(row, min(row + 5, num_dirs)):
-                    sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=f"λ{m + 1}",
-                                             interactive=False, min_width=120,
-                                             elem_id=f"float-lambda-{m + 1}"))
+    with gr.Row(elem_id="float-presets"):
+        preset_note = gr.Markdown("**Preset:** none", elem_id="float-preset-note")
+        preset_buttons = [gr.Button(name.capitalize(), size="sm", elem_id=f"float-preset-{name.replace(' ', '-')}")
+                          for name in h.PRESET_NAMES]
+        no_preset = gr.Button("No preset", size="sm", elem_id="float-preset-none")
+    # The sliders stay in index order in the page (the API takes the offsets in that order);
+    # CSS `order` classes set after the directions are measured show them grouped, each group
+    # after its heading.
+    with gr.Row(elem_classes="float-lambda-sliders", elem_id="float-lambda-sliders"):
+        headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
+                                elem_id=f"float-group-{group}")
+                    for group, title in plots.GROUP_TITLES.items()]
+        sliders = [gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
+                             info=plots.direction_tooltip(None), interactive=False, min_width=160,
+                             elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"])
+                   for m in range(num_dirs)]
+    with gr.Accordion("Edits over time (curves)", open=False, elem_id="float-curves"):
+        with gr.Row():
+            curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(num_dirs)], value=1,
+                                    label="Direction", elem_id="float-curve-direction")
+            curve_kind = gr.Radio(list(UI_CURVE_KINDS), value="ramp", label="Shape",
+                                  info="constant/pulse: the value on [start, end); ramp: 0 at start to the "
+                                       "value at end, then held.")
+            curve_value = gr.Number(value=1.0, label="Value (λ offset)")
+            curve_start = gr.Number(value=0, precision=0, minimum=0, label="Start frame")
+            curve_end = gr.Number(value=None, precision=0, minimum=1, label="End frame (empty: clip end)")
+        with gr.Row():
+            add_curve = gr.Button("Add curve", size="sm", elem_id="float-add-curve")
+            clear_curves = gr.Button("Clear curves", size="sm")
+        curve_list = gr.JSON(value=[], label="Curves (λ is 1-based; frames at 25 fps)", elem_id="float-curve-list")
 
     # ---------------------------------------------------------------- handlers
-    def offsets_of(values: tuple[Any, ...]) -> np.ndarray:
-        return st.offsets_array(values, num_dirs)
+    def pipe_fps() -> float:
+        return holder.get().config.fps
+
+    def slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
+        """Ranges from the motion; labels, notes and group order from the measured directions."""
+        ranges = plots.slider_ranges(gen.lambdas)
+        order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))} if gen.directions else {}
+        groups = list(plots.GROUP_TITLES)
+        out = []
+        for m, r in enumerate(ranges):
+            info = gen.directions[m] if gen.directions else None
+            extra: dict[str, Any] = dict(value=0) if reset else {}
+            if info is not None:
+                # CSS order: after the headings of its own and the earlier groups (see heading_updates).
+                position = order[m] + groups.index(info.group) + 1
+                extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info),
+                             elem_classes=["float-lambda", f"float-group-{info.group}", f"float-order-{position}"])
+            out.append(gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, interactive=True,
+                                 **extra))
+        return out
+
+    def heading_updates(gen: st.Generation) -> list[Any]:
+        """Group headings with their counts; heading i sits before its group's sliders."""
+        if not gen.directions:
+            return [gr.update(visible=False) for _ in headings]
+        counts = {g: sum(d.group == g for d in gen.directions) for g in plots.GROUP_TITLES}
+        out, pos = [], 0
+        for group, title in plots.GROUP_TITLES.items():
+            out.append(gr.update(value=f"#### {title} ({counts[group]})", visible=counts[group] > 0,
+                                 elem_classes=["float-group-title", f"float-order-{pos}"]))
+            pos += counts[group] + 1
+        return out
 
     @ui_errors
     def on_status() -> str:
@@ -186,120 +273,190 @@ def build_studio_tab(holder: st.PipelineHolder) -> StudioTab:
         return holder.status_markdown()
 
     @ui_errors
-    def on_crop_preview(image: np.ndarray | None, crop_on: bool) -> tuple[Any, Any, str]:
-        """The photo with the detected face box, the crop the model animates, and a note."""
-        return st.crop_preview(image, crop_on, CROP_PREVIEW_SIZE)
+    def on_crop_preview(image: np.ndarray | None, crop_on: bool, face_index: Any,
+                        scale: float) -> tuple[Any, Any, str, Any]:
+        """The photo with the crop square, the crop the model animates, a note and the face choice."""
+        out = h.crop_preview(image, crop_on, CROP_PREVIEW_SIZE, int(face_index or 0), scale)
+        choices = [(label, i) for i, label in enumerate(out.faces)] or [("Face 1 (largest)", 0)]
+        chosen = int(face_index or 0) if int(face_index or 0) < len(choices) else 0
+        return (out.boxed, out.crop, out.note,
+                gr.update(choices=choices, value=chosen, interactive=len(out.faces) > 1))
 
     @gpu(duration=60)
     @ui_errors
     def on_analyze(sess: st.Session, speech: str | None, emo: str,
-                   progress: gr.Progress = gr.Progress()) -> tuple[Any, st.Session]:
-        """Analyse the speech (cached per session); returns the emotion probability plot."""
-        if not speech:
-            return None, sess
-        analysed = st.analyse_speech_cached(holder.get(), sess, speech, st.max_audio_seconds(),
-                                            lambda f, d: progress(f, desc=d))
-        return plots.emotion_figure(analysed.emotion_probs.float().cpu().numpy(), emo), sess
+                   progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:
+        """Analyse the speech (cached per session); returns the emotion plot and the timeline."""
+        view = h.analyze(holder, sess, speech, emo, _bar(progress, {"speech": (0.0, 1.0)}))
+        return (None, None) if view is None else (view.bars, view.timeline)
 
     @ui_errors
-    def on_emotion_change(sess: st.Session, emo: str) -> Any:
+    def on_emotion_change(sess: st.Session, emo: str) -> tuple[Any, Any]:
         if sess.speech is None:
-            return gr.skip()
-        return plots.emotion_figure(sess.speech.emotion_probs.float().cpu().numpy(), emo)
+            return gr.skip(), gr.skip()
+        view = h.emotion_view(holder.get(), sess.speech, emo)
+        return view.bars, view.timeline
 
     @gpu(duration=120)
     @ui_errors
     def on_generate(sess: st.Session, image: np.ndarray | None, speech: str | None, crop_on: bool,
                     paste: bool, a: float, e: float, steps: float, solver_name: str, emo: str,
-                    seed_value: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
-        """Analyse (cached), sample motion (cached per settings), render; streams the emotion
-        plot as soon as the speech is analysed."""
-        pipe = holder.get()
-        settings = st.SamplingSettings.from_ui(a, e, steps, solver_name, emo, seed_value)
-        report = lambda f, d: progress(f, desc=d)  # noqa: E731
-        t0 = time.perf_counter()
-        prepared = st.prepare_cached(pipe, sess, image, speech, crop_on, st.max_audio_seconds(), report)
-        if prepared.source.message:
-            gr.Info(prepared.source.message)
-        emotion_fig = plots.emotion_figure(prepared.speech.emotion_probs.float().cpu().numpy(),
-                                        settings.emotion)
+                    seed_value: float, face_index: int = 0, scale: float = CROP_SCALE,
+                    progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+        """Analyse (cached), sample motion (cached per settings), render; streams the seed and
+        the emotion plots as soon as the speech is analysed."""
+        sampling = st.sampling_from_ui(a, e, steps, solver_name, emo, seed_value)
+        report = _bar(progress, h.GENERATE_SPANS)
         skip = gr.skip()
-        yield (skip, "Speech analysed; sampling the motion…", sess, skip, skip, skip, emotion_fig,
-               *[skip] * num_dirs)
-        st.sample_cached(pipe, sess, settings, report)
-        path, warnings = st.render_video(pipe, sess, None, paste, report)
-        for w in warnings:
+        steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face_index or 0), scale, report)
+        analysed = next(steps_iter)
+        if analysed.message:
+            gr.Info(analysed.message)
+        yield (skip, "Speech analysed; sampling the motion…", sampling.seed, sess, skip, skip, skip,
+               analysed.emotion.bars, analysed.emotion.timeline, *[skip] * num_dirs)
+        gen = next(steps_iter)
+        rendered = h.render_video(holder, sess, None, paste, report, generation=gen)
+        for w in rendered.warnings:
             gr.Warning(w)
-        ranges = plots.slider_ranges(sess.lambdas)
-        fps = pipe.config.fps
+        fps = pipe_fps()
         yield (
-            str(path), st.summary_markdown(sess, time.perf_counter() - t0, False, fps), sess,
-            gr.update(minimum=0, maximum=max(sess.num_frames - 1, 1), value=0, interactive=True),
-            st.preview_frame(pipe, sess, 0, None),
-            plots.lambda_figure(sess.lambdas, fps, 0),
-            emotion_fig,
-            *[gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, value=0,
-                        interactive=True) for r in ranges],
+            rendered.path, h.summary_markdown(gen, rendered.seconds, False, fps), sampling.seed, sess,
+            gr.update(minimum=0, maximum=max(gen.num_frames - 1, 1), value=0, interactive=True),
+            h.preview(holder, sess, 0, h.Edits(np.zeros(num_dirs, np.float32)), paste),
+            plots.lambda_figure(gen.lambdas, fps, 0, directions=gen.directions),
+            analysed.emotion.bars, analysed.emotion.timeline,
+            *slider_updates(gen, reset=True),
         )
 
+    @gpu(duration=60)
+    @ui_errors
+    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Measure what each direction moves in this portrait; label and group the sliders."""
+        gen = h.describe_directions(holder, sess, _bar(progress, {"directions": (0.0, 1.0)}))
+        if gen is None:
+            return (*[gr.skip()] * num_dirs, *[gr.skip()] * len(headings), gr.skip(), gr.skip())
+        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
+        return (*slider_updates(gen), *heading_updates(gen), gr.update(choices=choices),
+                plots.lambda_figure(gen.lambdas, pipe_fps(), 0, directions=gen.directions))
+
     @gpu(duration=20)
     @ui_errors
-    def on_preview(sess: st.Session, index: float, *values: float) -> np.ndarray:
-        """Decode one frame (the scrubbed one) with the λ offsets; no re-encoding or sampling."""
-        return st.preview_frame(holder.get(), sess, index, offsets_of(values))
+    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
+                   paste: bool, *values: float) -> Any:
+        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
+        frame_png = h.preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
+        return gr.skip() if frame_png is None else frame_png
 
     @ui_errors
-    def on_plot(sess: st.Session, index: float, *values: float) -> Any:
-        if sess.lambdas is None:
+    def on_plot(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
+                *values: float) -> Any:
+        gen = sess.current
+        if gen is None:
             return gr.skip()
-        return plots.lambda_figure(sess.lambdas, holder.get().config.fps, int(index or 0), offsets_of(values))
+        offsets = h.edit_offsets(gen, _edits(preset_name, curve_rows, values, num_dirs))
+        return plots.lambda_figure(gen.lambdas, pipe_fps(), int(index or 0), offsets, directions=gen.directions)
 
-    @gpu(duration=20)
+    def on_reset() -> tuple[Any, ...]:
+        return (None, [], [], "**Preset:** none", *[0.0] * num_dirs)
+
+    def preset_setter(name: str | None) -> Callable[[], tuple[Any, str]]:
+        def set_preset() -> tuple[Any, str]:
+            return name, f"**Preset:** {name or 'none'}"
+
+        set_preset.__name__ = f"set_preset_{(name or 'none').replace(' ', '_')}"
+        return set_preset
+
     @ui_errors
-    def on_reset(sess: st.Session, index: float) -> tuple[Any, ...]:
-        zeros = np.zeros(num_dirs, dtype=np.float32)
-        if sess.motion is None:
-            return (gr.skip(), gr.skip(), *[0.0] * num_dirs)
-        pipe = holder.get()
-        return (st.preview_frame(pipe, sess, index, zeros),
-                plots.lambda_figure(sess.lambdas, pipe.config.fps, int(index or 0)), *[0.0] * num_dirs)
+    def on_set_preset(name: str) -> tuple[Any, str]:
+        """Choose a motion preset ("lips only", "calmer head", "more expressive" or "none")."""
+        key = str(name or "none").strip().lower()
+        if key != "none" and key not in h.PRESET_NAMES:
+            raise ValueError(f"preset: expected 'none' or one of {', '.join(h.PRESET_NAMES)}, got {name!r}")
+        return preset_setter(None if key == "none" else key)()
+
+    @ui_errors
+    def on_add_curve(rows: list[dict], direction: int, kind: str, value: float, start: float,
+                     end: float | None) -> tuple[list[dict], list[dict]]:
+        row = {"direction": int(direction or 1), "kind": kind, "value": value, "start": int(start or 0),
+               "end": None if end in (None, "") else int(end)}
+        new = [*(rows or []), row]
+        h.curves_from_rows(new)  # validate now, with a message naming the curve
+        return new, new
+
+    @ui_errors
+    def on_edit_curves(curves_json: str) -> tuple[list[dict], list[dict]]:
+        """Replace the edit curves: a JSON list of {direction (1-based), kind, value, start, end}."""
+        rows = json.loads(curves_json or "[]")
+        if not isinstance(rows, list):
+            raise ValueError("curves: expected a JSON list of objects")
+        h.curves_from_rows(rows)
+        return rows, rows
 
     @gpu(duration=120)
     @ui_errors
-    def on_apply(sess: st.Session, paste: bool, *values: float,
+    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
                  progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Re-render every frame from the cached motion plus the λ offsets (no re-sampling)."""
-        pipe = holder.get()
-        t0 = time.perf_counter()
-        path, warnings = st.render_video(pipe, sess, offsets_of(values), paste,
-                                         lambda f, d: progress(f, desc=d))
-        for w in warnings:
+        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
+        edits = _edits(preset_name, curve_rows, values, num_dirs)
+        rendered = h.apply_edits(holder, sess, edits, paste, _bar(progress, h.RENDER_SPANS))
+        for w in rendered.warnings:
             gr.Warning(w)
-        return str(path), st.summary_markdown(sess, time.perf_counter() - t0, True, pipe.config.fps), sess
+        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, pipe_fps()), sess
+
+    def on_stop(sess: st.Session) -> None:
+        h.stop(sess)
 
     # ---------------------------------------------------------------- wiring
     gr.api(on_status, api_name="status", queue=False)
-    gr.on([portrait.change, crop.change], on_crop_preview, [portrait, crop],
-          [crop_view, crop_image, crop_info], api_name="crop_preview", trigger_mode="always_last",
-          show_progress="minimal")
-    audio.change(on_analyze, [session, audio, emotion], [emotion_plot, session], api_name="analyze",
-                 trigger_mode="always_last", concurrency_limit=1, concurrency_id="analysis")
-    emotion.change(on_emotion_change, [session, emotion], emotion_plot, api_visibility="private",
+    gr.on([portrait.change, crop.change, face.input, crop_scale.release], on_crop_preview,
+          [portrait, crop, face, crop_scale], [crop_view, crop_image, crop_info, face], api_name="crop_preview",
+          trigger_mode="always_last", show_progress="minimal")
+    analyze_event = audio.change(on_analyze, [session, audio, emotion], [emotion_plot, timeline_plot],
+                                 api_name="analyze", trigger_mode="always_last", concurrency_limit=1,
+                                 concurrency_id="analysis")
+    emotion.change(on_emotion_change, [session, emotion], [emotion_plot, timeline_plot], api_visibility="private",
                    show_progress="hidden")
     randomize.click(st.random_seed, None, seed, api_visibility="private", show_progress="hidden")
-    generate.click(
+    generate_event = generate.click(
         on_generate,
-        [session, portrait, audio, crop, paste_back, a_cfg, e_cfg, nfe, solver, emotion, seed],
-        [video, summary, session, frame, preview, lambda_plot, emotion_plot, *sliders],
+        [session, portrait, audio, crop, paste_back, a_cfg, e_cfg, nfe, solver, emotion, seed, face, crop_scale],
+        [video, summary, seed, session, frame, preview, lambda_plot, emotion_plot, timeline_plot, *sliders],
         api_name="generate", concurrency_limit=1, concurrency_id="render",
     )
-    gr.on([s.input for s in sliders] + [frame.input], on_preview, [session, frame, *sliders], preview,
-          api_name="preview", trigger_mode="always_last", show_progress="hidden",
+    describe_event = generate_event.success(
+        on_describe, [session], [*sliders, *headings, curve_dir, lambda_plot], api_name="describe_directions",
+        concurrency_limit=1, concurrency_id="render", show_progress="minimal")
+    edit_inputs = [session, preset, curves]
+    gr.on([s.input for s in sliders] + [frame.input], on_preview, [*edit_inputs, frame, paste_back, *sliders],
+          preview, api_name="preview", trigger_mode="always_last", show_progress="hidden",
           concurrency_limit=2, concurrency_id="preview")
-    gr.on([s.release for s in sliders] + [frame.release], on_plot, [session, frame, *sliders],
-          lambda_plot, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
-    reset.click(on_reset, [session, frame], [preview, lambda_plot, *sliders], api_visibility="private",
-                show_progress="hidden")
-    apply.click(on_apply, [session, paste_back, *sliders], [video, summary, session],
-                api_name="apply_edits", concurrency_limit=1, concurrency_id="render")
+    replot = [s.release for s in sliders] + [frame.release]
+    gr.on(replot, on_plot, [*edit_inputs, frame, *sliders], lambda_plot, api_visibility="private",
+          trigger_mode="always_last", show_progress="hidden")
+    after_edit = dict(fn=on_preview, inputs=[*edit_inputs, frame, paste_back, *sliders], outputs=preview,
+                      api_visibility="private", show_progress="hidden")
+    plot_after = dict(fn=on_plot, inputs=[*edit_inputs, frame, *sliders], outputs=lambda_plot,
+                      api_visibility="private", show_progress="hidden")
+    for name, button in zip(h.PRESET_NAMES, preset_buttons):
+        button.click(preset_setter(name), None, [preset, preset_note], api_visibility="private",
+                     show_progress="hidden").then(**after_edit).then(**plot_after)
+    no_preset.click(preset_setter(None), None, [preset, preset_note], api_visibility="private",
+                    show_progress="hidden").then(**after_edit).then(**plot_after)
+    set_preset_api = gr.Textbox(visible=False)
+    set_preset_api.submit(on_set_preset, set_preset_api, [preset, preset_note], api_name="set_preset")
+    curves_api = gr.Textbox(visible=False)
+    curves_api.submit(on_edit_curves, curves_api, [curves, curve_list], api_name="edit_curves")
+    add_curve.click(on_add_curve, [curves, curve_dir, curve_kind, curve_value, curve_start, curve_end],
+                    [curves, curve_list], api_visibility="private").then(**after_edit).then(**plot_after)
+    clear_curves.click(lambda: ([], []), None, [curves, curve_list], api_visibility="private").then(
+        **after_edit).then(**plot_after)
+    paste_back.change(**after_edit)
+    reset.click(on_reset, None, [preset, curves, curve_list, preset_note, *sliders], api_visibility="private",
+                show_progress="hidden").then(**after_edit).then(**plot_after)
+    apply_event = apply.click(on_apply, [*edit_inputs, paste_back, *sliders], [video, summary, session],
+                              api_name="apply_edits", concurrency_limit=1, concurrency_id="render")
+    for button in (stop, stop_apply):
+        button.click(on_stop, [session], None, cancels=[generate_event, describe_event, apply_event, analyze_event],
+                     queue=False, api_visibility="private")
     return StudioTab(generate=generate)
+

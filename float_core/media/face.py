@@ -30,15 +30,25 @@ that benchmark on the upright variants) is applied.
 
 Crop rule
 ---------
-A square of side ``2 * int(1.6 * max(h / 2, w / 2))`` centred on the box
-centre, zero-padded outside the photo and resized to 512 (area filter when
-shrinking, bicubic when enlarging); see :func:`crop_box_for_face`.
+A square of side ``2 * int(scale * max(h / 2, w / 2))`` centred on the box
+centre (``scale`` = :data:`CROP_SCALE` = 1.6 in the reference), zero-padded
+outside the photo and resized to 512 (area filter when shrinking, bicubic when
+enlarging); see :func:`crop_box_for_face`.
+
+Threads
+-------
+The cached detector (:func:`default_detector`) is shared by every caller of
+the process (e.g. concurrent app requests); OpenCV's DNN nets and SFD's torch
+module keep per-call buffers, so calls into one detector are serialised by a
+lock (:class:`LockedDetector`). Detection is a few tens of ms, short against
+encoding the portrait.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +58,12 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "MTCNN_TO_SFD",
+    "CROP_SCALE",
     "CropBox",
     "CropResult",
     "FaceDetection",
     "FaceDetector",
+    "LockedDetector",
     "NoFaceError",
     "PasteBack",
     "crop_box_for_face",
@@ -72,6 +84,11 @@ MTCNN_TO_SFD = {"shift_x": -0.006, "shift_y": 0.018, "scale_w": 1.057, "scale_h"
 #: Photos whose longer side exceeds this are downscaled (area filter) before
 #: detection; boxes are mapped back, so the crop itself keeps full precision.
 DETECT_MAX_SIDE = 1024
+
+#: The reference crop's side in units of the face box's larger side (``crop_box_for_face``).
+CROP_SCALE = 1.6
+#: Accepted range of the crop scale (below 1 the crop cuts into the face box).
+CROP_SCALE_RANGE = (1.0, 3.0)
 
 NO_FACE_MESSAGE = "no face found — use a frontal portrait or turn cropping off"
 
@@ -183,19 +200,32 @@ def _mtcnn_detector(min_score: float = 0.9) -> FaceDetector:
     return detect
 
 
+class LockedDetector:
+    """A detector whose calls are serialised by a lock (safe to share between threads)."""
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self._detector = detector
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray) -> list[FaceDetection]:
+        with self._lock:
+            return self._detector(image)
+
+
 @functools.cache
 def default_detector() -> FaceDetector:
     """SFD when face-alignment and its cached weights are present, else MTCNN.
 
-    Cached: the networks are loaded once per process.
+    Cached: the networks are loaded once per process, and calls are serialised
+    (:class:`LockedDetector`), so concurrent requests may share it.
     """
     weights = _sfd_weights()
     if weights is not None:
         try:
-            return _sfd_detector(weights)
+            return LockedDetector(_sfd_detector(weights))
         except ImportError:
             pass  # weights cached but face_alignment not installed
-    return _mtcnn_detector()
+    return LockedDetector(_mtcnn_detector())
 
 
 def _shrink_for_detection(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -231,19 +261,23 @@ def detect_faces(
 # ----------------------------------------------------------------------------- crop
 
 
-def crop_box_for_face(box: Sequence[float]) -> CropBox:
+def crop_box_for_face(box: Sequence[float], scale: float = CROP_SCALE) -> CropBox:
     """FLOAT's crop square for an SFD box (x1, y1, x2, y2).
 
-    ``side = 2 * int(1.6 * max(h / 2, w / 2))`` (so always even) centred on the
-    box centre; the centre is floored to whole pixels, so the square spans
-    ``[floor(cx) - side/2, floor(cx) + side/2)``.
+    ``side = 2 * int(scale * max(h / 2, w / 2))`` (so always even; ``scale``
+    1.6 in the reference) centred on the box centre; the centre is floored to
+    whole pixels, so the square spans ``[floor(cx) - side/2, floor(cx) + side/2)``.
+    A larger ``scale`` shows more hair and shoulders around the face.
     """
+    lo, hi = CROP_SCALE_RANGE
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and lo <= scale <= hi):
+        raise ValueError(f"crop scale must be between {lo:g} and {hi:g} (reference {CROP_SCALE:g}), got {scale!r}")
     if len(box) != 4:
         raise ValueError(f"box must be (x1, y1, x2, y2), got {box!r}")
     x1, y1, x2, y2 = (float(v) for v in box)
     if not (x2 > x1 and y2 > y1):
         raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box!r}")
-    half = int(1.6 * max((y2 - y1) / 2, (x2 - x1) / 2))
+    half = int(scale * max((y2 - y1) / 2, (x2 - x1) / 2))
     if half < 1:
         raise ValueError(f"box {box!r} is too small to crop")
     cx, cy = math.floor((x1 + x2) / 2), math.floor((y1 + y2) / 2)
@@ -292,13 +326,21 @@ def crop_portrait(
     size: int = 512,
     *,
     detector: FaceDetector | None = None,
+    face: int = 0,
+    scale: float = CROP_SCALE,
 ) -> CropResult:
     """Prepare the model input: FLOAT's face crop (or the whole photo) at size x size.
 
-    With several faces the largest is used and ``message`` says so.
+    Args:
+        face: which detected face to crop, 0 = the largest (faces are ordered by area,
+            as :func:`detect_faces` returns them).
+        scale: crop side in units of the face box (:func:`crop_box_for_face`).
+
+    With several faces the message says which one is used.
 
     Raises:
         NoFaceError: cropping is on and no face was found.
+        ValueError: ``face`` is not the index of a detected face.
     """
     _check_rgb(image)
     if size < 2:
@@ -308,10 +350,13 @@ def crop_portrait(
     faces = detect_faces(image, detector)
     if not faces:
         raise NoFaceError(NO_FACE_MESSAGE)
-    box = crop_box_for_face(faces[0].box)
+    if not 0 <= face < len(faces):
+        raise ValueError(f"face {face + 1} was chosen but {len(faces)} face(s) were found; pick 1 to {len(faces)}")
+    box = crop_box_for_face(faces[face].box, scale)
     message = None
     if len(faces) > 1:
-        message = f"{len(faces)} faces found; using the largest one"
+        which = "the largest one" if face == 0 else f"face {face + 1} (by size)"
+        message = f"{len(faces)} faces found; using {which}"
     return CropResult(extract_crop(image, box, size), box, len(faces), message)
 
 
