@@ -107,7 +107,7 @@ class DirectionInfo:
 
     index: int
     group: str
-    shares: Mapping[str, float]
+    shares: dict[str, float]
     label: str
     magnitude: float
 
@@ -300,7 +300,7 @@ def measure_directions(
     areas = region_areas(boxes, size, analysis)
     rows = [{r: float(v) for r, v in zip(REGIONS, row.tolist())} for row in shares]
     groups = [group_of(row, areas, float(mag)) for row, mag in zip(rows, mags.tolist())]
-    return [DirectionInfo(index=m, group=g, shares=MappingProxyType(row), label=label, magnitude=float(mag))
+    return [DirectionInfo(index=m, group=g, shares=row, label=label, magnitude=float(mag))
             for m, (g, row, label, mag) in enumerate(zip(groups, rows, label_directions(groups), mags.tolist()))]
 
 
