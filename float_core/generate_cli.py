@@ -3,8 +3,9 @@
 Batch mode (``--jobs FILE``) reads a CSV (header row) or JSON list of jobs, loads the model
 once, reports and skips a failing job and completes the rest (exit code 1 if any failed).
 Job fields: ``image``, ``audio``, ``output`` (required) and optionally ``emotion``, ``a_cfg``,
-``e_cfg``, ``nfe``, ``solver``, ``seed``, ``crop``, ``paste_back``; missing fields take the
-command-line values.
+``e_cfg``, ``nfe``, ``solver``, ``seed`` (the :class:`~float_core.config.SamplingConfig`),
+``crop``, ``paste_back``, ``face``, ``crop_scale``; missing fields take the command-line values.
+The sampling defaults are SamplingConfig's (a flag left out is "not given").
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EMOTIONS
+from .config import EMOTIONS, SOLVER_NAMES, SamplingConfig
 
-SOLVER_CHOICES = ("euler", "midpoint", "rk4")
-_JOB_FIELDS = {"image", "audio", "output", "emotion", "a_cfg", "e_cfg", "nfe", "solver", "seed",
-               "crop", "paste_back"}
+SOLVER_CHOICES = SOLVER_NAMES
+#: Job fields that are SamplingConfig fields.
+_SAMPLING_FIELDS = ("emotion", "a_cfg", "e_cfg", "nfe", "solver", "seed")
+_JOB_FIELDS = {"image", "audio", "output", "crop", "paste_back", "face", "crop_scale", *_SAMPLING_FIELDS}
+_DEFAULTS = SamplingConfig()
 
 
 @dataclass
@@ -31,14 +34,11 @@ class Job:
     image: str
     audio: str
     output: str
-    emotion: str = "auto"
-    a_cfg: float = 2.0
-    e_cfg: float = 1.0
-    nfe: int = 10
-    solver: str = "euler"
-    seed: int | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     crop: bool = True
     paste_back: bool = False
+    face: int = 0  #: which detected face, 0 = the largest
+    crop_scale: float | None = None  #: None: the reference's 1.6
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +58,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                    help="do not detect and crop the face; resize the whole image instead")
     g.add_argument("--paste-back", action="store_true",
                    help="paste the animated face back into the original photo at full resolution")
+    g.add_argument("--face", type=int, default=1,
+                   help="which detected face to animate, 1 = the largest (default), 2 = the next, ...")
+    g.add_argument("--crop-scale", type=float, default=None,
+                   help="crop side in face-box sizes (default: 1.6, the reference's crop)")
     g.add_argument("--max-seconds", type=float, default=None, help="reject audio longer than this")
     m = p.add_argument_group("model")
     add_model_arguments(m)
@@ -65,14 +69,30 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_sampling_arguments(g: argparse._ArgumentGroup) -> None:
-    """The sampling flags (SamplingConfig: emotion, a_cfg, e_cfg, nfe, solver, seed); shared with `stream`."""
-    g.add_argument("--emotion", default="auto", choices=("auto",) + EMOTIONS,
-                   help="'auto' uses the emotion predicted from the speech; a name redirects to it (default: auto)")
-    g.add_argument("--a-cfg", type=float, default=2.0, help="audio guidance scale gamma_a (default: 2)")
-    g.add_argument("--e-cfg", type=float, default=1.0, help="emotion guidance scale gamma_e (default: 1)")
-    g.add_argument("--nfe", type=int, default=10, help="vector-field evaluations per window (default: 10)")
-    g.add_argument("--solver", default="euler", choices=SOLVER_CHOICES, help="ODE solver (default: euler)")
+    """The sampling flags (SamplingConfig: emotion, a_cfg, e_cfg, nfe, solver, seed); shared with `stream`.
+
+    Every flag defaults to None ("not given"): :func:`sampling_from_args` fills in
+    SamplingConfig's defaults, which the help texts quote.
+    """
+    d = _DEFAULTS
+    g.add_argument("--emotion", default=None, choices=("auto", "dynamic") + EMOTIONS,
+                   help="'auto' uses the emotion predicted from the whole speech, 'dynamic' each 2 s window's "
+                        "own estimate; a name redirects to it (default: auto)")
+    g.add_argument("--a-cfg", type=float, default=None, help=f"audio guidance scale gamma_a (default: {d.a_cfg:g})")
+    g.add_argument("--e-cfg", type=float, default=None,
+                   help=f"emotion guidance scale gamma_e (default: {d.e_cfg:g})")
+    g.add_argument("--nfe", type=int, default=None, help=f"vector-field evaluations per window (default: {d.nfe})")
+    g.add_argument("--solver", default=None, choices=SOLVER_CHOICES, help=f"ODE solver (default: {d.solver})")
     g.add_argument("--seed", type=int, default=None, help="noise seed for reproducible output (default: random)")
+
+
+def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
+    """The :class:`SamplingConfig` of the sampling flags (flags not given keep its defaults).
+
+    Raises:
+        ValueError: a flag's value is out of range (the message names it).
+    """
+    return _DEFAULTS.with_overrides(**{name: getattr(args, name) for name in _SAMPLING_FIELDS})
 
 
 def add_model_arguments(m: argparse._ArgumentGroup) -> None:
@@ -111,9 +131,8 @@ def run(args: argparse.Namespace) -> int:
         label = f"[{index}/{len(jobs)}] " if len(jobs) > 1 else ""
         try:
             result = pipe.generate(
-                job.image, job.audio, job.output, crop=job.crop, paste_back=job.paste_back,
-                a_cfg=job.a_cfg, e_cfg=job.e_cfg, nfe=job.nfe, solver=job.solver,
-                emotion=job.emotion, seed=job.seed, batch_size=args.batch_size,
+                job.image, job.audio, job.output, job.sampling, crop=job.crop, paste_back=job.paste_back,
+                face=job.face, crop_scale=job.crop_scale, batch_size=args.batch_size,
                 max_seconds=args.max_seconds, progress=not args.quiet,
             )
         except (ValueError, OSError) as exc:  # bad input: report, skip, go on with the next job
@@ -129,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _jobs_from_args(args: argparse.Namespace) -> list[Job]:
-    defaults = dict(emotion=args.emotion, a_cfg=args.a_cfg, e_cfg=args.e_cfg, nfe=args.nfe,
-                    solver=args.solver, seed=args.seed, crop=args.crop, paste_back=args.paste_back)
+    defaults = dict(crop=args.crop, paste_back=args.paste_back, face=args.face, crop_scale=args.crop_scale,
+                    **{name: getattr(args, name) for name in _SAMPLING_FIELDS})
     if args.jobs:
         if args.image or args.audio or args.output:
             raise ValueError("--jobs: give either --jobs or --image/--audio/--output, not both")
@@ -164,25 +183,29 @@ def read_jobs(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+#: How a jobs-file text value becomes a SamplingConfig field (CSV cells are strings).
+_PARSE = {"emotion": lambda v: str(v).lower(), "a_cfg": float, "e_cfg": float, "nfe": int, "solver": str,
+          "seed": int}
+
+
 def _make_job(values: dict[str, Any], where: str) -> Job:
+    """A validated Job; SamplingConfig checks the sampling fields (its message names the field)."""
     try:
+        sampling = _DEFAULTS.with_overrides(**{name: None if values.get(name) in (None, "") else
+                                               _PARSE[name](values[name]) for name in _SAMPLING_FIELDS})
+        face = int(values.get("face") or 1)
+        if face < 1:
+            raise ValueError(f"face: 1 is the largest face, got {face}")
+        scale = values.get("crop_scale")
         job = Job(
             image=str(values["image"]), audio=str(values["audio"]), output=str(values["output"]),
-            emotion=str(values["emotion"]).lower(), a_cfg=float(values["a_cfg"]),
-            e_cfg=float(values["e_cfg"]), nfe=int(values["nfe"]), solver=str(values["solver"]),
-            seed=None if values["seed"] in (None, "") else int(values["seed"]),
-            crop=_as_bool(values["crop"]), paste_back=_as_bool(values["paste_back"]),
+            sampling=sampling, crop=_as_bool(values["crop"]), paste_back=_as_bool(values["paste_back"]),
+            face=face - 1, crop_scale=None if scale in (None, "") else float(scale),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing field {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
-    if job.emotion not in ("auto",) + EMOTIONS:
-        raise ValueError(f"{where}: emotion must be auto or one of {', '.join(EMOTIONS)}, got {job.emotion!r}")
-    if job.solver not in SOLVER_CHOICES:
-        raise ValueError(f"{where}: solver must be one of {', '.join(SOLVER_CHOICES)}, got {job.solver!r}")
-    if job.nfe < 1:
-        raise ValueError(f"{where}: nfe must be >= 1, got {job.nfe}")
     return job
 
 

@@ -572,14 +572,16 @@ class FloatPipeline:
         sampling: SamplingConfig | None = None, *, crop: bool = True, paste_back: bool = False,
         edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
         max_seconds: float | None = None, progress: ProgressLike = True,
-        prepared: Prepared | None = None, **overrides: Any,
+        prepared: Prepared | None = None, face: int = 0, crop_scale: float | None = None,
+        **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
 
         ``sampling`` and ``overrides`` are as in :meth:`sample_motion`. The video is written to
         a temporary file and moved into place only when complete. ``paste_back`` puts the
-        generated face back into the original photo (needs ``crop``). Pass ``prepared`` to
-        reuse an earlier analysis of the same inputs.
+        generated face back into the original photo (needs ``crop``). ``face`` and
+        ``crop_scale`` are as in :meth:`prepare_image`. Pass ``prepared`` to reuse an earlier
+        analysis of the same inputs.
         """
         from .media.video import write_video
 
@@ -591,7 +593,7 @@ class FloatPipeline:
         timings: dict[str, float] = {}
         if prepared is None:
             t0 = time.perf_counter()
-            source = self.prepare_image(image, crop=crop)
+            source = self.prepare_image(image, crop=crop, face=face, crop_scale=crop_scale)
             timings["image"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             speech = self.prepare_audio(audio, max_seconds=max_seconds)

@@ -98,7 +98,7 @@ def test_csv_jobs_and_argument_errors(tmp_path, speech, capsys):
     csv_path.write_text(f"image,audio,output,solver\n{EXAMPLES / 'portrait_astronaut.png'},{speech},"
                         f"{tmp_path / 'x.mp4'},heun\n")
     assert main(["generate", "--checkpoint", "tiny-random", "--jobs", str(csv_path)]) == 2
-    assert "solver must be one of" in capsys.readouterr().err
+    assert "solver: must be one of" in capsys.readouterr().err
     assert main(["generate", "--image", "a.png"]) == 2
     assert "missing --audio, --output" in capsys.readouterr().err
 

@@ -1,0 +1,71 @@
+"""The ``float-studio`` command line: sampling flags build one SamplingConfig; face choice and
+crop scale; sub-command registry."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from float_core import cli, generate_cli
+from float_core.config import SamplingConfig
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(["generate", *argv])
+
+
+def test_flags_not_given_keep_the_samplingconfig_defaults():
+    assert generate_cli.sampling_from_args(_parse()) == SamplingConfig()
+    args = _parse("--a-cfg", "3", "--nfe", "4", "--solver", "rk4", "--emotion", "dynamic", "--seed", "7")
+    assert generate_cli.sampling_from_args(args) == SamplingConfig(a_cfg=3.0, nfe=4, solver="rk4",
+                                                                   emotion="dynamic", seed=7)
+    with pytest.raises(ValueError, match="nfe"):
+        generate_cli.sampling_from_args(_parse("--nfe", "0"))
+
+
+def test_jobs_carry_a_samplingconfig_face_and_crop_scale():
+    args = _parse("--image", "a.png", "--audio", "b.wav", "-o", "c.mp4", "--e-cfg", "2", "--face", "2",
+                  "--crop-scale", "2.0")
+    (job,) = generate_cli._jobs_from_args(args)
+    assert job.sampling == SamplingConfig(e_cfg=2.0) and job.face == 1 and job.crop_scale == 2.0
+    row = generate_cli._make_job({"image": "a", "audio": "b", "output": "c", "crop": "true", "paste_back": "0",
+                                  "nfe": "3", "seed": "", "emotion": "Happy", "face": "1"}, "row 1")
+    assert row.sampling == SamplingConfig(nfe=3, emotion="happy") and row.face == 0 and row.crop_scale is None
+    with pytest.raises(ValueError, match="row 2: face"):
+        generate_cli._make_job({"image": "a", "audio": "b", "output": "c", "crop": True, "paste_back": False,
+                                "face": "0"}, "row 2")
+
+
+def test_generate_with_the_second_face_and_a_wider_crop(tmp_path, monkeypatch):
+    """Two faces side by side: --face 2 --crop-scale 2 animates the smaller one, wider."""
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    from float_core.media.image import load_image
+    from float_core.pipeline import FloatPipeline
+
+    root = generate_cli.Path(__file__).resolve().parent.parent
+    face = load_image(root / "examples" / "portrait_astronaut.png")[30:230, 130:320]
+    canvas = np.full((400, 700, 3), 128, np.uint8)
+    canvas[20:220, 20:210] = face
+    canvas[50:350, 300:585] = np.asarray(Image.fromarray(face).resize((285, 300)))
+    Image.fromarray(canvas).save(tmp_path / "two.png")
+    sf.write(tmp_path / "s.wav", (0.3 * np.sin(np.arange(8000) / 8)).astype(np.float32), 16000)
+    seen = []
+    original = FloatPipeline.prepare_image
+
+    def spy(self, image, crop=True, **kwargs):
+        out = original(self, image, crop, **kwargs)
+        seen.append((kwargs, out.crop_box))
+        return out
+
+    monkeypatch.setattr(FloatPipeline, "prepare_image", spy)
+    code = cli.main(["generate", "--checkpoint", "tiny-random", "--image", str(tmp_path / "two.png"), "--audio",
+                     str(tmp_path / "s.wav"), "-o", str(tmp_path / "o.mp4"), "--nfe", "1", "--face", "2",
+                     "--crop-scale", "2", "-q"])
+    assert code == 0 and (tmp_path / "o.mp4").is_file()
+    (kwargs, box), = seen
+    assert kwargs == {"face": 1, "crop_scale": 2.0}
+    assert box.x0 + box.size / 2 < 250  # the left, smaller face
