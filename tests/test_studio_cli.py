@@ -69,3 +69,17 @@ def test_generate_with_the_second_face_and_a_wider_crop(tmp_path, monkeypatch):
     (kwargs, box), = seen
     assert kwargs == {"face": 1, "crop_scale": 2.0}
     assert box.x0 + box.size / 2 < 250  # the left, smaller face
+
+
+def test_training_sample_videos_use_a_samplingconfig(tmp_path, monkeypatch):
+    from float_core.pipeline import FloatPipeline
+    from float_core.train import stage2
+
+    config = stage2.Stage2Config(data=str(tmp_path), out=str(tmp_path / "run"), sample_nfe=3)
+    assert config.sample_sampling == SamplingConfig(nfe=3, seed=0)
+    seen = []
+    monkeypatch.setattr(FloatPipeline, "generate", lambda self, image, audio, out, sampling=None, **kw:
+                        seen.append((sampling, kw)))
+    model = FloatPipeline.tiny_random().model
+    assert stage2.sample_video(model, config, tmp_path / "s.mp4", "cpu") == tmp_path / "s.mp4"
+    assert seen == [(SamplingConfig(nfe=3, seed=0), {"progress": False})]

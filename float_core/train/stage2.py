@@ -37,12 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import FloatConfig
+from ..config import FloatConfig, SamplingConfig
 from .loop import (
     RunConfig,
     StageTrainer,
     autocast,
     export_weights,
+    host_scalars,
     inference_view,
     load_base_model,
     step_generator,
@@ -86,6 +87,12 @@ class Stage2Config(RunConfig):
     sample_audio: str = SAMPLE_AUDIO
     sample_seconds: float = 4.0
     sample_nfe: int = 10
+
+    @property
+    def sample_sampling(self) -> SamplingConfig:
+        """The sample videos' sampling settings: SamplingConfig's defaults with ``sample_nfe``
+        and seed 0 (the same noise every time, so successive samples show what training changed)."""
+        return SamplingConfig(nfe=self.sample_nfe, seed=0)
 
     def validate(self) -> None:
         super().validate()
@@ -294,7 +301,7 @@ def sample_video(model: nn.Module, config: Stage2Config, path: Path, device: tor
     path.parent.mkdir(parents=True, exist_ok=True)
     with inference_view(model):
         pipe = FloatPipeline(model, device=device)
-        pipe.generate(str(image), wave, path, nfe=config.sample_nfe, seed=0, progress=False)
+        pipe.generate(str(image), wave, path, config.sample_sampling, progress=False)
     return path
 
 
