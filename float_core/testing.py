@@ -242,7 +242,8 @@ class _Mode(TorchFunctionMode):
 
 class SimulatedAccelerator:
     """Context manager: while active, :class:`DeviceTensor` and ``SIMULATED_DEVICE`` act as a
-    separate accelerator (see the module docstring). Re-entrant and per thread.
+    separate accelerator (see the module docstring), in this thread and in threads started
+    while it is active. Re-entrant.
 
     Attributes:
         device: :data:`SIMULATED_DEVICE`, to pass wherever a device goes.
@@ -260,9 +261,21 @@ class SimulatedAccelerator:
     def __enter__(self) -> "SimulatedAccelerator":
         _active.stack = getattr(_active, "stack", []) + [self]
         self._mode.__enter__()
+        # torch's function-mode stack is per thread: threads started while the simulation is
+        # active (e.g. the streaming engine's workers) run inside it too.
+        self._thread_run = threading.Thread.run
+        acc, original = self, self._thread_run
+
+        def run(thread: threading.Thread) -> None:
+            _active.stack = getattr(_active, "stack", []) + [acc]
+            with _Mode(acc):
+                original(thread)
+
+        threading.Thread.run = run  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        threading.Thread.run = self._thread_run  # type: ignore[method-assign]
         self._mode.__exit__(*exc)
         _active.stack = _active.stack[:-1]
 

@@ -153,6 +153,16 @@ def test_no_sync_per_window_or_batch(acc, dev_pipe, prepared):
     assert counts[1][1] == 1
 
 
+def test_stream_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared):
+    """The streaming engine's worker threads run on the device too, with the CPU's frames."""
+    cpu, dev = prepared
+    got = list(dev_pipe.stream(dev.source, dev.speech, nfe=1, seed=2))
+    want = list(cpu_pipe.stream(cpu.source, cpu.speech, nfe=1, seed=2))
+    frames = np.concatenate([c.frames for c in got])
+    assert frames.shape[0] == 25
+    np.testing.assert_array_equal(frames, np.concatenate([c.frames for c in want]))
+
+
 def test_stage2_sample_video_on_accelerator(acc, tmp_path):
     """The training stage-2 sample video (float_core/train/stage2.py) on the device."""
     from float_core.train.stage2 import Stage2Config, sample_video
