@@ -32,7 +32,7 @@ moves its components out of them.
 
 **Grouping rule** (:func:`group_of`), in order:
 
-1. a direction whose magnitude is below ``1e-6`` (numerically inert) is "other";
+1. a direction whose magnitude is at most :data:`INERT_MAGNITUDE` (numerically inert) is "other";
 2. "head" when the global part holds at least :data:`HEAD_SHARE` (half) of the change;
 3. otherwise "mouth" or "eyes", whichever region's share of the *local* change per unit of
    its area (its enrichment: 1 = uniform density) is larger, if at least :data:`ENRICHMENT`
@@ -64,6 +64,7 @@ __all__ = [
     "ENRICHMENT",
     "GROUPS",
     "HEAD_SHARE",
+    "INERT_MAGNITUDE",
     "PRESETS",
     "REGIONS",
     "attribute_change",
@@ -72,6 +73,7 @@ __all__ = [
     "label_directions",
     "measure_directions",
     "preset_offsets",
+    "region_areas",
 ]
 
 #: Direction groups, in the order the app shows them.
