@@ -375,13 +375,14 @@ class FloatPipeline:
         samples = torch.from_numpy(np.ascontiguousarray(wave)).to(self.device)  # explicit host -> device
         return self.model.emotion_encoder(normalize_audio(samples[None]))[0]
 
-    def emotion_timeline(self, speech: DrivingAudio | Prepared) -> Tensor:
+    def emotion_timeline(self, speech: DrivingAudio | Prepared, progress: ProgressLike = None) -> Tensor:
         """Per-window speech-emotion probabilities (W, 7) on the device, W = ceil(T / L).
 
         Window k (frames [kL, (k+1)L), official 2 s) is classified from its own speech plus
         context (:func:`float_core.emotion.window_spans`: 0.5 s on both sides, at least 1 s)
         with :meth:`emotion_of`. ``SamplingConfig(emotion="dynamic")`` samples window k with
-        row k. Returns ``speech.emotion_windows`` when already computed.
+        row k. Returns ``speech.emotion_windows`` when already computed. ``progress`` is
+        reported as ``("emotion", windows_done, W)``.
         """
         from .emotion import window_spans
 
@@ -391,14 +392,20 @@ class FloatPipeline:
         cfg = self.config
         spans = window_spans(speech.waveform.shape[0], speech.num_frames, cfg.num_frames,
                              cfg.samples_per_frame, cfg.sample_rate)
-        return torch.stack([self.emotion_of(speech.waveform[a:b]) for a, b in spans])
+        report = as_progress(progress)
+        rows = []
+        for a, b in spans:
+            rows.append(self.emotion_of(speech.waveform[a:b]))
+            report("emotion", len(rows), len(spans))
+        return torch.stack(rows)
 
-    def with_emotion_timeline(self, prepared: Prepared | DrivingAudio) -> Prepared | DrivingAudio:
+    def with_emotion_timeline(self, prepared: Prepared | DrivingAudio,
+                              progress: ProgressLike = None) -> Prepared | DrivingAudio:
         """A copy whose speech carries its :meth:`emotion_timeline` (computed once, reused)."""
         speech = prepared.speech if isinstance(prepared, Prepared) else prepared
         if speech.emotion_windows is None:
-            speech = dataclasses.replace(speech, emotion_windows=self.emotion_timeline(speech))
-        return Prepared(prepared.source, speech) if isinstance(prepared, Prepared) else speech
+            speech = dataclasses.replace(speech, emotion_windows=self.emotion_timeline(speech, progress))
+        return dataclasses.replace(prepared, speech=speech) if isinstance(prepared, Prepared) else speech
 
     # ------------------------------------------------------------------ sampling
     def resolve_emotion(self, prepared: Prepared | DrivingAudio, emotion: EmotionInput = None) -> Tensor:

@@ -94,7 +94,9 @@ def test_dynamic_sampling_uses_each_window_estimate(pipe, prepared):
 
 
 def test_timeline_is_computed_once(pipe, prepared, monkeypatch):
-    with_timeline = pipe.with_emotion_timeline(prepared)
+    reports = []
+    with_timeline = pipe.with_emotion_timeline(prepared, progress=lambda *r: reports.append(r))
+    assert reports == [("emotion", k, 6) for k in range(1, 7)]
     assert torch.equal(with_timeline.speech.emotion_windows, pipe.emotion_timeline(prepared))
     assert prepared.speech.emotion_windows is None  # the input is not changed
 
