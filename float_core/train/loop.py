@@ -278,6 +278,15 @@ def average_gradients(parameters: Sequence[nn.Parameter], ctx: Distributed) -> N
         offset += g.numel()
 
 
+def host_scalars(values: Mapping[str, Tensor | float]) -> dict[str, float]:
+    """Scalar logs (0-dim tensors on the training device, or numbers) as Python floats, with
+    one explicit device-to-host copy: one sync per step instead of one ``.item()`` per value."""
+    keys = list(values)
+    scalars = [torch.as_tensor(values[k]).detach().float().reshape(()) for k in keys]
+    stacked = torch.stack([s.to(scalars[0].device) for s in scalars])  # stack needs one device
+    return dict(zip(keys, stacked.cpu().tolist()))
+
+
 def all_mean(values: Mapping[str, float], ctx: Distributed) -> dict[str, float]:
     """Average scalar logs over processes (the logged loss is the global batch's)."""
     if not ctx.enabled or not values:
@@ -286,7 +295,7 @@ def all_mean(values: Mapping[str, float], ctx: Distributed) -> dict[str, float]:
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
                      device=ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
-    return {k: float(v) / ctx.world_size for k, v in zip(keys, t.tolist())}
+    return {k: v / ctx.world_size for k, v in zip(keys, t.cpu().tolist())}
 
 
 # --------------------------------------------------------------------------- randomness and data

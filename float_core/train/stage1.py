@@ -34,6 +34,7 @@ from .loop import (
     average_gradients,
     export_weights,
     fresh_init,
+    host_scalars,
     inference_view,
     load_base_model,
     unwrap,
@@ -153,10 +154,10 @@ class Stage1Trainer(StageTrainer):
         d_total.backward()
         average_gradients(self.d_params, ctx)
         self.opt_d.step()
-        logs = {"loss": g_terms["total"].item(), "loss_d": d_total.item()}
-        logs.update({f"g/{k}": v.item() for k, v in g_terms.items() if k != "total"})
-        logs.update({f"d/{k}": v.item() for k, v in d_terms.items()})
-        return logs
+        logs = {"loss": g_terms["total"], "loss_d": d_total}
+        logs.update({f"g/{k}": v for k, v in g_terms.items() if k != "total"})
+        logs.update({f"d/{k}": v for k, v in d_terms.items()})
+        return host_scalars(logs)
 
     def state_dict(self) -> dict[str, Any]:
         return {

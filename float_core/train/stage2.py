@@ -259,7 +259,7 @@ class Stage2Trainer(StageTrainer):
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         self.optimizer.step()
-        return {"loss": loss.item(), "loss_ot": ot.item(), "loss_vel": vel.item(), "grad_norm": float(grad_norm)}
+        return host_scalars({"loss": loss, "loss_ot": ot, "loss_vel": vel, "grad_norm": grad_norm})
 
     def state_dict(self) -> dict[str, Any]:
         return {"objective": unwrap(self.objective).state_dict(), "optimizer": self.optimizer.state_dict()}
