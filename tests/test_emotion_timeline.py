@@ -108,6 +108,19 @@ def test_timeline_is_computed_once(pipe, prepared, monkeypatch):
     assert pipe.sample_motion(with_timeline, nfe=1, seed=0, emotion="dynamic").shape[0] == 60
 
 
+def test_generate_with_dynamic_emotion_computes_the_timeline_once(pipe, prepared, monkeypatch, tmp_path):
+    calls = []
+    emotion_of = pipe.emotion_of
+    monkeypatch.setattr(pipe, "emotion_of", lambda wave: calls.append(len(wave)) or emotion_of(wave))
+    result = pipe.generate(None, None, tmp_path / "dynamic.mp4", prepared=prepared, emotion="dynamic",
+                           nfe=1, seed=0, progress=None)
+    assert len(calls) == 6  # one classification per window, not one per use
+    assert result.path.stat().st_size > 0 and result.num_frames == 60
+    assert result.emotion.shape == (6, 7)
+    assert torch.allclose(result.emotion, pipe.emotion_timeline(prepared), atol=1e-6)
+    assert result.sampling.emotion == "dynamic"
+
+
 def test_resolve_emotion_dynamic_needs_a_timeline():
     probs = torch.full((7,), 1 / 7)
     with pytest.raises(ValueError, match="per-window timeline"):
