@@ -30,7 +30,7 @@ from .progress import ProgressLike, as_progress
 
 if TYPE_CHECKING:
     from .directions import DirectionInfo
-    from .streaming import StreamChunk
+    from .streaming import StreamIterator
 
 #: Environment variable that makes ``from_pretrained`` build a tiny random model (tests, app test mode).
 TEST_MODEL_ENV = "FLOAT_TEST_MODEL"
@@ -546,7 +546,7 @@ class FloatPipeline:
         a_cfg: float | None = None, e_cfg: float | None = None, nfe: int | None = None,
         solver: str | None = None, emotion: EmotionInput = None, seed: int | None = None,
         idle: bool = True, **options: Any,
-    ) -> Iterator["StreamChunk"]:
+    ) -> "StreamIterator":
         """Stream frames while the speech is generated or still arriving (:mod:`float_core.streaming`).
 
         Args:
@@ -565,8 +565,9 @@ class FloatPipeline:
                 context_seconds, lookahead_seconds, stall_timeout, max_buffer_seconds, ...).
 
         Returns:
-            An iterator of :class:`~float_core.streaming.StreamChunk` (frames, their audio,
-            start_frame, speaking flags, timings). Closing it stops all work.
+            A :class:`~float_core.streaming.StreamIterator` of
+            :class:`~float_core.streaming.StreamChunk` (frames, their audio, start_frame,
+            speaking flags, timings); its ``close()`` (from any thread) stops all work.
         """
         from .streaming import StreamOptions, stream
 

@@ -35,9 +35,9 @@ natural streaming model, as TalkingMachines (seeds/003) does for a video diffusi
   buffer keeps only the left context and what has not been used yet (at most
   ``max_buffer_seconds`` ahead).
 
-Closing the generator (``gen.close()``, leaving a ``for`` loop, garbage collection) stops every
-stage within one decode batch or one vector-field evaluation and joins the threads before
-``close()`` returns. A live source that blocks inside ``next()`` cannot be interrupted; its
+Closing the iterator (:meth:`StreamIterator.close`, from any thread; leaving a ``with`` block;
+garbage collection) stops every stage within one decode batch or one vector-field evaluation
+and joins the threads before ``close()`` returns. A live source that blocks inside ``next()`` cannot be interrupted; its
 reader thread ends at the source's next yield (a source may yield ``None`` as a keep-alive
 when it has no audio yet).
 """
@@ -65,7 +65,7 @@ from .sampling import WindowSampler
 if TYPE_CHECKING:
     from .pipeline import DrivingAudio, FloatPipeline, SourceImage
 
-__all__ = ["StreamChunk", "StreamOptions", "feature_span", "live_audio_features", "span_features", "stream"]
+__all__ = ["StreamChunk", "StreamIterator", "StreamOptions", "feature_span", "live_audio_features", "span_features", "stream"]
 
 _THREAD_PREFIX = "float-stream"
 
@@ -391,8 +391,8 @@ class _Run:
                 self.live.cond.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
-            if thread.name.endswith("reader"):
-                continue  # may sit in the caller's next(); it exits at the source's next yield
+            if thread.name.endswith("reader") or thread is threading.current_thread():
+                continue  # the reader may sit in the caller's next(); it exits at the source's next yield
             thread.join(max(0.0, deadline - time.monotonic()))
 
     # ---- known speech (a path, an array or a DrivingAudio): exactly the offline path
@@ -588,23 +588,74 @@ class _Run:
                            decode_seconds=now - t0)
 
     # ---- consumer
-    def chunks(self) -> Iterator[StreamChunk]:
+    def next_chunk(self) -> StreamChunk:
+        """The next chunk; StopIteration at the end or once stopped; a stage's error re-raised."""
+        while True:
+            try:
+                item = self.q_out.get(timeout=0.05)
+            except queue.Empty:
+                if self.error is not None:
+                    raise self.error
+                if self.stop.is_set():
+                    raise StopIteration
+                continue
+            if item is _END:
+                if self.error is not None:
+                    raise self.error
+                raise StopIteration
+            return item
+
+
+class StreamIterator(Iterator[StreamChunk]):
+    """The iterator :meth:`FloatPipeline.stream` returns: :class:`StreamChunk` after chunk.
+
+    The stages start at the first ``next()``. :meth:`close` (from any thread, also while
+    another thread waits in ``next()``, which then ends) stops all work within one decode batch
+    or one vector-field evaluation and joins the worker threads; so does leaving a ``with``
+    block, an error, the end of the stream, and garbage collection.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._started = False
+        self._closed = False
+
+    def __iter__(self) -> "StreamIterator":
+        return self
+
+    def __next__(self) -> StreamChunk:
+        if self._closed:
+            raise StopIteration
+        if not self._started:
+            self._started = True
+            self._run.start()
         try:
-            self.start()
-            while True:
-                try:
-                    item = self.q_out.get(timeout=0.05)
-                except queue.Empty:
-                    if self.error is not None:
-                        raise self.error
-                    continue
-                if item is _END:
-                    if self.error is not None:
-                        raise self.error
-                    return
-                yield item
-        finally:
-            self.shutdown()
+            return self._run.next_chunk()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop every stage and join the threads (idempotent)."""
+        self._closed = True
+        if self._started:
+            self._run.shutdown()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "StreamIterator":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def feature_span(first: int, window: int, context: int, lookahead: int, samples_per_frame: int,
@@ -691,7 +742,7 @@ def _is_live(audio: Any) -> bool:
 
 
 def stream(pipe: "FloatPipeline", source: Any, audio: Any, sampling: SamplingConfig | None = None,
-           options: StreamOptions | None = None) -> Iterator[StreamChunk]:
+           options: StreamOptions | None = None) -> StreamIterator:
     """Stream frames as they are made; see :meth:`FloatPipeline.stream` (the public entry)."""
     from .pipeline import SourceImage, _validate_waveform
 
@@ -705,4 +756,4 @@ def stream(pipe: "FloatPipeline", source: Any, audio: Any, sampling: SamplingCon
         audio = iter(audio)
     if cfg.emotion not in (None, "dynamic"):
         pipe_resolve_emotion(torch.zeros(pipe.config.dim_e), cfg.emotion)  # a bad emotion fails now
-    return _Run(pipe, source, audio, cfg, options).chunks()
+    return StreamIterator(_Run(pipe, source, audio, cfg, options))

@@ -243,6 +243,26 @@ def test_closing_the_generator_stops_the_workers(pipe: FloatPipeline, source, sp
     assert stream_threads() == []
 
 
+def test_close_from_another_thread_ends_a_waiting_consumer(pipe: FloatPipeline, source) -> None:
+    def silent_source() -> Iterator[Any]:
+        while True:  # keep-alives only: the consumer waits on idle frames made from the clock
+            time.sleep(0.02)
+            yield None
+
+    stream = pipe.stream(source, silent_source(), nfe=1, seed=0, stall_timeout=0.2)
+    got: list[StreamChunk] = []
+    consumer = threading.Thread(target=lambda: got.extend(stream), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 60
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got and not got[0].speaking.any()  # idle frames while the source says nothing
+    stream.close()
+    consumer.join(10)
+    assert not consumer.is_alive() and stream.closed
+    assert [t for t in stream_threads() if not t.name.endswith("reader")] == []
+
+
 def test_abandoning_a_stream_before_it_starts_makes_no_thread(pipe: FloatPipeline, source, speech) -> None:
     gen = pipe.stream(source, speech)
     del gen
