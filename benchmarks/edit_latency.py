@@ -4,7 +4,7 @@
     python benchmarks/edit_latency.py --no-server     # engine only
 
 Engine path (what ``/preview`` runs): apply the lambda offsets to one motion latent, decode that
-one frame with the cached source features, convert to uint8 (``float_studio.state.preview_frame``),
+one frame with the cached source features, convert to uint8 (``float_studio.handlers.preview``),
 then the PNG encode that Gradio does for the preview image. Random weights: the timing
 depends only on the sizes. The server path times what a slider release costs the user:
 ``/preview`` through ``gradio_client`` against the real app (queue, HTTP, decode, PNG and
@@ -72,7 +72,10 @@ def engine_latency(size: str, dtype: str, repeats: int, frames: int) -> dict[str
     import torch
     from PIL import Image
 
+    from float_core.config import SamplingConfig
+    from float_studio import handlers as h
     from float_studio import state as st
+    from float_studio.model import PipelineHolder
 
     t0 = time.perf_counter()
     pipe = build_pipeline(size, dtype)
@@ -82,16 +85,20 @@ def engine_latency(size: str, dtype: str, repeats: int, frames: int) -> dict[str
     image = rng.integers(0, 256, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     sess = st.Session()
     t0 = time.perf_counter()
-    sess.source = pipe.prepare_image(image, crop=False)
+    source = pipe.prepare_image(image, crop=False)
     encode_s = time.perf_counter() - t0
+    speech = pipe.prepare_audio(np.zeros(frames * cfg.samples_per_frame, np.float32))
     gen = torch.Generator().manual_seed(0)
-    sess.motion = sess.source.source_motion[None] + 0.1 * torch.randn(frames, cfg.style_dim, generator=gen)
+    motion = source.source_motion[None] + 0.1 * torch.randn(frames, cfg.style_dim, generator=gen)
+    sess.install(st.Generation(1, "s", "a", source, speech, motion, pipe.motion_lambda(motion).numpy(),
+                               speech.emotion_probs.numpy(), SamplingConfig(seed=0)))
+    holder = PipelineHolder(lambda: pipe)
     offsets = [rng.uniform(-1, 1, cfg.motion_dim).astype(np.float32) for _ in range(repeats + 2)]
     it = iter(range(10**9))
 
     def edit() -> np.ndarray:
         i = next(it)
-        return st.preview_frame(pipe, sess, i % frames, offsets[i % len(offsets)])
+        return h.preview(holder, sess, i % frames, h.Edits(offsets[i % len(offsets)]))
 
     preview = _stats(_time(edit, repeats))
     frame = edit()
@@ -113,10 +120,10 @@ def server_latency(size: str, dtype: str, repeats: int, seconds: float = 0.4) ->
     from PIL import Image
 
     import app
-    from float_studio import state as st
+    from float_studio.model import PipelineHolder
 
     pipe = build_pipeline(size, dtype)
-    demo = app.build_demo(st.PipelineHolder(lambda: pipe))
+    demo = app.build_demo(PipelineHolder(lambda: pipe))
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.launch_kwargs())
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +144,7 @@ def server_latency(size: str, dtype: str, repeats: int, seconds: float = 0.4) ->
 
             def edit() -> Any:
                 i = next(it)
-                return client.predict(i % frames, *vals[i % len(vals)], api_name="/preview")
+                return client.predict(i % frames, False, *vals[i % len(vals)], api_name="/preview")
 
             samples = _time(edit, repeats)
             return {"size": size, "dtype": dtype, "image_size": side, "path": "app /preview round trip",
