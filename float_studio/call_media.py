@@ -63,7 +63,8 @@ class PlayoutStats:
     generated: int = 0  #: frames received from the stream
     shown: int = 0  #: new frames put on the timeline
     stalls: int = 0  #: ticks that repeated a frame because none was ready
-    dropped: int = 0  #: frames discarded (barge-in)
+    dropped: int = 0  #: frames discarded (barge-in, idle frames skipped for an answer)
+    skipped: int = 0  #: idle frames skipped to catch up (the timeline was late)
     started_at: float | None = None  #: monotonic time of tick 0
     first_frame_at: float | None = None  #: monotonic time the first generated frame was shown
 
@@ -77,10 +78,13 @@ class Playout:
             which is the back-pressure that paces the stream.
         on_show: called as ``on_show(tick)`` (in the event loop) when a new frame reaches the
             timeline: the latency bookkeeping.
+        catch_up: when more than this many frames wait, silent (idle) frames are skipped until
+            the backlog is back to it, so a slow start or a hiccup does not delay the rest of
+            the call; speech frames are never skipped. None: never skip.
     """
 
     def __init__(self, placeholder: np.ndarray, *, max_buffered: int = 2 * FPS,
-                 on_show: Callable[[Tick, float], None] | None = None) -> None:
+                 on_show: Callable[[Tick, float], None] | None = None, catch_up: int | None = None) -> None:
         self._cond = threading.Condition()
         self._pending: deque[Tick] = deque()
         self._ticks: deque[Tick] = deque(maxlen=2 * FPS)  # recent ticks: the audio track may lag a little
@@ -90,6 +94,7 @@ class Playout:
         self._drop: list[tuple[int, int]] = []  # stream frame index spans to discard
         self._closed = False
         self._on_show = on_show
+        self._catch_up = catch_up
         self.stats = PlayoutStats()
 
     # -- producer side (the worker thread that iterates the stream)
@@ -154,6 +159,10 @@ class Playout:
         shown: list[Tick] = []
         with self._cond:
             while self._next_tick <= k:
+                if self._catch_up is not None:
+                    while len(self._pending) > self._catch_up and not self._pending[0].speaking:
+                        self._pending.popleft()
+                        self.stats.skipped += 1
                 if self._pending:
                     t = self._pending.popleft()
                     self._last = t.frame

@@ -144,9 +144,10 @@ def decode_portrait(data_url: Any) -> np.ndarray:
     except (binascii.Error, ValueError):
         raise CallError(400, "portrait: the data URL is not valid base64") from None
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
+        with Image.open(io.BytesIO(raw)) as img:  # load_image checks the pixel count before decoding
             return load_image(img)
+    except Image.DecompressionBombError as exc:
+        raise CallError(413, f"portrait: {exc}") from None
     except (UnidentifiedImageError, OSError, ImageError, ValueError) as exc:
         raise CallError(415, f"portrait: the data is not an image Pillow can read ({exc}); send a JPEG, "
                              "PNG or WebP photo") from None
@@ -227,6 +228,7 @@ class Call:
         self.transcript: list[dict[str, Any]] = []
         self.timings: list[TurnTiming] = []
         self._latencies: list[float] = []  # puppet: speech in -> mouth out, per speaking frame
+        self._delays: list[float] = []  # puppet: caller audio in -> its frame out, every frame
         self._pending_timing: dict[int, TurnTiming] = {}
         self._events: list[str] = []
         self._channel: Any = None
@@ -234,12 +236,16 @@ class Call:
         self._closed: asyncio.Future | None = None
         self._shown_index = -1
         self._speaking_now = False
-        self.playout = Playout(placeholder, on_show=self._on_show)
+        window = pipe.model.fmt.num_frames
+        # Puppet: a window's frames arrive together; more than a window (+ 0.2 s) waiting means
+        # the timeline runs late, so idle frames are skipped to catch up.
+        self.playout = Playout(placeholder, on_show=self._on_show,
+                               catch_up=window + 5 if settings.mode == "puppet" else None)
         # The stream's options for a call: the feeds keep to the clock themselves (so the
         # stream's sample positions are the feed's and no stall silence is inserted), and the
         # stream may buffer only what a window needs plus a second (bounded delay).
         opts = StreamOptions()
-        window_s = pipe.model.fmt.num_frames / pipe.config.fps
+        window_s = window / pipe.config.fps
         self.stream_options = dict(stall_timeout=None, max_buffer_seconds=math.ceil(
             opts.context_seconds + window_s + opts.lookahead_seconds + 1.0))
         self._resume_at = 0  # assistant: frames before this are idle frames skipped for an answer
@@ -383,9 +389,12 @@ class Call:
         sample = tick.index * FRAME_SAMPLES
         if isinstance(self.feed, MicFeed):
             arrived = self.feed.arrival(sample)
-            if tick.speaking and arrived is not None:
-                self._latencies.append(now - arrived)
-                del self._latencies[:-500]
+            if arrived is not None:
+                self._delays.append(now - arrived)
+                del self._delays[:-500]
+                if tick.speaking:
+                    self._latencies.append(now - arrived)
+                    del self._latencies[:-500]
             return
         assert isinstance(self.feed, AnswerFeed)
         for turn, answer in list(self.feed.history.items()):
@@ -455,10 +464,12 @@ class Call:
             "id": self.id, "mode": self.settings.mode, "state": self.state, "error": self.error,
             "seconds": round(now - self.created_at, 1),
             "frames": {"generated": s.generated, "shown": s.shown, "stalls": s.stalls, "dropped": s.dropped,
+                       "skipped": s.skipped,
                        "fps": round(s.shown / elapsed, 1) if elapsed > 1 else None},
             "speaking": self._speaking_now,
             "latency_ms": _median_ms(speech),
             "latency_p90_ms": round(1000 * sorted(speech)[int(0.9 * (len(speech) - 1))]) if speech else None,
+            "delay_ms": _median_ms(self._delays[-200:]),
             "answers": answers,
             "answer_latency_ms": answers[-1]["answer_latency_ms"] if answers else None,
             "transcript": list(self.transcript),
@@ -470,7 +481,7 @@ class Call:
         while self.state != "closed":
             await asyncio.sleep(1.0)
             st = self.status()
-            self._emit({"type": "stats", **{k: st[k] for k in ("frames", "latency_ms", "speaking",
+            self._emit({"type": "stats", **{k: st[k] for k in ("frames", "latency_ms", "delay_ms", "speaking",
                                                                "answer_latency_ms", "seconds")}})
 
     async def _watchdog(self) -> None:
@@ -665,9 +676,15 @@ class CallManager:
     def status(self, call_id: str) -> dict[str, Any]:
         return self.get(call_id).status()
 
-    async def hangup(self, call_id: str) -> dict[str, Any]:
+    async def hangup(self, call_id: str, wait_s: float = 3.0) -> dict[str, Any]:
+        """End a call; answers within ``wait_s`` ("closing" while the stream's current decode
+        batch finishes; the call counts against the limit until its threads have stopped)."""
         call = self.get(call_id)
-        await asyncio.wrap_future(self.run(call.close("the caller hung up")))
+        done = asyncio.wrap_future(self.run(call.close("the caller hung up")))
+        try:
+            await asyncio.wait_for(asyncio.shield(done), wait_s)
+        except asyncio.TimeoutError:
+            return {"id": call_id, "state": "closing"}
         return {"id": call_id, "state": "closed"}
 
     def close_all(self, timeout: float = 20.0) -> None:
@@ -676,7 +693,10 @@ class CallManager:
             return
         calls = list(self.calls.values())
         if calls:
-            done = self.run(asyncio.gather(*(c.close("the server is shutting down") for c in calls)))
+            async def close_them() -> None:
+                await asyncio.gather(*(c.close("the server is shutting down") for c in calls))
+
+            done = self.run(close_them())
             try:
                 done.result(timeout)
             except Exception:  # noqa: BLE001

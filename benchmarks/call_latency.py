@@ -1,0 +1,177 @@
+"""Call latency benchmark (issue 10): puppet speech-in -> mouth-out, assistant end-of-question -> answer.
+
+    python benchmarks/call_latency.py                          # tiny and official, both modes
+    python benchmarks/call_latency.py --sizes tiny --modes puppet --seconds 12
+
+Each (size, mode) runs the Call routes (:func:`float_studio.call.mount_call_routes`) on a
+FastAPI app served by uvicorn on 127.0.0.1 with random weights (``float_core.bench.random_model``:
+the released weights cannot be downloaded here) and calls them with the aiortc client of
+:mod:`float_studio.call_client` (the same WebRTC stack as a browser, over loopback):
+
+* **puppet**: the caller sends 1 s of silence then the example speech (tiled) in real time.
+  Reported: the server's speech-in -> mouth-out latency (arrival of a speaking frame's first
+  sample -> that frame on the outgoing timeline; median and p90), the delay the client hears
+  (lag of the best cross-correlation between the sent and received audio envelopes), the rate
+  of generated frames reaching the timeline, stalls (ticks that repeated a frame), the caller
+  audio dropped to keep the delay bounded, and the time to the first generated frame.
+* **assistant**: a local OpenAI-compatible stub (:mod:`float_studio.call_stub_services`: fixed
+  transcript and answer, espeak-ng speech) answers one question; reported: end of question
+  (the last voiced frame) -> first answer frame on the timeline, and its parts (the closing
+  silence that ends the turn, ASR, chat, TTS; the rest is the stream).
+
+Timings on a shared machine are noisy; the script prints what it measured and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from float_core.bench import random_model  # noqa: E402
+from float_core.media.audio import load_audio  # noqa: E402
+from float_core.pipeline import FloatPipeline  # noqa: E402
+
+PORTRAIT = ROOT / "examples" / "portrait_astronaut.png"
+SPEECH = ROOT / "examples" / "arctic_a0007.wav"
+
+
+def serve_routes(pipe: FloatPipeline) -> tuple[str, Any, Any]:
+    """The Call routes alone on 127.0.0.1 (uvicorn thread); returns (url, manager, stop)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from float_studio.call import mount_call_routes
+    from float_studio.model import PipelineHolder
+
+    app = FastAPI()
+    manager = mount_call_routes(app, PipelineHolder(lambda: pipe))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+
+    def stop() -> None:
+        manager.close_all()
+        server.should_exit = True
+        thread.join(10)
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/", manager, stop
+
+
+def envelope(wave: np.ndarray, hop: int = 320) -> np.ndarray:
+    n = wave.size // hop
+    return np.sqrt((wave[:n * hop].reshape(n, hop).astype(np.float64) ** 2).mean(axis=1))
+
+
+def heard_delay_ms(sent: np.ndarray, got: np.ndarray, max_lag_s: float) -> tuple[int | None, float]:
+    """Lag (ms) of the best correlation between the sent and received audio envelopes."""
+    a, b = envelope(sent), envelope(got)
+    best: tuple[int | None, float] = (None, -1.0)
+    for lag in range(0, int(max_lag_s * 50)):
+        x, y = a[:max(0, min(a.size, b.size - lag))], b[lag:lag + a.size]
+        if x.size < 100 or x.std() == 0 or y[:x.size].std() == 0:
+            continue
+        r = float(np.corrcoef(x, y[:x.size])[0, 1])
+        if r > best[1]:
+            best = (lag * 20, r)
+    return best
+
+
+def run_puppet(url: str, seconds: float, nfe: int) -> dict[str, Any]:
+    from float_studio.call_client import SpeechTrack, place_call
+
+    speech = load_audio(SPEECH)
+    # Speech and reversed speech with uneven gaps: not periodic, so the heard delay is unambiguous.
+    parts, gaps = [np.zeros(16000, np.float32)], [0.3, 1.1, 0.6, 1.7, 0.2, 0.9]
+    for i in range(int(np.ceil(seconds / 4.0)) + 1):
+        parts += [speech if i % 2 == 0 else speech[::-1].copy(), np.zeros(int(gaps[i % 6] * 16000), np.float32)]
+    mic = SpeechTrack(np.concatenate(parts))
+    t_connect: dict[str, float] = {}
+    rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=seconds, crop=False, seed=0, nfe=nfe,
+                                 on_connected=lambda r: t_connect.setdefault("t", time.monotonic())))
+    st = rec.status
+    lag, r = heard_delay_ms(mic.played, rec.audio_wave, max_lag_s=min(seconds - 2, 20))
+    first = None
+    if rec.video_frames:
+        # the first received frame that differs from the placeholder (the portrait crop)
+        first_frame = rec.video_frames[0].astype(np.int16)
+        for i, f in enumerate(rec.video_frames):
+            if np.abs(f.astype(np.int16) - first_frame).mean() > 2:
+                first = i
+                break
+    return {"latency_ms": st["latency_ms"], "latency_p90_ms": st["latency_p90_ms"], "delay_ms": st["delay_ms"],
+            "heard_delay_ms": lag, "heard_corr": round(r, 2), "generated_fps": st["frames"]["fps"],
+            "received_fps": round(rec.video_fps(), 1), "stalls": st["frames"]["stalls"],
+            "skipped": st["frames"]["skipped"], "shown": st["frames"]["shown"], "dropped_input_s": st["dropped_input_s"], "call_s": st["seconds"]}
+
+
+def run_assistant(url: str, timeout: float, nfe: int) -> dict[str, Any]:
+    from float_studio.call_client import SpeechTrack, place_call
+    from float_studio.call_stub_services import serve_stub_services
+
+    stub_url, stub, stop = serve_stub_services()
+    for name in ("FLOAT_ASR_URL", "FLOAT_LLM_URL", "FLOAT_TTS_URL"):
+        os.environ[name] = stub_url
+    try:
+        mic = SpeechTrack(np.concatenate([np.zeros(16000, np.float32), load_audio(SPEECH)]))
+        rec = asyncio.run(place_call(url, PORTRAIT, mic, mode="assistant", seconds=timeout, crop=False, nfe=nfe,
+                                     until=lambda r: r.first_event("answer_started") is not None))
+    finally:
+        stop()
+    answers = rec.status["answers"]
+    return answers[0] if answers else {"answer_latency_ms": None, "note": f"no answer within {timeout:g} s"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "official"], choices=["tiny", "official"])
+    parser.add_argument("--modes", nargs="+", default=["puppet", "assistant"], choices=["puppet", "assistant"])
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="puppet call length (default 12 tiny, 40 official)")
+    parser.add_argument("--nfe", type=int, default=10)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per run")
+    args = parser.parse_args(argv)
+    import torch
+
+    print(f"# call latency, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"load {os.getloadavg()[0]:.1f} (random weights; a shared machine is noisy)", flush=True)
+    for size in args.sizes:
+        pipe = FloatPipeline(random_model(size), device=args.device, dtype=args.dtype)
+        url, _, stop = serve_routes(pipe)
+        try:
+            for mode in args.modes:
+                t0 = time.perf_counter()
+                if mode == "puppet":
+                    seconds = args.seconds or (12.0 if size == "tiny" else 40.0)
+                    result = run_puppet(url, seconds, args.nfe)
+                else:
+                    result = run_assistant(url, 30.0 if size == "tiny" else 180.0, args.nfe)
+                row = {"size": size, "mode": mode, "device": str(pipe.device), "dtype": args.dtype,
+                       "nfe": args.nfe, **result, "wall_s": round(time.perf_counter() - t0, 1)}
+                print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        finally:
+            stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
