@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 import torch
 from torch import Tensor
 
+from .transfer import to_device
+
 __all__ = [
     "SOLVERS",
     "OdeSolver",
@@ -300,9 +302,10 @@ class WindowSampler:
         if self.noise is not None:
             if self.index >= self.noise.shape[0]:
                 raise ValueError(f"noise: holds {self.noise.shape[0]} windows, window {self.index} needs one more")
-            return self.noise[self.index].to(device=device, dtype=dtype)
+            return to_device(self.noise[self.index], device, dtype)
+        # Drawn on the host (same noise on every device for a seed), copied without stalling.
         x0 = torch.randn(batch, self.window, self.fmt.dim_w, generator=self.generator)
-        return x0.to(device=device, dtype=dtype)
+        return to_device(x0, device, dtype)
 
     def step(self, audio: Tensor, emotion: Tensor, num_real: int | None = None) -> Tensor:
         """Solve the next window and return its ``(B, num_real, d)`` motion latents.

@@ -163,6 +163,16 @@ def test_stream_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared):
     np.testing.assert_array_equal(frames, np.concatenate([c.frames for c in want]))
 
 
+def test_training_logs_come_to_the_host_in_one_copy(acc):
+    """A training step's scalar logs: one explicit transfer, no .item() or float() per value."""
+    from float_core.train.loop import host_scalars
+
+    before, mark = acc.transfers["to_host"], acc.mark()
+    logs = host_scalars({"loss": acc.tensor(0.25), "grad_norm": acc.tensor([3.0, 4.0]).norm(), "lr": 1e-4})
+    assert logs == {"loss": 0.25, "grad_norm": 5.0, "lr": pytest.approx(1e-4)}
+    assert acc.transfers["to_host"] - before == 1 and acc.since(mark) == []
+
+
 def test_stage2_sample_video_on_accelerator(acc, tmp_path):
     """The training stage-2 sample video (float_core/train/stage2.py) on the device."""
     from float_core.train.stage2 import Stage2Config, sample_video
