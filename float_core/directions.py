@@ -46,6 +46,7 @@ Presets (:func:`preset_offsets`) turn the grouping into per-frame lambda offsets
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -265,7 +266,7 @@ def measure_directions(
     Returns:
         M :class:`DirectionInfo` in index order.
     """
-    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+    if isinstance(step, bool) or not (isinstance(step, numbers.Real) and math.isfinite(step) and step > 0):
         raise ValueError(f"step: must be a positive number of lambda units, got {step!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: must be a whole number >= 1, got {batch_size!r}")
@@ -351,7 +352,7 @@ def preset_offsets(
         raise ValueError(f"preset: expected one of {', '.join(repr(p) for p in PRESETS)}, got {name!r}")
     groups, default = _PRESETS[key]
     factor = default if strength is None else strength
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 0:
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not math.isfinite(factor) or factor < 0:
         raise ValueError(f"strength: must be a finite number >= 0 (the scale of the motion), got {strength!r}")
     lam = _host_array("lambdas", lambdas)
     src = _host_array("source_lambda", source_lambda)
