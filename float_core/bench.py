@@ -8,8 +8,9 @@ evaluation), decode per frame (the renderer's batches) and end to end (per secon
 -- it prints the work in GFLOP (``torch.utils.flop_counter.FlopCounterMode``: matmuls,
 convolutions, attention; elementwise glue counts zero), the time, the achieved GFLOP/s and
 the fraction of this machine's measured peak for that dtype (:func:`peak_gflops`: a short
-matmul and 3x3-convolution probe). Each (size, dtype) runs in a fresh subprocess so that its
-peak resident memory is its own.
+matmul and 3x3-convolution probe), plus the process CPU time of the timed call and the
+load average (on a shared machine wall time includes waiting for a core). Each (size, dtype)
+runs in a fresh subprocess so that its peak resident memory is its own.
 
 Weights are random and non-degenerate (every parameter perturbed, as in the reference
 fixtures) with the decoder's flow offsets scaled by :data:`FLOW_SCALE` (see
@@ -82,14 +83,18 @@ def count_gflop(fn: Callable[[], Any]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Best wall time of ``repeat`` calls (after the caller's warm-up) and the last result."""
-    best, out = float("inf"), None
+def _best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    """Best wall time of ``repeat`` calls (after the caller's warm-up), the process CPU time
+    (all threads, user + system) of that call, and the last result. On a shared machine the
+    CPU time is the steadier figure: waiting for a core counts in wall time only."""
+    best, cpu, out = float("inf"), float("nan"), None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        wall = time.perf_counter() - t0
+        if wall < best:
+            best, cpu = wall, time.process_time() - c0
+    return best, cpu, out
 
 
 def peak_gflops(dtype: torch.dtype, device: torch.device, quick: bool = False) -> dict[str, float]:
@@ -112,7 +117,7 @@ def peak_gflops(dtype: torch.dtype, device: torch.device, quick: bool = False) -
         results = {}
         for name, fn, flop in (("matmul", matmul, 2 * n ** 3), ("conv3x3", conv, 2 * 9 * channels ** 2 * res ** 2)):
             fn()
-            seconds, _ = _best_time(fn, 3)
+            seconds, _, _ = _best_time(fn, 3)
             results[name] = flop / seconds / 1e9
     results["peak"] = max(results.values())
     return results
@@ -155,19 +160,19 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
         audio = sync(lambda: pipe.model.audio_encoder(x)[0])
         emotion = sync(lambda: pipe.model.emotion_encoder(x)[0])
         source, feats, probs = encode(), audio(), emotion()  # warm-up
-        image_s, _ = _best_time(encode, repeat)
-        audio_s, _ = _best_time(audio, repeat)
-        emotion_s, _ = _best_time(emotion, repeat)
+        image_s, image_cpu, _ = _best_time(encode, repeat)
+        audio_s, audio_cpu, _ = _best_time(audio, repeat)
+        emotion_s, emotion_cpu, _ = _best_time(emotion, repeat)
     prepared = Prepared(source, DrivingAudio(wave, feats, probs))
     windows = int(np.ceil(prepared.num_frames / config.num_frames))
     sample = sync(lambda: pipe.sample_motion(prepared, nfe=10, seed=0))
-    sample_s, motion = _best_time(sample, 1)
+    sample_s, sample_cpu, motion = _best_time(sample, 1)
     one_window = Prepared(source, DrivingAudio(wave, feats[:config.num_frames], probs))
 
     n = min(frames, motion.shape[0])
     batch = min(8, n)
     next(pipe.render(prepared, motion[:batch], batch_size=batch))  # warm-up (allocator, weight folding)
-    decode_s, _ = _best_time(lambda: [None for _ in pipe.render(prepared, motion[:n], batch_size=batch)], 1)
+    decode_s, decode_cpu, _ = _best_time(lambda: [None for _ in pipe.render(prepared, motion[:n], batch_size=batch)], 1)
     per_frame = decode_s / n
     latents = source.identity_latent[None] + motion[:batch]
 
@@ -180,12 +185,15 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
     }
     times = {"image_encode": image_s, "audio_features": audio_s, "emotion": emotion_s,
              "fmt_window": sample_s / windows, "decode_frame": per_frame}
+    cpu = {"image_encode": image_cpu, "audio_features": audio_cpu, "emotion": emotion_cpu,
+           "fmt_window": sample_cpu / windows, "decode_frame": decode_cpu / n}
     num_frames = prepared.num_frames
     # End to end per second of audio: one portrait, this clip's features, windows and frames.
     total_gflop = (gflop["image_encode"] + gflop["audio_features"] + gflop["emotion"]
                    + windows * gflop["fmt_window"] + num_frames * gflop["decode_frame"])
     total_s = image_s + audio_s + emotion_s + sample_s + per_frame * num_frames
     gflop["end_to_end"], times["end_to_end"] = total_gflop / seconds, total_s / seconds
+    cpu["end_to_end"] = (image_cpu + audio_cpu + emotion_cpu + sample_cpu + cpu["decode_frame"] * num_frames) / seconds
     units = {"image_encode": "portrait", "audio_features": f"{seconds:g} s clip", "emotion": f"{seconds:g} s clip",
              "fmt_window": "window", "decode_frame": "frame", "end_to_end": "audio second"}
 
@@ -194,7 +202,7 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
     for name in ("image_encode", "audio_features", "emotion", "fmt_window", "decode_frame", "end_to_end"):
         rate = gflop[name] / times[name]
         stages.append({"stage": name, "unit": units[name], "gflop": gflop[name], "seconds": times[name],
-                       "gflops": rate, "fraction_of_peak": rate / peak["peak"]})
+                       "cpu_seconds": cpu[name], "gflops": rate, "fraction_of_peak": rate / peak["peak"]})
 
     error = {}
     if pipe.dtype != torch.float32:  # the low precision's image error against the fp32 decoder
@@ -208,6 +216,7 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
         "size": size, "dtype": str(pipe.dtype).replace("torch.", ""), "device": str(dev),
         "threads": torch.get_num_threads(), "audio_seconds": seconds, "frames": num_frames,
         "windows": windows, "build_s": build_s, "peak_gflops": peak, "stages": stages,
+        "load_average": os.getloadavg()[0],  # other processes' demand on the cores (shared machines)
         "decode_fps": 1.0 / per_frame, "total_s_per_audio_s": total_s / seconds,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **error,
     }
@@ -223,18 +232,19 @@ def frame_psnr(frames: Tensor, reference: Tensor) -> Tensor:
 def format_table(rows: list[dict]) -> str:
     """The stage table: one line per (size, dtype, stage), speed next to its fraction of peak."""
     head = (f"{'size':>8} {'dtype':>9} {'stage':>15} {'per':>13} {'GFLOP':>9} {'seconds':>9} "
-            f"{'GFLOP/s':>9} {'of peak':>8}")
+            f"{'GFLOP/s':>9} {'of peak':>8} {'CPU s':>9}")
     lines = [head]
     for row in rows:
         for s in row["stages"]:
             lines.append(f"{row['size']:>8} {row['dtype']:>9} {s['stage']:>15} {s['unit']:>13} {s['gflop']:9.2f} "
-                         f"{s['seconds']:9.4f} {s['gflops']:9.1f} {s['fraction_of_peak']:8.1%}")
+                         f"{s['seconds']:9.4f} {s['gflops']:9.1f} {s['fraction_of_peak']:8.1%} "
+                         f"{s['cpu_seconds']:9.4f}")
     for row in rows:
         p = row["peak_gflops"]
         lines.append(f"{row['size']}/{row['dtype']} on {row['device']} ({row['threads']} threads): peak probe "
                      f"matmul {p['matmul']:.1f}, conv3x3 {p['conv3x3']:.1f} GFLOP/s; decode {row['decode_fps']:.2f} "
                      f"frames/s; {row['total_s_per_audio_s']:.2f} s of compute per audio second; "
-                     f"peak RSS {row['peak_rss_gb']:.2f} GB")
+                     f"peak RSS {row['peak_rss_gb']:.2f} GB; load average {row['load_average']:.1f}")
         if "frame_psnr_min_db" in row:
             lines.append(f"{row['size']}/{row['dtype']} frames vs float32 decoder: min PSNR "
                          f"{row['frame_psnr_min_db']:.1f} dB, max abs {row['frame_max_abs_err']:.3g}")

@@ -22,7 +22,7 @@ def test_quick_bench_reports_every_stage(tmp_path, capsys):
     assert row["peak_gflops"]["peak"] == max(row["peak_gflops"]["matmul"], row["peak_gflops"]["conv3x3"]) > 0
     assert [s["stage"] for s in row["stages"]] == STAGES
     for s in row["stages"]:
-        for key in ("gflop", "seconds", "gflops", "fraction_of_peak"):
+        for key in ("gflop", "seconds", "cpu_seconds", "gflops", "fraction_of_peak"):
             assert s[key] > 0, (s["stage"], key)
         assert abs(s["gflops"] - s["gflop"] / s["seconds"]) <= 1e-9 * s["gflops"]
         assert abs(s["fraction_of_peak"] - s["gflops"] / row["peak_gflops"]["peak"]) <= 1e-12
