@@ -183,3 +183,42 @@ def test_stage2_sample_video_on_accelerator(acc, tmp_path):
     path = sample_video(model, config, tmp_path / "sample.mp4", acc.device)
     assert path is not None and path.stat().st_size > 0
     assert model.training  # restored after the inference view
+
+
+# ---------------------------------------------------------------------------- the app
+def test_app_handlers_on_accelerator(acc, cpu_pipe, dev_pipe, wave, tmp_path):
+    """float_studio.handlers (generate, preview, render with a time-varying edit and paste-back)
+    on the device: the same motion, lambdas, emotion and preview frame as on the CPU."""
+    import wave as wav
+
+    from float_core.config import SamplingConfig
+    from float_core.editing import EditCurve
+    from float_core.media.image import load_image
+    from float_studio import handlers
+    from float_studio.model import PipelineHolder
+    from float_studio.state import Session
+
+    image = load_image(IMAGE)
+    audio = tmp_path / "speech.wav"
+    with wav.open(str(audio), "wb") as f:  # the first second as 16-bit PCM, as an upload would be
+        f.setnchannels(1), f.setsampwidth(2), f.setframerate(16000)
+        f.writeframes((np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes())
+    sampling = SamplingConfig(nfe=1, seed=5, emotion="sad")
+    sliders = np.zeros(dev_pipe.config.motion_dim, np.float32)
+    sliders[1] = -0.7
+    edits = handlers.Edits(sliders, curves=(EditCurve(direction=0, kind="ramp", value=1.0, start=3, end=20),))
+    results = {}
+    for name, pipe in (("dev", dev_pipe), ("cpu", cpu_pipe)):
+        holder, session = PipelineHolder(lambda pipe=pipe: pipe), Session()
+        generation = list(handlers.generate(holder, session, image, str(audio), True, sampling))[-1]
+        results[name] = (generation, handlers.preview(holder, session, 7, edits, paste_back=True))
+        if name == "dev":
+            rendered = handlers.render_video(holder, session, edits, paste_back=True, batch_size=4)
+            assert Path(rendered.path).stat().st_size > 0 and rendered.warnings == []
+            assert "frames" in handlers.summary_markdown(rendered.generation, rendered.seconds, edited=True)
+        session.cleanup()
+    (dev_gen, dev_frame), (cpu_gen, cpu_frame) = results["dev"], results["cpu"]
+    assert torch.equal(dev_gen.motion, cpu_gen.motion)
+    np.testing.assert_array_equal(dev_gen.lambdas, cpu_gen.lambdas)
+    np.testing.assert_array_equal(dev_gen.emotion, cpu_gen.emotion)
+    np.testing.assert_array_equal(dev_frame, cpu_frame)
