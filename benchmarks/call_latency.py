@@ -103,23 +103,14 @@ def run_puppet(url: str, seconds: float, nfe: int) -> dict[str, Any]:
     for i in range(int(np.ceil(seconds / 4.0)) + 1):
         parts += [speech if i % 2 == 0 else speech[::-1].copy(), np.zeros(int(gaps[i % 6] * 16000), np.float32)]
     mic = SpeechTrack(np.concatenate(parts))
-    t_connect: dict[str, float] = {}
-    rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=seconds, crop=False, seed=0, nfe=nfe,
-                                 on_connected=lambda r: t_connect.setdefault("t", time.monotonic())))
+    rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=seconds, crop=False, seed=0, nfe=nfe))
     st = rec.status
     lag, r = heard_delay_ms(mic.played, rec.audio_wave, max_lag_s=min(seconds - 2, 20))
-    first = None
-    if rec.video_frames:
-        # the first received frame that differs from the placeholder (the portrait crop)
-        first_frame = rec.video_frames[0].astype(np.int16)
-        for i, f in enumerate(rec.video_frames):
-            if np.abs(f.astype(np.int16) - first_frame).mean() > 2:
-                first = i
-                break
     return {"latency_ms": st["latency_ms"], "latency_p90_ms": st["latency_p90_ms"], "delay_ms": st["delay_ms"],
             "heard_delay_ms": lag, "heard_corr": round(r, 2), "generated_fps": st["frames"]["fps"],
             "received_fps": round(rec.video_fps(), 1), "stalls": st["frames"]["stalls"],
-            "skipped": st["frames"]["skipped"], "shown": st["frames"]["shown"], "dropped_input_s": st["dropped_input_s"], "call_s": st["seconds"]}
+            "skipped": st["frames"]["skipped"], "shown": st["frames"]["shown"], "first_frame_s": st["first_frame_s"],
+            "dropped_input_s": st["dropped_input_s"], "call_s": st["seconds"]}
 
 
 def run_assistant(url: str, timeout: float, nfe: int) -> dict[str, Any]:

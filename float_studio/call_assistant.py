@@ -178,10 +178,6 @@ class Assistant:
         self.latest_turn = max(self.latest_turn, utterance.turn)
         self._queue.put(utterance)
 
-    def supersede(self, turn: int) -> None:
-        """Abandon answers to turns before ``turn`` (the caller started speaking again)."""
-        self.latest_turn = max(self.latest_turn, turn)
-
     def close(self, timeout: float = 5.0) -> None:
         self.latest_turn = 1 << 30
         self._queue.put(None)

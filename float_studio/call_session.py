@@ -329,12 +329,9 @@ class Call:
             self.feed.push(samples, arrived)
             return
         assert self.turns is not None and self.assistant is not None
-        was_speaking = self.turns.in_speech
         for wave, speech_end_at, _cut in self.turns.push(samples, arrived):
-            self._turn += 1
+            self._turn += 1  # a newer turn: an older answer still being prepared is dropped
             self.assistant.submit(Utterance(self._turn, wave, speech_end_at, time.monotonic()))
-        if self.turns.in_speech and not was_speaking:
-            self.assistant.supersede(self._turn + 1)  # a new turn: older answers in progress are moot
         if (self._answer_active is not None and self.turns.in_speech
                 and self.turns.voiced_run >= self.manager.barge_in_frames):
             self._barge_in()
@@ -463,6 +460,7 @@ class Call:
         return {
             "id": self.id, "mode": self.settings.mode, "state": self.state, "error": self.error,
             "seconds": round(now - self.created_at, 1),
+            "first_frame_s": round(s.first_frame_at - self.created_at, 2) if s.first_frame_at else None,
             "frames": {"generated": s.generated, "shown": s.shown, "stalls": s.stalls, "dropped": s.dropped,
                        "skipped": s.skipped,
                        "fps": round(s.shown / elapsed, 1) if elapsed > 1 else None},
@@ -527,13 +525,15 @@ class Call:
         self.manager._forget(self)
         self._closed.set_result(None)
 
-    def _join(self) -> None:
+    def _join(self, timeout: float = 60.0) -> None:
+        """Wait for the worker (it stops after the stream's current decode batch, which on a
+        slow CPU at 512 px can take several seconds) and the assistant thread."""
         if self._worker.is_alive():
-            self._worker.join(10.0)
+            self._worker.join(timeout)
         if self.assistant is not None:
             self.assistant.close()
         if self._worker.is_alive():
-            log.error("call %s: the stream worker did not stop within 10 s", self.id)
+            log.error("call %s: the stream worker did not stop within %g s", self.id, timeout)
 
     @property
     def threads_alive(self) -> bool:

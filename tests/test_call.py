@@ -93,7 +93,7 @@ def best_lag(sent: np.ndarray, got: np.ndarray, max_lag: int) -> tuple[int, floa
 def test_puppet_call_streams_video_and_the_voice_back(served, manager):
     url, _ = served
     mic = SpeechTrack.from_file(SPEECH, lead_s=1.0)
-    rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=8.0, crop=False, seed=0, nfe=4))
+    rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=9.0, crop=False, seed=0, nfe=4))
 
     assert rec.answer["type"] == "answer" and rec.answer["mode"] == "puppet"
     # Video at 25 fps made of generated frames. (Whether generation itself keeps up with real
@@ -107,12 +107,14 @@ def test_puppet_call_streams_video_and_the_voice_back(served, manager):
     assert np.abs(np.diff(late, axis=0)).mean() > 1.0, "the received frames do not change"
     # The voice comes back: the received audio follows the sent speech's envelope, delayed.
     sent, got = envelope(mic.played), envelope(rec.audio_wave)
-    lag, r = best_lag(sent, got, max_lag=250)
+    lag, r = best_lag(sent, got, max_lag=300)
     assert r > 0.6, (lag, r)
-    assert 5 <= lag <= 150, lag  # 0.1-3 s: through the stream's window and look-ahead
-    # Speech-in -> mouth-out latency is measured (server side) and plausible for the delay heard.
+    # Delayed by at least the tiny model's window (0.4 s) plus the features' look-ahead (0.4 s);
+    # how much more depends on the machine's load.
+    assert lag * 20 >= 700, lag
+    # Speech-in -> mouth-out latency is measured (server side) and agrees with the delay heard.
     assert rec.status["latency_ms"] is not None
-    assert abs(rec.status["latency_ms"] - lag * 20) < 400, (rec.status["latency_ms"], lag * 20)
+    assert abs(rec.status["latency_ms"] - lag * 20) < max(400, 0.25 * lag * 20), (rec.status["latency_ms"], lag * 20)
     events = [e["type"] for e in rec.events]
     assert "stats" in events and {"type": "state", "state": "connected"} in rec.events
 
