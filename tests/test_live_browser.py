@@ -33,14 +33,19 @@ LONG_TEXT = ("This portrait is speaking while its video is still being generated
              "so you see the first words long before the last ones have been made.")
 
 
-def test_live_video_plays_before_generation_finishes(page, app_url):  # noqa: F811 - fixtures
-    page.goto(app_url)
+def start_live(page, url: str, text: str) -> None:
+    """Open the Live tab, add the example portrait, type ``text`` and press Start."""
+    page.goto(url)
     page.wait_for_selector("#float-status p", timeout=30_000)
     page.get_by_role("tab", name="Live").click()
     page.locator("#live-portrait input[type=file]").set_input_files(str(EXAMPLES / "portrait_astronaut.png"))
     page.wait_for_selector("#live-portrait img", timeout=30_000)
-    page.locator("#live-text textarea").fill(LONG_TEXT)
+    page.locator("#live-text textarea").fill(text)
     page.click("#live-start")
+
+
+def test_live_video_plays_before_generation_finishes(page, app_url):  # noqa: F811 - fixtures
+    start_live(page, app_url, LONG_TEXT)
 
     # Poll the player and the stats together: the video must be playing (time advancing) while
     # the stats still say the stream is running.
@@ -71,13 +76,7 @@ def test_live_video_plays_before_generation_finishes(page, app_url):  # noqa: F8
 
 
 def test_live_stop_ends_the_stream(page, app_url):  # noqa: F811 - fixtures
-    page.goto(app_url)
-    page.wait_for_selector("#float-status p", timeout=30_000)
-    page.get_by_role("tab", name="Live").click()
-    page.locator("#live-portrait input[type=file]").set_input_files(str(EXAMPLES / "portrait_astronaut.png"))
-    page.wait_for_selector("#live-portrait img", timeout=30_000)
-    page.locator("#live-text textarea").fill(LONG_TEXT * 3)
-    page.click("#live-start")
+    start_live(page, app_url, LONG_TEXT * 3)
     page.wait_for_function("document.querySelector('#live-stats')?.innerText.includes('streaming')",
                            timeout=180_000)
     page.click("#live-stop")
