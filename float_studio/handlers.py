@@ -83,17 +83,14 @@ def crop_preview(image: np.ndarray | None, crop: bool, size: int, face: int = 0,
     return CropPreview(draw_crop_preview(photo, result.box), result.image, note, labels)
 
 
-def _source_key(image: np.ndarray, crop: bool, face: int, crop_scale: float | None) -> str:
-    return f"{image_key(image)}:{int(bool(crop))}:{int(face or 0)}:{crop_scale}"
-
-
 def prepare_source(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, crop: bool,
                    face: int = 0, crop_scale: float | None = None,
                    progress: ProgressCallback = silent) -> tuple[str, "SourceImage"]:
     """The portrait analysis on the device, from the session's cache when the same inputs were seen."""
     if image is None:
         raise ValueError("Please add a portrait image first (upload, webcam or paste).")
-    key = _source_key(image, crop, face, crop_scale)
+    content = image_key(image)
+    key = f"{content}:{int(bool(crop))}:{int(face or 0)}:{crop_scale}"
 
     def compute() -> "SourceImage":
         progress("portrait", 0, 1)
@@ -101,7 +98,7 @@ def prepare_source(pipe: "FloatPipeline", sess: Session, image: np.ndarray | Non
         progress("portrait", 1, 1)
         return out
 
-    return key, cached(sess.cache, ("source", key), pipe.device, compute)
+    return key, cached(sess.cache, ("source", key), pipe.device, compute, content)
 
 
 # ---------------------------------------------------------------------------- speech
@@ -124,7 +121,8 @@ def analyse_speech(pipe: "FloatPipeline", sess: Session, audio_path: str | None,
         ValueError: no audio, an expired upload, unreadable or too-long audio.
     """
     limit = max_audio_seconds()
-    key = f"{file_key(_check_audio(audio_path))}:{limit}"
+    content = file_key(_check_audio(audio_path))
+    key = f"{content}:{limit}"
 
     def compute() -> "DrivingAudio":
         progress("speech", 0, 1)
@@ -132,7 +130,7 @@ def analyse_speech(pipe: "FloatPipeline", sess: Session, audio_path: str | None,
         progress("speech", 1, 1)
         return speech
 
-    speech = cached(sess.cache, ("speech", key), pipe.device, compute)
+    speech = cached(sess.cache, ("speech", key), pipe.device, compute, content)
     sess.speech_key, sess.speech = key, speech
     return key, speech
 

@@ -376,11 +376,42 @@ def file_key(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def cached(cache: LRUCache, key: Hashable, device: Any, compute: Callable[[], Any]) -> Any:
-    """``cache[key]`` on ``device``, computing and storing it first when absent."""
+class SharedExamples:
+    """Analyses of the shipped example files, computed once per process and shared read-only.
+
+    Only contents registered with :meth:`register` (the gallery's files, by content hash) are
+    shared; an analysis is an immutable value of the example alone, so sharing it leaks
+    nothing between users. Everything else stays per session.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.cache = LRUCache(max_bytes)
+        self.contents: set[str] = set()
+
+    def register(self, content: str) -> None:
+        """Share the analyses of the image or file whose content key is ``content``."""
+        self.contents.add(content)
+
+
+#: The process's shared example analyses (filled by the app's gallery).
+EXAMPLES = SharedExamples()
+
+
+def cached(cache: LRUCache, key: Hashable, device: Any, compute: Callable[[], Any],
+           content: str | None = None) -> Any:
+    """``cache[key]`` on ``device``, computing and storing it first when absent.
+
+    When ``content`` is a registered example (:data:`EXAMPLES`), the value is taken from, or
+    computed once into, the shared example cache (and referenced, not copied, by ``cache``).
+    """
     value = cache.get(key, device)
     if value is None:
-        value = compute()
+        shared = EXAMPLES.cache if content is not None and content in EXAMPLES.contents else None
+        value = shared.get(key, device) if shared is not None else None
+        if value is None:
+            value = compute()
+            if shared is not None:
+                value = to_device(shared.put(key, value), device)
         cache.put(key, value)
     return value
 

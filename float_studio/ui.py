@@ -86,9 +86,19 @@ def ui_errors(fn: F) -> F:
 
 
 def gallery() -> tuple[list[list[str]], list[list[str]]]:
-    """The example portraits and voices under examples/ (see examples/README.md), when present."""
-    portraits = sorted(str(p) for p in EXAMPLES.glob("portrait_*.png"))
+    """The example portraits and voices under examples/ (see examples/README.md), when present.
+
+    Their analyses are shared by all sessions (:data:`float_studio.state.EXAMPLES`): the
+    first visitor who picks an example computes it, everyone after gets it from the cache.
+    """
+    from float_core.media.image import load_image
+
+    portraits = sorted(str(p) for p in EXAMPLES.glob("portrait_*") if p.suffix in (".png", ".jpg"))
     voices = sorted(str(p) for p in EXAMPLES.glob("*.wav"))
+    for path in portraits:
+        st.EXAMPLES.register(st.image_key(load_image(path)))
+    for path in voices:
+        st.EXAMPLES.register(st.file_key(path))
     return [[p] for p in portraits], [[v] for v in voices]
 
 
