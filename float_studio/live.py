@@ -212,9 +212,10 @@ def write_segment(path: Path, frames: list[np.ndarray], audio: list[np.ndarray])
     """One H.264/AAC MP4 segment of the stream (complete when this returns)."""
     from float_core.media.video import VideoWriter
 
-    with VideoWriter(path, fps=25, audio=(np.concatenate(audio), RATE), preset="veryfast") as writer:
-        for batch in frames:
-            writer.write(batch)
+    # Audio passed with the frames (not up front): an idle segment's silence is expected here.
+    with VideoWriter(path, fps=25, audio_rate=RATE, preset="veryfast") as writer:
+        for batch, samples in zip(frames, audio):
+            writer.write(batch, audio=samples)
     return path
 
 

@@ -1,0 +1,84 @@
+"""The Live tab's engine side (float_studio.live) without a browser: segments, stats, microphone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from float_core.config import SamplingConfig
+from float_core.media.audio import load_audio
+from float_core.media.image import load_image
+from float_core.media.video import probe_video
+from float_core.pipeline import FloatPipeline
+from float_studio.live import LiveSession, run_live
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pipe() -> FloatPipeline:
+    return FloatPipeline.tiny_random()
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    return load_image(ROOT / "examples" / "portrait_astronaut.png")
+
+
+def test_known_speech_becomes_segments_with_every_frame(pipe, portrait, tmp_path) -> None:
+    session = LiveSession()
+    seen = []
+    for segment, stats in run_live(pipe, portrait, str(ROOT / "examples" / "arctic_a0007.wav"),
+                                   SamplingConfig(seed=0, nfe=1), session):
+        if segment is not None:
+            info = probe_video(segment)  # read now: segments are removed two segments later
+            assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+            seen.append(info["frames"])
+        last = stats
+    assert seen[0] < 25 and sum(seen) == 100  # a short first segment, then about a second each
+    assert last.state == "done" and last.frames == 100 and last.first_frame is not None
+    assert "time to first frame" in last.markdown() and "real-time factor" in last.markdown()
+    session.cleanup()
+
+
+def test_microphone_chunks_drive_a_live_stream_until_recording_stops(pipe, portrait) -> None:
+    session = LiveSession()
+    session.mic_state = "waiting"
+    speech = load_audio(ROOT / "examples" / "arctic_a0007.wav", target_rate=48000)[:2 * 48000]
+
+    def record() -> None:  # 48 kHz int16 stereo blocks of 0.25 s, at real time, as the browser sends
+        time.sleep(0.5)
+        for start in range(0, speech.size, 12000):
+            block = (speech[start:start + 12000] * 32767).astype(np.int16)
+            session.push_mic(48000, np.stack([block, block], axis=1))
+            time.sleep(0.25)
+        session.mic_state = "done"
+
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
+    frames = 0
+    for segment, stats in run_live(pipe, portrait, session.mic_chunks(), SamplingConfig(seed=0, nfe=1),
+                                   session, live=True):
+        if segment is not None:
+            frames += probe_video(segment)["frames"]
+    recorder.join(10)
+    assert stats.state == "done"
+    assert frames == stats.frames >= 50  # 2 s of speech (plus idle frames for the wait before it)
+    session.cleanup()
+
+
+def test_stop_ends_a_stream_that_would_run_forever(pipe, portrait) -> None:
+    session = LiveSession()
+    session.mic_state = "waiting"  # nobody speaks: idle frames from the clock, forever
+    states = []
+    for segment, stats in run_live(pipe, portrait, session.mic_chunks(), SamplingConfig(seed=0, nfe=1),
+                                   session, live=True):
+        states.append(stats.state)
+        if segment is not None and not session.stop.is_set():
+            threading.Timer(0.2, session.halt).start()  # the Stop button, from another thread
+    assert states[-1] == "stopped"
+    session.cleanup()
