@@ -42,23 +42,37 @@ def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
     return predicate()
 
 
-@pytest.fixture(scope="module")
-def served():
-    """(url, CallManager) of the whole app served on 127.0.0.1 with the tiny model."""
-    import app
-    from float_core.pipeline import FloatPipeline
-    from float_studio import server
-    from float_studio.call import call_manager
-    from float_studio.model import PipelineHolder
+_SERVED: dict = {}
 
-    pipe = FloatPipeline.from_pretrained("tiny-random", device="cpu")
-    holder = PipelineHolder(lambda: pipe)
-    demo = app.build_demo(holder)
-    _, url, _ = server.launch(demo, holder, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    manager = call_manager(demo.app)
-    yield url, manager
-    manager.close_all()
-    demo.close()
+
+@pytest.fixture(scope="module")
+def served(request):
+    """(url, CallManager) of the whole app served on 127.0.0.1 with the tiny model.
+
+    Launched once per test session and shared by every test_call*.py module (they import
+    this fixture); stopped when the session ends.
+    """
+    if not _SERVED:
+        import app
+        from float_core.pipeline import FloatPipeline
+        from float_studio import server
+        from float_studio.call import call_manager
+        from float_studio.model import PipelineHolder
+
+        pipe = FloatPipeline.from_pretrained("tiny-random", device="cpu")
+        holder = PipelineHolder(lambda: pipe)
+        demo = app.build_demo(holder)
+        _, url, _ = server.launch(demo, holder, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        manager = call_manager(demo.app)
+
+        def stop() -> None:
+            manager.close_all()
+            demo.close()
+            _SERVED.clear()
+
+        request.config.add_cleanup(stop)
+        _SERVED.update(url=url, manager=manager)
+    return _SERVED["url"], _SERVED["manager"]
 
 
 @pytest.fixture()
@@ -69,6 +83,14 @@ def manager(served):
     yield mgr
     mgr.max_calls, mgr.idle_timeout_s, mgr.services_config = defaults
     assert wait_until(lambda: not mgr.calls and not _call_threads(), 15), (mgr.calls, _call_threads())
+    # ... and no task of a call (mic reader, watchdog, stats, aiortc's own) left on the media loop
+    assert wait_until(lambda: not _media_tasks(mgr), 10), _media_tasks(mgr)
+
+
+def _media_tasks(mgr) -> list[str]:
+    if mgr._loop is None:
+        return []
+    return [repr(t.get_coro()) for t in asyncio.all_tasks(mgr._loop) if not t.done()]
 
 
 def envelope(wave: np.ndarray, hop: int = 320) -> np.ndarray:
