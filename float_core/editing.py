@@ -99,7 +99,8 @@ class EditCurve:
     """A lambda offset of one motion direction over the frames of a clip.
 
     Frames are video frames (25 per second), 0-based; ranges are [start, end) with ``end``
-    None meaning the end of the clip. Kinds:
+    None meaning the end of the clip; a range running past the clip is cut at its end (a
+    ramp keeps its slope). Kinds:
 
     - "constant": ``value`` on [start, end), 0 elsewhere (defaults: the whole clip).
     - "ramp": 0 at ``start``, rising linearly to ``value`` at frame ``end - 1``, then held at
@@ -161,7 +162,9 @@ class EditCurve:
                              f"only {num_frames} frames (0-{num_frames - 1})")
         inside = (t >= self.start) & (t < end)
         if self.kind == "ramp":
-            span = max(end - 1 - self.start, 1)
+            span = end - 1 - self.start  # frames from 0 to the full value
+            if span == 0:  # a one-frame ramp is a step
+                return np.where(t >= self.start, self.value, 0.0)
             return self.value * np.clip((t - self.start) / span, 0.0, 1.0)
         out = np.where(inside, self.value, 0.0)
         if self.kind == "pulse" and self.edge:

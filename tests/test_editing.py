@@ -90,6 +90,13 @@ def test_curve_kinds_known_values():
     np.testing.assert_allclose(out[:, 4], 0)
 
 
+def test_short_and_overlong_ramps():
+    np.testing.assert_allclose(compile_edits([EditCurve(0, "ramp", 2.0, start=3, end=4)], 6, 1)[:, 0],
+                               [0, 0, 0, 2, 2, 2])  # one frame: a step
+    np.testing.assert_allclose(compile_edits([EditCurve(0, "ramp", 4.0, start=1, end=10)], 5, 1)[:, 0],
+                               [0, 0, 0.5, 1.0, 1.5])  # cut at the clip's end, same slope
+
+
 def test_pulse_with_soft_edges():
     v = compile_edits([EditCurve(0, "pulse", 2.0, start=10, end=30, edge=4)], 40, 1)[:, 0]
     assert (v[:10] == 0).all() and (v[30:] == 0).all()
