@@ -279,3 +279,19 @@ def test_on_a_simulated_accelerator(pipe, source):
     for a, b in zip(info, expected):
         assert dict(a.shares) == pytest.approx(dict(b.shares), abs=1e-5)
     assert isinstance(offsets, np.ndarray) and offsets.shape == (5, 20)
+
+
+def test_lips_only_on_the_tiny_pipeline(pipe, source):
+    """With the pipeline's own basis and description: the edited motion's head and eye
+    coefficients equal the source's in every frame."""
+    info = pipe.describe_directions(source)
+    info = [dataclasses.replace(d, group="head") if d.index in (0, 1) else d for d in info]  # both kinds present
+    motion = source.source_motion + 0.5 * torch.randn(12, pipe.config.style_dim, generator=torch.Generator().manual_seed(2))
+    lam = pipe.motion_lambda(motion)
+    offsets = preset_offsets("lips only", lam, source.source_lambda, info)
+    edited = pipe.motion_lambda(apply_lambda_offsets(motion, pipe.basis, torch.from_numpy(offsets)))
+    held = [d.index for d in info if d.group in ("head", "eyes")]
+    free = [d.index for d in info if d.group not in ("head", "eyes")]
+    assert held and free
+    assert torch.allclose(edited[:, held], source.source_lambda[held].expand(12, -1), atol=1e-5)
+    assert torch.allclose(edited[:, free], lam[:, free], atol=1e-5)
