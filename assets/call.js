@@ -52,7 +52,7 @@
       ui.fps.textContent = `${f.fps ?? "-"} fps, ${f.shown ?? 0} shown, ${f.stalls ?? 0} late`;
       if (ev.latency_ms != null) ui.latency.textContent = `${ev.latency_ms} ms (speech in → mouth out)`;
       else if (ev.delay_ms != null) ui.latency.textContent = `${ev.delay_ms} ms (your audio in → its frame out)`;
-      ui.speaking.textContent = ev.speaking ? "🗣️ speaking" : "😌 idle";
+      ui.speaking.textContent = ev.speaking ? "Speaking" : "Idle";
     }
   }
 

@@ -82,7 +82,7 @@ def build_call_tab(holder: Any) -> None:
                                 sources=["upload", "webcam", "clipboard"])
             mode = gr.Radio([("Puppet (my voice drives it)", "puppet"), ("Assistant (talk with it)", "assistant")],
                             value="puppet", label="Mode", elem_id="float-call-mode")
-            with gr.Accordion("Settings", open=False):
+            with gr.Accordion("Settings", open=False, elem_id="float-call-settings"):
                 name = gr.Textbox("Ava", label="Portrait's name", max_length=60, elem_id="float-call-name")
                 prompt = gr.Textbox(DEFAULT_SYSTEM_PROMPT, label="System prompt", lines=3, max_length=4000,
                                     info="The chat model's instructions; {name} becomes the name.")
