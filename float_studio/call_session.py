@@ -547,7 +547,8 @@ class CallManager:
 
     Args:
         holder: the app's ``PipelineHolder`` (the shared, read-only pipeline).
-        max_calls: concurrent calls (default ``FLOAT_MAX_CALLS`` or 2).
+        max_calls: concurrent calls (default ``FLOAT_MAX_CALLS`` or 1: one call already takes a
+            2-core CPU; raise it on a GPU).
         ice_servers: STUN/TURN servers (default :func:`ice_servers_from_env`).
         idle_timeout_s: hang up after this long without caller audio (``FLOAT_CALL_TIMEOUT``, 15).
         max_lag_s: puppet mode: backlog of caller audio beyond which the oldest is dropped
@@ -559,7 +560,7 @@ class CallManager:
                  idle_timeout_s: float | None = None, max_lag_s: float | None = None,
                  services_config: services.ServiceConfig | None = None) -> None:
         self.holder = holder
-        self.max_calls = int(max_calls if max_calls is not None else _env_float("FLOAT_MAX_CALLS", 2))
+        self.max_calls = int(max_calls if max_calls is not None else _env_float("FLOAT_MAX_CALLS", 1))
         if self.max_calls < 1:
             raise ValueError(f"FLOAT_MAX_CALLS must be >= 1, got {self.max_calls}")
         self.ice_servers = ice_servers if ice_servers is not None else ice_servers_from_env()

@@ -268,3 +268,32 @@ def test_a_dropped_peer_frees_the_call(served, manager):
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     assert wait_until(lambda: call_id not in manager.calls, 10)
+
+
+@pytest.mark.xfail(reason="engine bug: float_core.models.conditions._record_layer_outputs registers its "
+                          "forward hooks on the shared wav2vec2 layers, so two streams encoding audio at "
+                          "the same time record each other's layers ('an encoder layer was skipped "
+                          "(LayerDrop)'); fix: record only in the thread that entered", strict=False)
+def test_two_calls_are_isolated(served, manager):
+    """Two callers at once: each gets its own stream; one hanging up leaves the other going."""
+    url, _ = served
+    manager.max_calls = 2
+    marks: dict[str, float] = {}
+
+    async def scenario():
+        short = place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=2.0, crop=False, nfe=2)
+        long = place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=5.0, crop=False, nfe=2,
+                          until=lambda r: "short" in marks and len(manager.calls) == 1
+                          and r.video_times and r.video_times[-1] > marks["short"] + 1.5)
+        a = asyncio.ensure_future(short)
+        b = asyncio.ensure_future(long)
+        first = await a
+        marks["short"] = time.monotonic()
+        return first, await b
+
+    first, second = asyncio.run(scenario())
+    assert first.answer["id"] != second.answer["id"]
+    assert "state" in first.status and "state" in second.status, (first.events[-2:], second.events[-2:])
+    assert first.status["state"] == second.status["state"] == "connected"
+    assert first.status["frames"]["generated"] > 0 and second.status["frames"]["generated"] > 0
+    assert second.video_times[-1] > marks["short"] + 1.5  # still receiving after the first hung up
