@@ -180,6 +180,20 @@ def test_bad_offers_get_a_clear_error_and_leave_nothing_running(served, manager,
     assert message in body["error"], body
 
 
+def test_a_portrait_without_a_face(served, manager):
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 200), (255, 255, 255)).save(buf, format="PNG")
+    blank = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    url, _ = served
+    code, body = asyncio.run(post_offer(url, _offer_body(portrait=blank, crop=True)))
+    assert code == 422 and body["error"].startswith("portrait:") and "face" in body["error"], body
+
+
 def test_body_that_is_not_json(served, manager):
     url, _ = served
     r = httpx.post(url + "call/offer", content=b"{nope", headers={"content-type": "application/json"})
