@@ -54,7 +54,7 @@ def most_active_directions(lambdas: np.ndarray, k: int = 5) -> list[int]:
 
 # ---------------------------------------------------------------------------- directions
 #: Direction groups in the order the sliders show them, with their headings.
-GROUP_TITLES: dict[str, str] = {"mouth": "👄 Mouth", "eyes": "👁 Eyes", "head": "🙂 Head", "other": "✳ Other"}
+GROUP_TITLES: dict[str, str] = {"mouth": "Mouth", "eyes": "Eyes", "head": "Head", "other": "Other"}
 
 
 def direction_label(info: Any | None, index: int) -> str:

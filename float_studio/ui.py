@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -102,8 +103,24 @@ def gallery() -> tuple[list[list[str]], list[list[str]]]:
     return [[p] for p in portraits], [[v] for v in voices]
 
 
+#: Shortest interval between two progress-bar updates sent to the browser (seconds).
+PROGRESS_INTERVAL = 0.25
+
+
 def _bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
-    return fraction_callback(lambda f, d: progress(f, desc=d), spans)
+    """One ``gr.Progress`` bar over the stages in ``spans``, updated at most every
+    :data:`PROGRESS_INTERVAL` seconds (the engine reports every vector-field evaluation:
+    hundreds per second on a small model, more than a page should re-render). Stop is
+    checked at every report regardless (:func:`float_studio.state.cancellable`)."""
+    last = [0.0]
+
+    def report(fraction: float, desc: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_INTERVAL or fraction >= 1.0:
+            last[0] = now
+            progress(fraction, desc=desc)
+
+    return fraction_callback(report, spans)
 
 
 def _edits(preset: str | None, curves: list[dict] | None, values: tuple[Any, ...], num_dirs: int) -> h.Edits:
@@ -178,17 +195,18 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
                               info="How closely lips and head follow the speech; higher is more pronounced.")
             with gr.Row():
                 nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
-                                info="Vector-field evaluations per window: more is smoother and slower.")
+                                info="Vector-field evaluations per window: more is smoother and slower.",
+                                elem_id="float-nfe")
                 solver = gr.Radio(list(st.SOLVER_CHOICES), value=st.DEFAULTS.solver, label="ODE solver",
-                                  info="midpoint and rk4 evaluate 2 and 4 times per step.")
+                                  info="midpoint and rk4 evaluate 2 and 4 times per step.", elem_id="float-solver")
             with gr.Row(equal_height=True):
                 seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",
                                  info="Same seed and settings, same motion; -1 draws one (written back here).",
                                  scale=4, elem_id="float-seed")
-                randomize = gr.Button("🎲 Randomize", size="sm", scale=1, elem_id="float-randomize")
+                randomize = gr.Button("Randomize", size="sm", scale=1, elem_id="float-randomize")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="float-generate", scale=3)
-                stop = gr.Button("⏹ Stop", variant="stop", elem_id="float-stop", scale=1)
+                stop = gr.Button("Stop", variant="stop", elem_id="float-stop", scale=1)
             video = gr.Video(label="Talking portrait", height=380, autoplay=True, interactive=False,
                              buttons=["download"], elem_id="float-video")
             summary = gr.Markdown(label="Summary", elem_id="float-summary")
@@ -209,7 +227,7 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
             with gr.Row():
                 reset = gr.Button("Reset edits", size="sm", elem_id="float-reset")
                 apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id="float-apply")
-                stop_apply = gr.Button("⏹ Stop", variant="stop", size="sm", elem_id="float-stop-apply")
+                stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id="float-stop-apply")
         with gr.Column(scale=6):
             lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id="float-lambda-plot")
     with gr.Row(elem_id="float-presets"):
@@ -218,16 +236,20 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
                           for name in h.PRESET_NAMES]
         no_preset = gr.Button("No preset", size="sm", elem_id="float-preset-none")
     # The sliders stay in index order in the page (the API takes the offsets in that order);
-    # CSS `order` classes set after the directions are measured show them grouped, each group
-    # after its heading.
+    # CSS `order` classes on their cells, set after the directions are measured, show them
+    # grouped, each group after its heading. (Each slider has its own Column: Gradio puts
+    # neighbouring sliders into one form box, which could not be reordered.)
     with gr.Row(elem_classes="float-lambda-sliders", elem_id="float-lambda-sliders"):
         headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
                                 elem_id=f"float-group-{group}")
                     for group, title in plots.GROUP_TITLES.items()]
-        sliders = [gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
-                             info=plots.direction_tooltip(None), interactive=False, min_width=160,
-                             elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"])
-                   for m in range(num_dirs)]
+        cells, sliders = [], []
+        for m in range(num_dirs):
+            with gr.Column(min_width=170, elem_classes=["float-lambda-cell"], elem_id=f"float-cell-{m + 1}") as cell:
+                sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
+                                         info=plots.direction_tooltip(None), interactive=False,
+                                         elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"]))
+            cells.append(cell)
     with gr.Accordion("Edits over time (curves)", open=False, elem_id="float-curves"):
         with gr.Row():
             curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(num_dirs)], value=1,
@@ -248,22 +270,25 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         return holder.get().config.fps
 
     def slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
-        """Ranges from the motion; labels, notes and group order from the measured directions."""
-        ranges = plots.slider_ranges(gen.lambdas)
-        order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))} if gen.directions else {}
-        groups = list(plots.GROUP_TITLES)
+        """Ranges from the motion; labels and notes from the measured directions."""
         out = []
-        for m, r in enumerate(ranges):
+        for m, r in enumerate(plots.slider_ranges(gen.lambdas)):
             info = gen.directions[m] if gen.directions else None
             extra: dict[str, Any] = dict(value=0) if reset else {}
             if info is not None:
-                # CSS order: after the headings of its own and the earlier groups (see heading_updates).
-                position = order[m] + groups.index(info.group) + 1
-                extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info),
-                             elem_classes=["float-lambda", f"float-group-{info.group}", f"float-order-{position}"])
+                extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info))
             out.append(gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, interactive=True,
                                  **extra))
         return out
+
+    def cell_updates(gen: st.Generation) -> list[Any]:
+        """Each slider cell's group and CSS order: after the headings of its own and the earlier
+        groups (see heading_updates)."""
+        order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))}
+        groups = list(plots.GROUP_TITLES)
+        return [gr.update(elem_classes=["float-lambda-cell", f"float-group-{d.group}",
+                                        f"float-order-{order[m] + groups.index(d.group) + 1}"])
+                for m, d in enumerate(gen.directions)]
 
     def heading_updates(gen: st.Generation) -> list[Any]:
         """Group headings with their counts; heading i sits before its group's sliders."""
@@ -344,9 +369,9 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         """Measure what each direction moves in this portrait; label and group the sliders."""
         gen = h.describe_directions(holder, sess, _bar(progress, {"directions": (0.0, 1.0)}))
         if gen is None:
-            return (*[gr.skip()] * num_dirs, *[gr.skip()] * len(headings), gr.skip(), gr.skip())
+            return (*[gr.skip()] * (2 * num_dirs + len(headings) + 2),)
         choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
-        return (*slider_updates(gen), *heading_updates(gen), gr.update(choices=choices),
+        return (*slider_updates(gen), *cell_updates(gen), *heading_updates(gen), gr.update(choices=choices),
                 plots.lambda_figure(gen.lambdas, pipe_fps(), 0, directions=gen.directions))
 
     @gpu(duration=20)
@@ -431,10 +456,11 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         on_generate,
         [session, portrait, audio, crop, paste_back, a_cfg, e_cfg, nfe, solver, emotion, seed, face, crop_scale],
         [video, summary, seed, session, frame, preview, lambda_plot, emotion_plot, timeline_plot, *sliders],
-        api_name="generate", concurrency_limit=1, concurrency_id="render",
+        api_name="generate", concurrency_limit=1, concurrency_id="render", show_progress_on=[video],
     )
     describe_event = generate_event.success(
-        on_describe, [session], [*sliders, *headings, curve_dir, lambda_plot], api_name="describe_directions",
+        on_describe, [session], [*sliders, *cells, *headings, curve_dir, lambda_plot],
+        api_name="describe_directions",
         concurrency_limit=1, concurrency_id="render", show_progress="minimal")
     edit_inputs = [session, preset, curves]
     gr.on([s.input for s in sliders] + [frame.input], on_preview, [*edit_inputs, frame, paste_back, *sliders],
@@ -464,7 +490,8 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     reset.click(on_reset, None, [preset, curves, curve_list, preset_note, *sliders], api_visibility="private",
                 show_progress="hidden").then(**after_edit).then(**plot_after)
     apply_event = apply.click(on_apply, [*edit_inputs, paste_back, *sliders], [video, summary, session],
-                              api_name="apply_edits", concurrency_limit=1, concurrency_id="render")
+                              api_name="apply_edits", concurrency_limit=1, concurrency_id="render",
+                              show_progress_on=[video])
     for button in (stop, stop_apply):
         button.click(on_stop, [session], None, cancels=[generate_event, describe_event, apply_event, analyze_event],
                      queue=False, api_visibility="private")

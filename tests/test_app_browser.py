@@ -3,7 +3,8 @@
 Uses the system Chromium through ``executable_path`` (Debian package ``chromium``, at
 /usr/bin/chromium; ``FLOAT_CHROMIUM`` overrides the path) and never downloads a browser.
 Without one the test skips, unless ``FLOAT_REQUIRE_BROWSER=1`` (CI), where it fails.
-Screenshots are kept under ``test-artifacts/browser/`` (git-ignored).
+Screenshots are kept under ``test-artifacts/browser/`` (git-ignored); ``FLOAT_SCREENSHOT=path.png``
+also saves the Studio tab after a generation with grouped sliders there (the README's image).
 
 The app runs on the tiny random model (``FLOAT_TEST_MODEL=tiny-random``, 64x64 frames).
 """
@@ -55,17 +56,37 @@ def browser():
         b.close()
 
 
+class RenderCounter:
+    """Counts FloatPipeline.render calls (a stopped generation must not reach rendering)."""
+
+    def __init__(self, pipe):
+        self.calls = 0
+        render = pipe.render
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return render(*args, **kwargs)
+
+        pipe.render = counted
+
+
 @pytest.fixture(scope="module")
-def app_url():
+def served():
     import app
-    from float_studio import state as st
     from float_core.pipeline import FloatPipeline
+    from float_studio.model import PipelineHolder
 
     pipe = FloatPipeline.from_pretrained("tiny-random", device="cpu")
-    demo = app.build_demo(st.PipelineHolder(lambda: pipe))
+    renders = RenderCounter(pipe)
+    demo = app.build_demo(PipelineHolder(lambda: pipe))
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.launch_kwargs())
-    yield demo.local_url
+    yield demo.local_url, renders
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(served):
+    return served[0]
 
 
 @pytest.fixture()
@@ -96,8 +117,9 @@ def test_upload_examples_generate_and_drag_a_lambda_slider(page, app_url):
     page.locator("#float-speech input[type=file]").set_input_files(str(EXAMPLES / "arctic_a0007.wav"))
     # the emotion plot appears as soon as the speech is analysed, before any sampling
     page.wait_for_selector("#float-emotion-plot .js-plotly-plot", timeout=60_000)
-    assert page.locator("#float-emotion-plot .js-plotly-plot .bars .point").count() == 7
-    assert "from the speech" in page.inner_text("#float-emotion-plot")
+    # two bars per emotion: heard in the speech, used for sampling (the same mixture for "auto")
+    assert page.locator("#float-emotion-plot .js-plotly-plot .bars .point").count() == 14
+    assert "auto, soft probabilities" in page.inner_text("#float-emotion-plot")
     _shot(page, "01-inputs-analysed.png")
 
     page.click("#float-generate")
@@ -127,4 +149,99 @@ def test_upload_examples_generate_and_drag_a_lambda_slider(page, app_url):
     page.wait_for_timeout(500)  # let the λ plot redraw with the dashed edited trace
     _shot(page, "03-lambda-edited.png")
     assert not page.locator(".toast-body.error").count(), page.inner_text("body")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def _upload_and_generate(page, app_url: str) -> None:
+    page.goto(app_url)
+    page.wait_for_selector("#float-status p", timeout=30_000)
+    page.locator("#float-portrait input[type=file]").set_input_files(str(EXAMPLES / "portrait_astronaut.png"))
+    page.wait_for_selector("#float-crop img", timeout=60_000)
+    page.locator("#float-speech input[type=file]").set_input_files(str(EXAMPLES / "arctic_a0007.wav"))
+    page.wait_for_selector("#float-emotion-timeline .js-plotly-plot", timeout=60_000)
+    page.click("#float-generate")
+    page.wait_for_selector("#float-video video[src*='.mp4']", timeout=120_000)
+
+
+def _tops(page, selector: str) -> list[float]:
+    return page.eval_on_selector_all(selector, "els => els.map(e => e.getBoundingClientRect().top)")
+
+
+def test_emotion_timeline_grouped_sliders_and_a_preset(page, app_url):
+    _upload_and_generate(page, app_url)
+    # the emotion timeline: one line per emotion, labelled as reference for "auto" ...
+    timeline = "#float-emotion-timeline .js-plotly-plot"
+    assert page.locator(f"{timeline} .scatterlayer .trace").count() == 7
+    assert "for reference" in page.inner_text("#float-emotion-timeline")
+    # ... and as what is used for "Dynamic (per window)"
+    page.click("#float-emotion input")
+    page.get_by_role("option", name="Dynamic (per window)").click()
+    page.wait_for_function("document.querySelector('#float-emotion-timeline').innerText.includes('own estimate')",
+                           timeout=30_000)
+    assert "dynamic: per window" in page.inner_text("#float-emotion-plot")
+
+    # after the generation the directions are measured: headings appear and every slider sits
+    # under its group's heading, labelled with its group
+    page.wait_for_selector("#float-lambda-sliders .float-group-title:not(.hidden) h4", timeout=120_000)
+    page.wait_for_function("document.querySelector('#float-lambda-1').innerText.includes('·')", timeout=30_000)
+    groups = [g for g in ("mouth", "eyes", "head", "other")
+              if page.locator(f"#float-group-{g}").is_visible()]
+    assert groups, "no direction group heading is shown"
+    headings = {g: page.locator(f"#float-group-{g}").bounding_box()["y"] for g in groups}
+    assert list(headings.values()) == sorted(headings.values())  # mouth, eyes, head, other
+    cells = 0
+    for i, g in enumerate(groups):
+        below = headings[groups[i + 1]] if i + 1 < len(groups) else float("inf")
+        for top in _tops(page, f"#float-lambda-sliders > .float-group-{g}.float-lambda-cell"):
+            assert headings[g] < top < below, g
+            cells += 1
+        count = int(page.inner_text(f"#float-group-{g}").split("(")[1].split(")")[0])
+        assert count == page.locator(f"#float-lambda-sliders > .float-group-{g}.float-lambda-cell").count()
+    assert cells == 20
+    info = page.inner_text("#float-cell-1")
+    assert "Moves:" in info and "%" in info  # the shares as the slider's note
+    _shot(page, "04-grouped-sliders.png")
+    shot = os.environ.get("FLOAT_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+
+    # a preset edits over time: the λ plot shows generated vs edited, the preview re-decodes
+    before = page.locator("#float-preview img").get_attribute("src")
+    page.click("#float-preset-lips-only")
+    page.wait_for_function("document.querySelector('#float-preset-note').innerText.includes('lips only')",
+                           timeout=30_000)
+    page.wait_for_function("document.querySelector('#float-lambda-plot').innerText.includes('edited')",
+                           timeout=30_000)
+    page.wait_for_function("prev => document.querySelector('#float-preview img')?.src !== prev",
+                           arg=before, timeout=30_000)
+    assert page.locator("#float-lambda-plot .scatterlayer .trace").count() > 20  # edited traces added
+    _shot(page, "05-preset.png")
+    assert not page.locator(".toast-body.error").count(), page.inner_text("body")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_stop_cancels_a_generation(page, served):
+    app_url, renders = served
+    _upload_and_generate(page, app_url)
+    first_video = page.locator("#float-video video").get_attribute("src")
+    summary = page.inner_text("#float-summary")
+    done = renders.calls
+    # a slow setting: 50 evaluations per step, 4 per rk4 step, two windows
+    page.fill("#float-nfe input[type=number]", "50")
+    page.keyboard.press("Enter")
+    page.locator("#float-solver").get_by_label("rk4").check()
+    page.click("#float-generate")
+    page.wait_for_timeout(300)
+    page.click("#float-stop")
+    page.wait_for_timeout(3000)
+    assert renders.calls == done, "a stopped generation must not go on to render"
+    assert page.locator("#float-video video").get_attribute("src") == first_video
+    assert page.inner_text("#float-summary") == summary or "sampling" in page.inner_text("#float-summary")
+    _shot(page, "06-stopped.png")
+    # the app still works after a Stop
+    page.locator("#float-solver").get_by_label("euler").check()
+    page.click("#float-generate")
+    page.wait_for_function("prev => document.querySelector('#float-video video')?.src !== prev",
+                           arg=first_video, timeout=120_000)
+    assert renders.calls == done + 1
     assert not page.errors  # type: ignore[attr-defined]
