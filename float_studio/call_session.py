@@ -259,7 +259,7 @@ class Call:
         self.assistant: Assistant | None = None
         self.turns: TurnDetector | None = None
         self._turn = 0
-        self._answer_active: tuple[int, int | None] | None = None  # (turn, end frame) being spoken
+        self._answer_active: int | None = None  # the turn whose answer is queued or being spoken
         if settings.mode == "assistant":
             assert cfg is not None
             self.turns = TurnDetector(end_silence_ms=settings.end_silence_ms)
@@ -339,7 +339,7 @@ class Call:
     def _barge_in(self) -> None:
         """The caller speaks over the answer: stop its voice and mouth now."""
         assert isinstance(self.feed, AnswerFeed) and self._answer_active is not None
-        turn = self._answer_active[0]
+        turn = self._answer_active
         self._answer_active = None
         self.feed.cancel()  # nothing more of it enters the stream
         answer = self.feed.history.get(turn)
@@ -361,7 +361,7 @@ class Call:
         self.feed.say(turn, wave, on_start=self._answer_entered)
 
     def _start_answer(self, turn: int, timing: TurnTiming) -> None:
-        self._answer_active = (turn, None)
+        self._answer_active = turn
         self._pending_timing[turn] = timing
         self.timings.append(timing)
 
@@ -402,7 +402,7 @@ class Call:
                 timing.first_frame_s = now - timing.speech_end_at
                 del self._pending_timing[turn]
                 self._emit({"type": "answer_started", **timing.as_dict()})
-            if (self._answer_active is not None and self._answer_active[0] == turn
+            if (self._answer_active == turn
                     and answer.end is not None and sample + FRAME_SAMPLES >= answer.end):
                 self._answer_active = None  # the last frame of the answer is on screen
 
