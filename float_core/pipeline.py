@@ -651,6 +651,7 @@ def _validate_motion(motion: Any, dim: int) -> Tensor:
     motion = torch.as_tensor(motion)
     if motion.ndim != 2 or motion.shape[1] != dim or motion.shape[0] == 0:
         raise ValueError(f"motion: expected motion latents of shape (frames, {dim}), got {tuple(motion.shape)}")
+    # One device sync (a single bool) per call: render validates once, not per batch.
     if not torch.isfinite(motion).all():
         raise ValueError("motion: contains NaN or infinite values")
     return motion

@@ -174,6 +174,7 @@ def _check_tensor(name: str, value: Tensor, shape: tuple[int | None, ...], meani
     ok = value.dim() == len(shape) and all(s is None or s == v for s, v in zip(shape, value.shape))
     if not ok:
         raise ValueError(f"{name} must have shape {meaning}, got {tuple(value.shape)}")
+    # One device sync (a single bool) per input and call, before the first window: never per step.
     if value.numel() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite (it contains NaN or inf)")
 
