@@ -307,3 +307,32 @@ def test_emotion_encoder_rejects_too_short_audio(tiny_emotion_encoder: tuple[Emo
     with pytest.raises(ValueError, match="audio must have at least 400 samples"):
         encoder(torch.randn(1, 399))
     assert encoder(torch.randn(1, 400)).shape == (1, len(EMOTIONS))
+
+
+def test_concurrent_threads_each_get_their_own_layer_outputs(
+        tiny_audio_encoder: tuple[AudioEncoder, Fixture]) -> None:
+    """The encoder's layer outputs are recorded per thread: sessions/streams share one model."""
+    import threading
+
+    encoder, _ = tiny_audio_encoder
+    clips = [torch.randn(1, 6400 + 640 * i, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.no_grad():
+        expected = [encoder(c) for c in clips]
+    results: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(clips))}
+    start = threading.Barrier(len(clips))
+
+    def work(i: int) -> None:
+        start.wait()
+        with torch.no_grad():
+            for _ in range(5):
+                results[i].append(encoder(clips[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for i, outs in results.items():
+        assert len(outs) == 5
+        for out in outs:
+            assert torch.equal(out, expected[i])

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -331,11 +332,15 @@ def _record_layer_outputs(layers: Sequence[nn.Module]) -> Iterator[list[Tensor]]
     """Collect each encoder layer's output during one forward pass (hooks removed on exit).
 
     transformers 4.x layers return a tuple ``(hidden_states, ...)``, 5.x a tensor; both are handled.
+    The layers are shared by every thread that uses the model (app sessions, streams, calls),
+    so a hook records only the passes of the thread that registered it.
     """
     outputs: list[Tensor] = []
+    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
-        outputs.append(output[0] if isinstance(output, tuple) else output)
+        if threading.get_ident() == owner:
+            outputs.append(output[0] if isinstance(output, tuple) else output)
 
     handles = [layer.register_forward_hook(hook) for layer in layers]
     try:
