@@ -327,27 +327,40 @@ def _as_model_input(audio: Tensor, module: nn.Module) -> Tensor:
     return audio.to(device=param.device, dtype=param.dtype)
 
 
+#: Where the encoder-layer hooks put their outputs: one list per thread, set only while that
+#: thread runs :func:`_record_layer_outputs`.
+_LAYER_SINK = threading.local()
+_HOOK_LOCK = threading.Lock()
+
+
+def _layer_output_hook(_module: nn.Module, _inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
+    sink = getattr(_LAYER_SINK, "outputs", None)
+    if sink is not None:
+        sink.append(output[0] if isinstance(output, tuple) else output)
+
+
 @contextlib.contextmanager
 def _record_layer_outputs(layers: Sequence[nn.Module]) -> Iterator[list[Tensor]]:
-    """Collect each encoder layer's output during one forward pass (hooks removed on exit).
+    """Collect each encoder layer's output during one forward pass of this thread.
 
     transformers 4.x layers return a tuple ``(hidden_states, ...)``, 5.x a tensor; both are handled.
     The layers are shared by every thread that uses the model (app sessions, streams, calls),
-    so a hook records only the passes of the thread that registered it.
+    so the hooks are registered once, permanently (adding and removing hooks per call would
+    mutate a hook table that another thread's forward pass may be iterating), and write into a
+    thread-local list: each thread records only its own pass.
     """
+    with _HOOK_LOCK:
+        for layer in layers:
+            if not getattr(layer, "_float_records_outputs", False):
+                layer.register_forward_hook(_layer_output_hook)
+                layer._float_records_outputs = True
     outputs: list[Tensor] = []
-    owner = threading.get_ident()
-
-    def hook(_module: nn.Module, _inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
-        if threading.get_ident() == owner:
-            outputs.append(output[0] if isinstance(output, tuple) else output)
-
-    handles = [layer.register_forward_hook(hook) for layer in layers]
+    previous = getattr(_LAYER_SINK, "outputs", None)
+    _LAYER_SINK.outputs = outputs
     try:
         yield outputs
     finally:
-        for handle in handles:
-            handle.remove()
+        _LAYER_SINK.outputs = previous
 
 
 # --------------------------------------------------------------------------- audio encoder
