@@ -138,6 +138,39 @@ def test_render_with_per_frame_edits_equals_cpu_and_copies_once_per_batch(acc, c
     assert [s.kind for s in acc.since(mark)] == ["__bool__"]  # the one finiteness check of the motion
 
 
+def test_render_keeps_one_batch_in_flight_when_copies_are_asynchronous(monkeypatch, cpu_pipe, prepared):
+    """render's CUDA schedule, run here with a stand-in asynchronous copier: batch k is taken
+    only after batch k+1 is queued, with the same frames and progress as the CPU schedule."""
+    import float_core.transfer as transfer
+
+    events: list[tuple[str, int]] = []
+
+    class DeferredCopies:
+        asynchronous = True
+
+        def __init__(self, device: torch.device):
+            pass
+
+        def start(self, x: torch.Tensor) -> transfer.PendingCopy:
+            k = sum(e[0] == "start" for e in events)
+            events.append(("start", k))
+            host = x.cpu().numpy()
+            return transfer.PendingCopy(lambda: events.append(("result", k)) or host)
+
+    cpu, _ = prepared
+    motion = cpu_pipe.sample_motion(cpu, nfe=1, seed=0)
+    expected = list(cpu_pipe.render(cpu, motion, batch_size=4))
+    monkeypatch.setattr(transfer, "HostCopies", DeferredCopies)
+    done: list[int] = []
+    got = list(cpu_pipe.render(cpu, motion, batch_size=4, progress=lambda stage, d, total: done.append(d)))
+    assert events == [("start", 0), ("start", 1), ("result", 0), ("start", 2), ("result", 1),
+                      ("start", 3), ("result", 2), ("result", 3)]
+    assert done == [4, 8, 12, 15]
+    assert len(got) == len(expected) == 4
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_no_sync_per_window_or_batch(acc, dev_pipe, prepared):
     """After the first window / batch (validation), sampling and decoding make no device sync."""
     _, dev = prepared
