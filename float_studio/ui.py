@@ -336,14 +336,14 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     @ui_errors
     def on_generate(sess: st.Session, image: np.ndarray | None, speech: str | None, crop_on: bool,
                     paste: bool, a: float, e: float, steps: float, solver_name: str, emo: str,
-                    seed_value: float, face_index: int = 0, scale: float = CROP_SCALE,
+                    seed_value: float, face: int = 0, crop_scale: float = CROP_SCALE,
                     progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
         """Analyse (cached), sample motion (cached per settings), render; streams the seed and
         the emotion plots as soon as the speech is analysed."""
         sampling = st.sampling_from_ui(a, e, steps, solver_name, emo, seed_value)
         report = _bar(progress, h.GENERATE_SPANS)
         skip = gr.skip()
-        steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face_index or 0), scale, report)
+        steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face or 0), crop_scale, report)
         analysed = next(steps_iter)
         if analysed.message:
             gr.Info(analysed.message)

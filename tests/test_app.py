@@ -166,8 +166,9 @@ def _engine_frames(pipe, media, image="image", audio="audio", seed=3, **kwargs) 
 
 def test_api_exposes_the_documented_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/status", "/retry_loading", "/crop_preview", "/analyze", "/generate",
-                     "/describe_directions", "/preview", "/set_preset", "/edit_curves", "/apply_edits"}
+    studio = {"/status", "/retry_loading", "/crop_preview", "/analyze", "/generate", "/describe_directions",
+              "/preview", "/set_preset", "/edit_curves", "/apply_edits"}
+    assert studio <= names  # the Live and Call tabs add their own
     assert "tiny random test model" in client.predict(api_name="/status")
 
 
