@@ -37,12 +37,18 @@ Known differences from CUDA: the data never leaves host memory (a device tensor 
 array it came from may share storage when no copy was requested), kernels run synchronously,
 and ops CUDA supports on mixed devices beyond the exemptions above are reported as mismatches.
 
+Threads started while the simulation is active (the streaming engine's workers) run inside it.
+
 Use::
 
     with SimulatedAccelerator() as acc:
         pipe = acc.pipeline(FloatPipeline.tiny_random())   # a copy of the model "on the device"
-        pipe.generate(image, audio, "out.mp4", nfe=2, seed=0)
-        assert acc.syncs_in("float_core/sampling.py") == []
+        pipe.generate(image, audio, "out.mp4", nfe=2, seed=0)  # raises on an implicit conversion
+        frames = pipe.render(prepared, motion)
+        next(frames)                  # validation syncs once, on the first batch
+        mark = acc.mark()
+        list(frames)
+        assert acc.since(mark) == []  # no sync per batch
 """
 
 from __future__ import annotations
