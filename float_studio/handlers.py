@@ -177,7 +177,8 @@ def analyze(holder: PipelineHolder, sess: Session, audio_path: str | None, emoti
     if not audio_path:
         return None
     pipe = holder.get()
-    _, speech = analyse_speech(pipe, sess, audio_path, cancellable(progress, sess.stop))
+    with sess.action() as stop_event:
+        _, speech = analyse_speech(pipe, sess, audio_path, cancellable(progress, stop_event))
     return emotion_view(pipe, speech, emotion)
 
 
@@ -190,9 +191,10 @@ class Analysed:
     message: str | None  #: a note about the portrait (e.g. several faces)
 
 
-def stop(sess: Session) -> None:
-    """The Stop button: the session's running step ends at its next progress report."""
-    sess.stop.set()
+def stop(sess: Session) -> int:
+    """The Stop button: the session's running actions end at their next progress report
+    (returns how many were running)."""
+    return sess.request_stop()
 
 
 def generate(holder: PipelineHolder, sess: Session, image: np.ndarray | None, audio_path: str | None,
@@ -203,16 +205,23 @@ def generate(holder: PipelineHolder, sess: Session, image: np.ndarray | None, au
 
     ``sampling`` must carry a concrete seed (:func:`~float_studio.state.sampling_from_ui`).
     The generation is installed only when complete, so previews and edits meanwhile keep
-    acting on the previous one, consistently.
+    acting on the previous one, consistently. **Stop** ends it at the next vector-field
+    evaluation (the :class:`~float_studio.state.Cancelled` exception).
     """
-    import torch
-
     if sampling.seed is None:
         raise ValueError("generate: the sampling settings need a concrete seed")
     pipe = holder.get()
-    sess.stop.clear()
+    with sess.action() as stop_event:
+        yield from _generate(pipe, sess, image, audio_path, crop, sampling, face, crop_scale,
+                             cancellable(progress, stop_event))
+
+
+def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, audio_path: str | None,
+              crop: bool, sampling: SamplingConfig, face: int, crop_scale: float | None,
+              report: ProgressCallback) -> Iterator[Analysed | Generation]:
+    import torch
+
     version = sess.next_version()
-    report = cancellable(progress, sess.stop)
     if image is None:  # both inputs checked before any work
         raise ValueError("Please add a portrait image first (upload, webcam or paste).")
     _check_audio(audio_path)
@@ -253,8 +262,9 @@ def describe_directions(holder: PipelineHolder, sess: Session,
     key = ("directions", gen.source_key)
     directions = sess.cache.get(key)
     if directions is None:
-        directions = tuple(pipe.describe_directions(to_device(gen.source, pipe.device),
-                                                    progress=cancellable(progress, sess.stop)))
+        with sess.action() as stop_event:
+            directions = tuple(pipe.describe_directions(to_device(gen.source, pipe.device),
+                                                        progress=cancellable(progress, stop_event)))
         sess.cache.put(key, directions)
     import dataclasses
 
@@ -394,7 +404,6 @@ def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = No
         raise ValueError("Generate a video first; edits are applied to its motion.")
     pipe = holder.get()
     t0 = time.perf_counter()
-    report = cancellable(progress, sess.stop)
     warnings: list[str] = []
     paste = None
     if paste_back:
@@ -403,9 +412,10 @@ def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = No
     offsets = None if edits is None else edit_offsets(gen, edits)
     path = sess.new_video_path(f"float_seed{gen.sampling.seed}")
     prepared = gen.prepared(pipe.device)
-    write_video(path, pipe.render(prepared, gen.motion.to(pipe.device), edits=offsets, batch_size=batch_size),
-                fps=int(pipe.config.fps), audio=(gen.speech.waveform, pipe.config.sample_rate),
-                transform=paste, progress=report, total=gen.num_frames)
+    with sess.action() as stop_event:
+        write_video(path, pipe.render(prepared, gen.motion.to(pipe.device), edits=offsets, batch_size=batch_size),
+                    fps=int(pipe.config.fps), audio=(gen.speech.waveform, pipe.config.sample_rate),
+                    transform=paste, progress=cancellable(progress, stop_event), total=gen.num_frames)
     sess.video_path = str(path)
     return Rendered(str(path), gen, warnings, time.perf_counter() - t0)
 
@@ -413,8 +423,7 @@ def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = No
 def apply_edits(holder: PipelineHolder, sess: Session, edits: Edits, paste_back: bool = False,
                 progress: ProgressCallback = silent) -> Rendered:
     """**Apply to video**: re-render every frame of the current generation with ``edits``
-    (no re-sampling); a new action, so an earlier Stop does not apply to it."""
-    sess.stop.clear()
+    (no re-sampling)."""
     return render_video(holder, sess, edits, paste_back, progress)
 
 

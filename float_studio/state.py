@@ -24,6 +24,7 @@ a snapshot that was replaced meanwhile is reported as stale (:meth:`Session.is_c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -36,7 +37,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -291,7 +292,6 @@ class Session:
         cache: the bounded CPU cache of analyses and motion.
         current: the :class:`Generation` the editing controls act on.
         speech_key, speech: the speech analysed last (for the emotion plots).
-        stop: set by the Stop button; the running step raises :class:`Cancelled`.
         workdir, video_path, renders: this session's videos in a temporary folder.
         paste: (source key, PasteBack) of the current portrait.
     """
@@ -301,7 +301,7 @@ class Session:
         self.current: Generation | None = None
         self.speech_key: str | None = None
         self.speech: "DrivingAudio | None" = None
-        self.stop = threading.Event()
+        self._actions: set[threading.Event] = set()
         self.workdir: str | None = None
         self.video_path: str | None = None
         self.renders = 0
@@ -311,6 +311,27 @@ class Session:
 
     def __deepcopy__(self, memo: dict) -> "Session":
         return Session(cache=LRUCache(self.cache.max_bytes))
+
+    @contextlib.contextmanager
+    def action(self) -> Iterator[threading.Event]:
+        """One long action (analysis, generation, rendering): its own stop event, set by
+        :meth:`request_stop` while the action runs. A Stop therefore never reaches an action
+        started after it."""
+        event = threading.Event()
+        with self._lock:
+            self._actions.add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._actions.discard(event)
+
+    def request_stop(self) -> int:
+        """The Stop button: every running action stops at its next step; returns how many."""
+        with self._lock:
+            for event in self._actions:
+                event.set()
+            return len(self._actions)
 
     def next_version(self) -> int:
         """A new, larger version number for a generation being started."""

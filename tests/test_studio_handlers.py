@@ -143,10 +143,19 @@ def test_a_deep_copied_session_is_fresh_and_independent():
 
     sess = st.Session()
     sess.cache.put("k", np.zeros(3))
-    sess.stop.set()
-    other = copy.deepcopy(sess)
-    assert other.current is None and len(other.cache) == 0 and not other.stop.is_set()
-    assert other.cache is not sess.cache and other.stop is not sess.stop
+    with sess.action():
+        other = copy.deepcopy(sess)
+        assert other.request_stop() == 0 and sess.request_stop() == 1  # no action copied
+    assert other.current is None and len(other.cache) == 0 and other.cache is not sess.cache
+
+
+def test_stop_reaches_running_actions_only():
+    sess = st.Session()
+    with sess.action() as first, sess.action() as second:
+        assert sess.request_stop() == 2 and first.is_set() and second.is_set()
+    with sess.action() as later:
+        assert not later.is_set()  # a Stop never reaches an action started after it
+    assert sess.request_stop() == 0
 
 
 # ============================================================================ plots
@@ -405,7 +414,6 @@ def test_stop_during_rendering_leaves_no_video(holder, generated, tmp_path):
         if stage == "rendering":
             h.stop(generated)
 
-    generated.stop.clear()
     with pytest.raises(st.Cancelled):
         h.render_video(holder, generated, None, False, progress, batch_size=4)
     assert not any(Path(generated.workdir).glob("*.mp4"))  # write_video removed the unfinished file
