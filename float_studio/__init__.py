@@ -2,8 +2,12 @@
 imports this package, Gradio or plotly).
 
 Modules:
-    state     per-session state: settings, sessions, caches, the shared pipeline holder
-    plots     plotly figures (lambda(t), speech emotion) and slider ranges
+    state     per-session state: settings (SamplingConfig from the widgets), sessions, versioned
+              generations, the bounded CPU cache, shared example analyses, Stop per action
+    model     the one pipeline of the process (PipelineHolder: lazy, shared, retried)
+    handlers  what each Studio event does, as plain functions (no Gradio)
+    plots     plotly figures (lambda(t) generated vs edited, emotion bars and timeline),
+              direction labels and slider ranges
     ui        the Studio tab's layout and wiring
     live      the Live tab (streaming)
     call      the Call tab and its HTTP routes
