@@ -290,7 +290,9 @@ class SamplingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the emotion as its label or its probabilities)."""
         data = dataclasses.asdict(self)
-        if hasattr(self.emotion, "tolist"):
+        if hasattr(self.emotion, "detach"):  # a tensor, possibly on a device: copy explicitly
+            data["emotion"] = self.emotion.detach().cpu().tolist()
+        elif hasattr(self.emotion, "tolist"):
             data["emotion"] = self.emotion.tolist()
         elif isinstance(self.emotion, tuple):
             data["emotion"] = list(self.emotion)
