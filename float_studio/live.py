@@ -320,7 +320,7 @@ def build_live_tab(holder: Any) -> None:
         return (gr.update(visible=choice == "Text"), gr.update(visible=choice == "Text"),
                 gr.update(visible=choice == "Upload"), gr.update(visible=choice == "Microphone"))
 
-    mode.change(show_source, mode, [text, voice, upload, mic], queue=False)
+    mode.change(show_source, mode, [text, voice, upload, mic], queue=False, api_visibility="private")
 
     def on_start(image: Any, choice: str, words: str, voice_name: str, upload_path: str | None,
                  idle_on: bool, crop_on: bool, emo: str, steps: float, a: float, seed_value: Any,
@@ -355,7 +355,7 @@ def build_live_tab(holder: Any) -> None:
 
     start.click(on_start, [portrait, mode, text, voice, upload, idle, crop, emotion, nfe, a_cfg, seed, session],
                 [video, stats], concurrency_limit=2, api_name="live")
-    stop.click(lambda sess: sess.halt(), session, None, queue=False)
+    stop.click(lambda sess: sess.halt(), session, None, queue=False, api_visibility="private")
 
     def on_mic(chunk: Any, sess: LiveSession) -> None:
         if chunk is not None:
@@ -365,5 +365,6 @@ def build_live_tab(holder: Any) -> None:
     def on_mic_stop(sess: LiveSession) -> None:
         sess.mic_state = "done"
 
-    mic.stream(on_mic, [mic, session], None, stream_every=0.25, time_limit=600, concurrency_limit=None)
-    mic.stop_recording(on_mic_stop, session, None, queue=False)
+    mic.stream(on_mic, [mic, session], None, stream_every=0.25, time_limit=600, concurrency_limit=None,
+               api_visibility="private")
+    mic.stop_recording(on_mic_stop, session, None, queue=False, api_visibility="private")
