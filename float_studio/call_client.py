@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from .call_media import AUDIO_BLOCK, SAMPLE_RATE, MicReader
@@ -162,7 +162,8 @@ async def place_call(url: str, portrait: str | Path, mic: MediaStreamTrack, *, s
     import httpx
 
     rec = CallRecording()
-    pc = RTCPeerConnection()
+    # No ICE servers: aiortc's default would be a public STUN server; host candidates suffice here.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(mic)
     pc.addTransceiver("video", direction="recvonly")
     channel = pc.createDataChannel("events")

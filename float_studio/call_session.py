@@ -186,6 +186,31 @@ def ice_servers_from_env(env: Mapping[str, str] | None = None) -> list[dict[str,
     return servers
 
 
+#: ``FLOAT_ICE_LOOPBACK=1``: ICE on 127.0.0.1 only (one machine, e.g. tests or a host with only
+#: a loopback interface): aioice normally skips 127.0.0.1 when it gathers host candidates.
+ICE_LOOPBACK_ENV = "FLOAT_ICE_LOOPBACK"
+
+
+def ice_loopback() -> bool:
+    """Whether :data:`ICE_LOOPBACK_ENV` asks for loopback-only ICE."""
+    return os.environ.get(ICE_LOOPBACK_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def use_loopback_candidates() -> None:
+    """Make aioice (aiortc's ICE agent, process-wide) gather 127.0.0.1 as its only host candidate."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+def loopback_sdp(sdp: str) -> str:
+    """``sdp`` without ICE candidates outside 127.0.0.0/8 (a browser also offers its LAN addresses)."""
+    lines = sdp.splitlines()
+    kept = [line for line in lines if not line.startswith("a=candidate:")
+            or (len(line.split()) > 4 and line.split()[4].startswith("127."))]
+    return "\r\n".join(kept) + "\r\n"
+
+
 def _rtc_configuration(servers: list[dict[str, Any]]) -> Any:
     from aiortc import RTCConfiguration, RTCIceServer
 
@@ -299,6 +324,8 @@ class Call:
                 await self.close(f"connection {pc.connectionState}")
 
         try:
+            if ice_loopback():
+                sdp = loopback_sdp(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise CallError(400, f"offer: the SDP cannot be parsed ({type(exc).__name__}: {exc})") from None
@@ -564,6 +591,8 @@ class CallManager:
         if self.max_calls < 1:
             raise ValueError(f"FLOAT_MAX_CALLS must be >= 1, got {self.max_calls}")
         self.ice_servers = ice_servers if ice_servers is not None else ice_servers_from_env()
+        if ice_loopback():
+            use_loopback_candidates()
         self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else _env_float("FLOAT_CALL_TIMEOUT", 15.0)
         self.max_lag_s = max_lag_s if max_lag_s is not None else _env_float("FLOAT_CALL_MAX_LAG", 3.0)
         self.services_config = services_config

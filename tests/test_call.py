@@ -53,6 +53,8 @@ def served(request):
     this fixture); stopped when the session ends.
     """
     if not _SERVED:
+        # ICE on 127.0.0.1 only: tests send traffic to loopback addresses and nowhere else.
+        os.environ["FLOAT_ICE_LOOPBACK"] = "1"
         import app
         from float_core.pipeline import FloatPipeline
         from float_studio import server
@@ -118,6 +120,8 @@ def test_puppet_call_streams_video_and_the_voice_back(served, manager):
     rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=9.0, crop=False, seed=0, nfe=4))
 
     assert rec.answer["type"] == "answer" and rec.answer["mode"] == "puppet"
+    candidates = [line.split()[4] for line in rec.answer["sdp"].splitlines() if line.startswith("a=candidate:")]
+    assert candidates and all(a.startswith("127.") for a in candidates), candidates  # FLOAT_ICE_LOOPBACK
     # Video at 25 fps made of generated frames. (Whether generation itself keeps up with real
     # time depends on the machine's load: benchmarks/call_latency.py measures it; on a stall
     # the track repeats a frame with silence, so the rate and the sync hold regardless.)

@@ -24,7 +24,9 @@ def launch_chromium(p, *extra: str):
         _missing("no system Chromium (Debian: apt-get install -y chromium)")
     return p.chromium.launch(executable_path=path, headless=True, args=[
         "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required", *extra])
+        "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required",
+        # ICE over 127.0.0.1 with plain addresses (no mDNS names, which need multicast look-ups).
+        "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns", *extra])
 
 
 @pytest.fixture(scope="module")

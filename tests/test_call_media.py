@@ -12,7 +12,8 @@ pytest.importorskip("aiortc")
 
 from float_studio.call_assistant import Conversation, TurnDetector  # noqa: E402
 from float_studio.call_media import FRAME_SAMPLES, AnswerFeed, MicFeed, Playout  # noqa: E402
-from float_studio.call_session import CallError, CallSettings, decode_portrait, ice_servers_from_env  # noqa: E402
+from float_studio.call_session import (  # noqa: E402
+    CallError, CallSettings, decode_portrait, ice_servers_from_env, loopback_sdp)
 from test_call import PORTRAIT, SPEECH  # noqa: E402
 
 
@@ -154,3 +155,15 @@ def test_ice_servers_from_env():
         {"urls": ["turn:a", "turns:b"]}]
     with pytest.raises(ValueError, match="FLOAT_ICE_SERVERS"):
         ice_servers_from_env({"FLOAT_ICE_SERVERS": "[{"})
+
+
+def test_loopback_sdp_keeps_only_loopback_candidates():
+    sdp = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+           "a=candidate:1 1 udp 2122260223 192.0.2.2 50001 typ host\r\n"
+           "a=candidate:2 1 udp 2122194687 127.0.0.1 50002 typ host\r\n"
+           "a=candidate:3 1 udp 1686052607 203.0.113.5 50003 typ srflx raddr 192.0.2.2 rport 50001\r\n"
+           "a=end-of-candidates\r\n")
+    out = loopback_sdp(sdp).split("\r\n")
+    assert [line for line in out if line.startswith("a=candidate:")] == [
+        "a=candidate:2 1 udp 2122194687 127.0.0.1 50002 typ host"]
+    assert "m=audio 9 UDP/TLS/RTP/SAVPF 111" in out and "a=end-of-candidates" in out
