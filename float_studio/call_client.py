@@ -162,6 +162,10 @@ async def place_call(url: str, portrait: str | Path, mic: MediaStreamTrack, *, s
     import httpx
 
     rec = CallRecording()
+    from .call_session import ice_loopback, use_loopback_candidates
+
+    if ice_loopback():  # FLOAT_ICE_LOOPBACK=1: offer 127.0.0.1, as the server expects
+        use_loopback_candidates()
     # No ICE servers: aiortc's default would be a public STUN server; host candidates suffice here.
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(mic)
