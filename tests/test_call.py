@@ -295,8 +295,10 @@ def test_two_calls_are_isolated(served, manager):
     marks: dict[str, float] = {}
 
     async def scenario():
-        short = place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=2.0, crop=False, nfe=2)
-        long = place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=5.0, crop=False, nfe=2,
+        # Long enough for both streams' first window (0.4 s + 0.4 s look-ahead of audio, then the
+        # compute of two streams sharing the CPU) even when the machine is loaded.
+        short = place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=4.0, crop=False, nfe=2)
+        long = place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=9.0, crop=False, nfe=2,
                           until=lambda r: "short" in marks and len(manager.calls) == 1
                           and r.video_times and r.video_times[-1] > marks["short"] + 1.5)
         a = asyncio.ensure_future(short)
