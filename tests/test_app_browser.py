@@ -238,7 +238,9 @@ def test_stop_cancels_a_generation(page, served):
     assert page.locator("#float-video video").get_attribute("src") == first_video
     assert page.inner_text("#float-summary") == summary or "sampling" in page.inner_text("#float-summary")
     _shot(page, "06-stopped.png")
-    # the app still works after a Stop
+    # the app still works after a Stop (back to a quick setting)
+    page.fill("#float-nfe input[type=number]", "2")
+    page.keyboard.press("Enter")
     page.locator("#float-solver").get_by_label("euler").check()
     page.click("#float-generate")
     page.wait_for_function("prev => document.querySelector('#float-video video')?.src !== prev",

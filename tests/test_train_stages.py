@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,6 @@ def stage1_run(dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def latents(dataset, stage1_run, tmp_path_factory) -> Path:
     """The dataset with conditions and motion latents precomputed by the stage-1 export."""
-    import shutil
-
     data = tmp_path_factory.mktemp("latents") / "data"
     shutil.copytree(dataset, data)
     assert train_main(["prepare", "--out", str(data), "--audio-features", "--emotion", "--motion",
@@ -106,9 +105,13 @@ def test_stage1_lowers_the_generator_loss(stage1_run):
 
 
 def test_stage1_resume_reproduces_losses(dataset, stage1_run, tmp_path):
+    # The folder of a run stopped right after its step-12 save (the uninterrupted run's own
+    # checkpoint; stage 2's test below makes its interrupted run from scratch).
     out = tmp_path / "resumed"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(stage1_run / "checkpoints" / "step_00000012.pt", out / "checkpoints")
+    (out / "checkpoints" / "latest.txt").write_text("step_00000012.pt\n")
     args = ["--vgg", "random", "--batch-size", "4", "--lr", "1e-3", "--log-every", "1", "--save-every", "12"]
-    _train("stage1", dataset, out, "--steps", "12", *args)
     _train("stage1", dataset, out, "--steps", "16", *args)  # resumes from step 12
     resumed, straight = _losses(out), _losses(stage1_run)
     assert [resumed[s] for s in range(13, 17)] == [straight[s] for s in range(13, 17)]
@@ -168,7 +171,7 @@ def test_distributed_run_matches_single_process(latents, stage1_run, stage2_run,
 
 # --------------------------------------------------------------------------- learning the audio-mouth relation
 def test_stage2_learns_audio_to_mouth(latents, stage1_run, tmp_path):
-    out = _train("stage2", latents, tmp_path / "long", "--base", str(stage1_run), "--steps", "2000",
+    out = _train("stage2", latents, tmp_path / "long", "--base", str(stage1_run), "--steps", "1200",
                  "--batch-size", "32", "--lr", "2e-3", "--log-every", "100", "--save-every", "0")
     held_out = make_synthetic_clip(tmp_path / "held_out.mp4", seconds=6.0, seed=1234, size=128)
     audio = load_audio(held_out.path)
