@@ -119,7 +119,9 @@ def test_snapshot_ignores_later_weight_changes(tiny_case):
 def test_bad_arguments(tiny_case):
     model, latents, feats, _ = tiny_case
     with pytest.raises(ValueError, match="dtype"):
-        InferenceDecoder(model.dec, dtype=torch.float16)
+        InferenceDecoder(model.dec, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float32_max_resolution"):
+        InferenceDecoder(model.dec, dtype=torch.bfloat16, float32_max_resolution=-1)
     with pytest.raises(ValueError, match="batch_max_resolution"):
         InferenceDecoder(model.dec, batch_max_resolution=2)
     decoder = InferenceDecoder(model.dec)

@@ -28,9 +28,11 @@ same arithmetic in a cheaper form, following the measurements in DESIGN.md
   whose warped features feed only that fixed conv, the source is projected to RGB once per
   call and 3 channels are warped instead of C (warp and 1x1 conv commute; ~80 ms CPU per
   512 px frame less).
-- In bfloat16 mode the convolutions run in bf16 while the flow head (1x1 conv, tanh,
-  sigmoid, grid_sample) and the RGB head stay in float32: bf16 there gives visible warping
-  errors.
+- In bfloat16 / float16 mode the convolutions run in that dtype while the flow head (1x1
+  conv, tanh, sigmoid, grid_sample) and the RGB head stay in float32: low precision there
+  gives visible warping errors. The convolutions of the levels up to
+  ``float32_max_resolution`` stay float32 too: an error there moves the flow of every later
+  level (the flow skip is upsampled into each), while they hold little of the compute.
 
 Equality with the reference is tested in ``tests/test_decoder_inference.py``.
 """
@@ -52,7 +54,7 @@ from .motion_autoencoder import Synthesis
 from .stylegan import (DEMOD_EPS, LEAKY_GAIN, LEAKY_SLOPE, EqualLinear, StyledConv, ToFlow, ToRGB, identity_grid,
                        upfirdn2d)
 
-_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 #: Set to "0" to leave the C allocator's settings alone (see :func:`keep_freed_memory`).
 MALLOC_TUNING_ENV = "FLOAT_MALLOC_TUNING"
@@ -115,6 +117,7 @@ class _StyledConvSpec:
     blur: Tensor | None   # (out, 1, kh, kw) depthwise FIR (times 4) for upsampling layers
     blur_pad: tuple[int, int]
     compute_weight: Tensor  # the conv weight as the batched (low-resolution) path calls it
+    dtype: torch.dtype      # the convolution's compute dtype
 
     @classmethod
     def from_module(cls, layer: StyledConv, dtype: torch.dtype) -> "_StyledConvSpec":
@@ -132,7 +135,7 @@ class _StyledConvSpec:
         return cls(weight=weight, weight_sq=weight.pow(2).sum([2, 3]).T.contiguous(), mod_weight=mod_w,
                    mod_bias=mod_b, bias=(_snap(layer.activate.bias).flatten() * LEAKY_GAIN),
                    upsample=conv.upsample, blur=blur, blur_pad=pad,
-                   compute_weight=_conv_layout(weight, conv.upsample, dtype, resolution=0))
+                   compute_weight=_conv_layout(weight, conv.upsample, dtype, resolution=0), dtype=dtype)
 
     def styles(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame input scales s (K, in) and output scales rsqrt(...) * sqrt(2) (K, out)."""
@@ -196,6 +199,12 @@ class _HeadSpec:
 #: channels, where channels_last is nearly as accurate), so those stay channels_last.
 NCHW_MAX_RESOLUTION = 128
 
+#: Default ``float32_max_resolution`` of a low-precision decoder: levels up to 16 px (~5 % of
+#: the official decoder's FLOPs) stay float32. Measured at official size (float_core.precision):
+#: bf16 frame PSNR vs float32, min / mean over 4 frames: 39.9 / 47.5 dB with every level in
+#: bf16, 45.6 / 50.2 up to 8 px, 46.0 / 51.7 up to 16 px, 47.5 / 53.7 up to 32 px (~21 %).
+LOW_PRECISION_FLOAT32_MAX_RESOLUTION = 16
+
 
 def _conv_format(upsample: bool, dtype: torch.dtype, resolution: int) -> torch.memory_format:
     """Memory format of a conv's input and weight (see NCHW_MAX_RESOLUTION). Transposed convs
@@ -239,21 +248,29 @@ class InferenceDecoder:
     Args:
         synthesis: the decoder to snapshot. Later changes to its weights are not seen:
             build a new InferenceDecoder after loading new weights.
-        dtype: ``torch.float32`` (matches the reference to float32 noise) or
-            ``torch.bfloat16`` (convolutions in bf16, flow/RGB heads in float32).
+        dtype: ``torch.float32`` (matches the reference to float32 noise), ``torch.bfloat16``
+            or ``torch.float16`` (convolutions in that dtype, flow/RGB heads in float32).
         batch_max_resolution: levels up to this resolution batch all frames; higher
             ones run frame by frame with per-frame folded weights.
+        float32_max_resolution: with a low-precision ``dtype``, the convolutions of the
+            levels up to this resolution still run in float32 (0: none). See
+            :data:`LOW_PRECISION_FLOAT32_MAX_RESOLUTION` for the measured default.
 
     The device is that of the synthesis weights.
     """
 
     def __init__(self, synthesis: Synthesis, dtype: torch.dtype = torch.float32,
-                 batch_max_resolution: int = 32):
+                 batch_max_resolution: int = 32, float32_max_resolution: int | None = None):
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
         if batch_max_resolution < 4:
             raise ValueError(f"batch_max_resolution must be >= 4, got {batch_max_resolution}")
+        if float32_max_resolution is None:
+            float32_max_resolution = LOW_PRECISION_FLOAT32_MAX_RESOLUTION
+        if float32_max_resolution < 0:
+            raise ValueError(f"float32_max_resolution must be >= 0, got {float32_max_resolution}")
         self.dtype = dtype
+        self.float32_max_resolution = float32_max_resolution
         self.batch_max_resolution = batch_max_resolution
         self.style_dim = synthesis.style_dim
         self.size = synthesis.size
@@ -262,11 +279,17 @@ class InferenceDecoder:
             keep_freed_memory()
         with torch.no_grad():
             self.const = _snap(synthesis.input.input)
-            self.conv1 = _StyledConvSpec.from_module(synthesis.conv1, dtype)
-            self.convs = [_StyledConvSpec.from_module(c, dtype) for c in synthesis.convs]
             self.heads = [_HeadSpec.from_modules(f, r) for f, r in zip(synthesis.to_flows, synthesis.to_rgbs)]
-        self.resolutions = [2 ** (3 + i) for i in range(len(self.heads))]
+            self.resolutions = [2 ** (3 + i) for i in range(len(self.heads))]
+            self.conv1 = _StyledConvSpec.from_module(synthesis.conv1, self.conv_dtype(4))
+            # convs[2 i] (upsampling) and convs[2 i + 1] output level i's resolution
+            self.convs = [_StyledConvSpec.from_module(c, self.conv_dtype(self.resolutions[j // 2]))
+                          for j, c in enumerate(synthesis.convs)]
         self.grids = {r: identity_grid(r, r, self.device) for r in self.resolutions}
+
+    def conv_dtype(self, resolution: int) -> torch.dtype:
+        """The compute dtype of the convolutions that output ``resolution``."""
+        return torch.float32 if resolution <= self.float32_max_resolution else self.dtype
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
@@ -296,7 +319,7 @@ class InferenceDecoder:
         flow_styles = [torch.addmm(h.flow_mod_bias, latents, h.flow_mod_weight.T) for h in self.heads]
 
         # Low resolutions: all frames in one batch.
-        x = self._batched_conv(self.const.expand(k, -1, -1, -1).to(self.dtype), self.conv1, *conv1_styles)
+        x = self._batched_conv(self.const.expand(k, -1, -1, -1), self.conv1, *conv1_styles)
         x = _channels_last(x)
         rgb = flow = None
         n_low = sum(r <= self.batch_max_resolution for r in self.resolutions)
@@ -341,12 +364,12 @@ class InferenceDecoder:
 
     def _batched_conv(self, x: Tensor, spec: _StyledConvSpec, s: Tensor, demod: Tensor) -> Tensor:
         """Modulate inputs, one shared conv for all frames, demodulate outputs."""
-        x = x * s.to(x.dtype)[:, :, None, None]
+        x = x.to(spec.dtype) * s.to(spec.dtype)[:, :, None, None]
         weight = spec.compute_weight
         if spec.upsample:
             y = F.conv_transpose2d(x, weight, stride=2)
         else:
-            x = x.contiguous(memory_format=_conv_format(False, self.dtype, 0))
+            x = x.contiguous(memory_format=_conv_format(False, spec.dtype, 0))
             y = F.conv2d(x, weight, padding=spec.weight.shape[-1] // 2)
         return self._finish(y, spec, demod)
 
@@ -354,11 +377,12 @@ class InferenceDecoder:
         """One frame: fold style, demodulation and gain into the weight (and bias into the conv)."""
         res = x.shape[-1] * (2 if spec.upsample else 1)
         weight = _conv_layout(spec.weight * s[None, :, None, None] * demod[:, None, None, None], spec.upsample,
-                              self.dtype, res)
+                              spec.dtype, res)
+        x = x.to(spec.dtype)
         if spec.upsample:
             return self._finish(F.conv_transpose2d(x, weight, stride=2), spec, None)
-        x = x.contiguous(memory_format=_conv_format(False, self.dtype, res))
-        y = F.conv2d(x, weight, spec.bias.to(self.dtype),
+        x = x.contiguous(memory_format=_conv_format(False, spec.dtype, res))
+        y = F.conv2d(x, weight, spec.bias.to(spec.dtype),
                      padding=spec.weight.shape[-1] // 2)
         return F.leaky_relu_(y, LEAKY_SLOPE)
 
