@@ -13,13 +13,18 @@ it prints:
   ``render`` delivers through the device's host-copy path: max level difference and the
   fraction of differing bytes). On CUDA the check runs with IEEE float32 convolutions and
   matmuls; "TF32 (torch default)" repeats the frames with cuDNN's default TF32 convolutions.
-* **precision**: per-frame PSNR (min and mean, dB) of bfloat16 / float16 decoder frames
-  against the device's float32 frames (float16 is reported unsupported if the decoder refuses it).
+* **precision**: per-frame PSNR (min and mean, dB) against the device's float32 frames of
+  bfloat16 / float16 decoder frames (the float32 motion decoded), and of the whole pipeline in
+  that dtype (its own analysis, sampling and decoding: :mod:`float_core.precision` says which
+  stage runs low); a dtype the pipeline refuses is reported unsupported.
 * **speed** per decoder dtype on the device: decode frames/s (``render``), flow-matching seconds
   per window (NFE 10, guided), end-to-end real-time factor of ``generate()`` (wall seconds per
   second of speech, MP4 written, the emotion passed as a device tensor: the path that crashed on
   CUDA), time to first frame (analysis + first window + first decoded batch), and peak memory
   (CUDA: ``max_memory_allocated``; CPU: peak resident set).
+* **CUDA graphs** (CUDA only): flow-matching seconds per window eager against replayed from
+  CUDA graphs (``FloatPipeline(cuda_graphs=True)``, the capture counted), and the motion's
+  max abs difference.
 
 The core is :func:`run_checks`, which returns everything as a dict (tests check its values);
 ``--json FILE`` writes it. Every section catches its own failure, records it under
@@ -151,12 +156,40 @@ def check_size(size: str, device: torch.device, wave: np.ndarray, *, frames: int
                 out["precision"][name] = {"unsupported": str(exc)}
                 continue
             psnr = frame_psnr(low.decode_frames(state["prepared"], state["motion"]), state["frames32"]).cpu()
-            out["precision"][name] = {"psnr_min_db": psnr.min().item(), "psnr_mean_db": psnr.mean().item()}
+            # The whole pipeline in its precision (float_core.precision): its own analysis,
+            # sampling and decoding of the same frames, against the float32 pipeline's.
+            mine = low.prepare(EXAMPLE_PORTRAIT, wave, crop=False)
+            whole = frame_psnr(low.decode_frames(mine, low.sample_motion(mine, nfe=10, seed=0)[:frames]),
+                               state["frames32"]).cpu()
+            out["precision"][name] = {"psnr_min_db": psnr.min().item(), "psnr_mean_db": psnr.mean().item(),
+                                      "pipeline_psnr_min_db": whole.min().item(),
+                                      "pipeline_psnr_mean_db": whole.mean().item(),
+                                      "stages": low.precision.describe()}
 
     for name in speed_dtypes:
         with section(f"{size}: speed {name}"), torch.no_grad():
             out["speed"][name] = measure_speed(FloatPipeline(model, device=device, dtype=name), wave, seconds)
+        if device.type == "cuda":
+            with section(f"{size}: CUDA graphs {name}"), torch.no_grad():
+                out.setdefault("cuda_graphs", {})[name] = measure_cuda_graphs(model, device, name, wave)
     return out
+
+
+def measure_cuda_graphs(model: torch.nn.Module, device: torch.device, dtype: str, wave: np.ndarray) -> dict[str, float]:
+    """FMT seconds per window eager vs replayed from CUDA graphs (float_core.cuda_graphs), and
+    the motion's max abs difference between the two (the same kernels: ~0 expected)."""
+    eager = FloatPipeline(model, device=device, dtype=dtype)
+    graphed = FloatPipeline(model, device=device, dtype=dtype, cuda_graphs=True)
+    prepared = eager.prepare(EXAMPLE_PORTRAIT, wave, crop=False)
+    windows = -(-prepared.num_frames // eager.config.num_frames)
+    result: dict[str, float] = {}
+    motions = {}
+    for label, pipe in (("eager", eager), ("graphed", graphed)):
+        pipe.sample_motion(prepared, nfe=10, seed=0)  # warm-up (and, graphed, the capture per sampler)
+        seconds, motions[label] = _timed(lambda: pipe.sample_motion(prepared, nfe=10, seed=0), device)
+        result[f"fmt_s_per_window_{label}"] = seconds / windows
+    result["motion_max_abs"] = (motions["graphed"] - motions["eager"]).abs().max().item()
+    return result
 
 
 def measure_speed(pipe: FloatPipeline, wave: np.ndarray, seconds: float) -> dict[str, float]:
@@ -200,11 +233,11 @@ def run_checks(device: str = "auto", sizes: tuple[str, ...] = ("tiny", "official
         sizes: model sizes, "tiny" and/or "official".
         seconds: length of the speech (the example recording, cut; zero-padded when longer).
         frames: frames decoded for the parity and precision comparisons.
-        speed_dtypes: decoder dtypes timed (default: float32 and bfloat16 on CUDA, float32 elsewhere).
+        speed_dtypes: pipeline dtypes timed (default: float32, bfloat16 and float16 on CUDA, float32 elsewhere).
     """
     dev = select_device(device)
     if speed_dtypes is None:
-        speed_dtypes = ("float32", "bfloat16") if dev.type == "cuda" else ("float32",)
+        speed_dtypes = ("float32", "bfloat16", "float16") if dev.type == "cuda" else ("float32",)
     wave = load_audio(EXAMPLE_SPEECH)
     n = int(seconds * 16000)
     wave = np.pad(wave[:n], (0, max(0, n - wave.shape[0])))
@@ -241,14 +274,20 @@ def format_report(result: dict[str, Any]) -> str:
                 lines.append(f"  TF32 convolutions (torch default): frames max abs {p['frames_max_abs_tf32']:.3g}")
         lines.append(f"[{size}] precision vs float32 frames on {result['device']}")
         for name, v in r["precision"].items():
-            lines.append(f"  {name:>9}: " + (f"unsupported ({v['unsupported']})" if "unsupported" in v else
-                                             f"PSNR min {v['psnr_min_db']:.1f} dB, mean {v['psnr_mean_db']:.1f} dB"))
+            lines.append(f"  {name:>9}: " + (
+                f"unsupported ({v['unsupported']})" if "unsupported" in v else
+                f"PSNR min {v['psnr_min_db']:.1f} dB, mean {v['psnr_mean_db']:.1f} dB (decoder); whole pipeline "
+                f"({v['stages']}) min {v['pipeline_psnr_min_db']:.1f} dB, mean {v['pipeline_psnr_mean_db']:.1f} dB"))
         lines.append(f"[{size}] speed on {result['device']}: {'dtype':>9} {'decode fps':>11} {'FMT s/window':>13} "
                      f"{'RTF':>7} {'first frame s':>14} {'peak mem GB':>12}")
         for name, v in r["speed"].items():
             lines.append(f"  {'':>{len(size) + 12 + len(result['device'])}}{name:>9} {num(v['decode_fps'], '11.2f')} "
                          f"{num(v['fmt_s_per_window'], '13.3f')} {num(v['rtf'], '7.3f')} "
                          f"{num(v['first_frame_s'], '14.3f')} {num(v['peak_memory_gb'], '12.2f')}")
+        for name, v in r.get("cuda_graphs", {}).items():
+            lines.append(f"[{size}] CUDA graphs {name}: FMT {v['fmt_s_per_window_eager']:.4f} s/window eager, "
+                         f"{v['fmt_s_per_window_graphed']:.4f} graphed (capture included, one per call); "
+                         f"motion max abs {v['motion_max_abs']:.3g}")
     if result["errors"]:
         lines.append("\nFAILED sections:")
         lines.extend(f"  {name}: {err}" for name, err in result["errors"].items())

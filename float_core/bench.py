@@ -157,8 +157,8 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
 
     with torch.no_grad():
         encode = sync(lambda: pipe.prepare_image(EXAMPLE_PORTRAIT, crop=False))
-        audio = sync(lambda: pipe.model.audio_encoder(x)[0])
-        emotion = sync(lambda: pipe.model.emotion_encoder(x)[0])
+        audio = sync(lambda: pipe.encode_audio(x)[0])
+        emotion = sync(lambda: pipe.classify_emotion(x)[0])
         source, feats, probs = encode(), audio(), emotion()  # warm-up
         image_s, image_cpu, _ = _best_time(encode, repeat)
         audio_s, audio_cpu, _ = _best_time(audio, repeat)

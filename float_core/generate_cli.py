@@ -103,9 +103,11 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--audio-model", default=None, help="wav2vec2-base-960h folder or Hugging Face id")
     m.add_argument("--emotion-model", default=None, help="speech-emotion model folder or Hugging Face id")
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    m.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                   help="decoder precision: auto (default) = bfloat16 where the device has native bf16 "
-                        "(AMX/AVX512-BF16 CPUs, CUDA sm80+), else float32; float32 reproduces the reference")
+    m.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="precision: auto (default) = bfloat16 where the device has native bf16 "
+                        "(AMX/AVX512-BF16 CPUs, CUDA sm80+), else float32; float32 reproduces the reference; "
+                        "bfloat16 runs the decoder and FMT in bf16 (encoders float32), float16 every stage "
+                        "(for GPUs; emulated and slow on most CPUs)")
     m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 

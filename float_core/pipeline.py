@@ -26,6 +26,7 @@ from .editing import apply_lambda_offsets, as_lambda_offsets, lambda_to_motion, 
 from .models.conditions import normalize_audio
 from .models.decoder_inference import InferenceDecoder
 from .models.float_model import FloatModel
+from .precision import Precision, autocast
 from .progress import ProgressLike, as_progress
 
 if TYPE_CHECKING:
@@ -68,10 +69,11 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def select_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
-    """Decoder compute dtype. ``None``/"auto" (default): bfloat16 where ``device`` has native
-    bf16 (:func:`native_bf16`; frames within PSNR >= 45 dB of float32, README "Performance"),
-    else float32. "float32" reproduces the reference numbers; "bfloat16"/"float16" force
-    the low precision."""
+    """The pipeline's dtype, which :meth:`Precision.for_dtype <float_core.precision.Precision.for_dtype>`
+    maps to per-stage dtypes. ``None``/"auto" (default): bfloat16 where ``device`` has native
+    bf16 (:func:`native_bf16`; frames within PSNR >= 45 dB of float32 with the measured
+    float32 parts, :mod:`float_core.precision`), else float32. "float32" reproduces the
+    reference numbers; "bfloat16"/"float16" force the low precision."""
     if dtype is None or str(dtype).lower() == "auto":
         return torch.bfloat16 if native_bf16(select_device(device)) else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -209,16 +211,24 @@ class GenerationResult:
 class FloatPipeline:
     """The FLOAT engine. Holds read-only networks; all per-request state lives in :class:`Prepared`.
 
-    Build with :meth:`from_pretrained`. ``dtype`` selects the decoder's compute precision
-    (the decoder is ~75 % of the compute; "auto" by default, see :func:`select_dtype`);
-    everything else runs in float32. :attr:`device`, :attr:`dtype` and :meth:`describe`
-    say what runs.
+    Build with :meth:`from_pretrained`. ``dtype`` selects the compute precision ("auto" by
+    default, see :func:`select_dtype`); :attr:`precision` says which stage runs in which dtype
+    (:class:`~float_core.precision.Precision`: in bfloat16 the decoder and the FMT, with the
+    wav2vec2 encoders in float32). :attr:`device`, :attr:`dtype` and :meth:`describe` say what
+    runs.
     """
 
     def __init__(self, model: FloatModel, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None):
+                 dtype: str | torch.dtype | None = None, cuda_graphs: bool = False):
         self.device = select_device(device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, got {self.device}")
+        #: replay each sampler's FMT field from a CUDA graph (float_core.cuda_graphs); opt-in
+        #: until benchmarks/gpu_check.py has measured it on a GPU
+        self.cuda_graphs = cuda_graphs
         self.dtype = select_dtype(dtype, self.device)
+        #: per-stage compute dtypes (float_core.precision)
+        self.precision = Precision.for_dtype(self.dtype)
         #: how the dtype was chosen, for :meth:`describe` ("auto" or the requested name)
         self.dtype_request = "auto" if dtype is None or str(dtype).lower() == "auto" else str(dtype)
         self.model = model.eval().requires_grad_(False).to(self.device)
@@ -226,18 +236,19 @@ class FloatPipeline:
         # CUDA batches every level over the frames of a call (batched decoding); the CPU goes
         # frame by frame above the decoder's default resolution, which measured faster there.
         batching = {"batch_max_resolution": self.config.image_size} if self.device.type == "cuda" else {}
-        self.decoder = InferenceDecoder(self.model.motion_autoencoder.dec, dtype=self.dtype, **batching)
+        self.decoder = InferenceDecoder(self.model.motion_autoencoder.dec, dtype=self.precision.decoder, **batching)
         with torch.no_grad():
             self.basis = self.model.motion_autoencoder.basis().detach()  # (d, M), fixed after loading
 
     def describe(self) -> str:
-        """Which device and decoder precision run, for the app and CLI, e.g.
-        ``"cpu, float32 decoder (auto: no native bf16 on cpu)"``."""
-        name = str(self.dtype).replace("torch.", "")
+        """Which device and precisions run, for the app and CLI, e.g.
+        ``"cpu, float32 (auto: no native bf16 on cpu)"`` or
+        ``"cuda, bfloat16 decoder and FMT, float32 encoders (auto: native bf16 on cuda)"``."""
+        text = f"{self.device}, {self.precision.describe()}"
         if self.dtype_request != "auto":
-            return f"{self.device}, {name} decoder"
+            return text
         why = "native bf16" if self.dtype == torch.bfloat16 else "no native bf16"
-        return f"{self.device}, {name} decoder (auto: {why} on {self.device.type})"
+        return f"{text} (auto: {why} on {self.device.type})"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -249,6 +260,7 @@ class FloatPipeline:
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        cuda_graphs: bool = False,
     ) -> "FloatPipeline":
         """Load the released weights.
 
@@ -262,13 +274,15 @@ class FloatPipeline:
             audio_model, emotion_model: local folders or Hugging Face ids of the two wav2vec2
                 models when they are not inside ``checkpoint``.
             device: "auto" (default: CUDA if available), "cpu", "cuda", ...
-            dtype: decoder precision: "auto" (default: bfloat16 where the device has native
-                bf16, else float32, see :func:`select_dtype`), "float32" (reference numbers)
-                or "bfloat16".
+            dtype: precision: "auto" (default: bfloat16 where the device has native
+                bf16, else float32, see :func:`select_dtype`), "float32" (reference numbers),
+                "bfloat16" (decoder and FMT; :mod:`float_core.precision`) or "float16" (every stage).
+            cuda_graphs: replay the FMT's vector field from CUDA graphs (CUDA only; opt-in,
+                :mod:`float_core.cuda_graphs`).
         """
         if str(checkpoint) == TEST_MODEL_NAME or (
                 checkpoint is None and os.environ.get(TEST_MODEL_ENV, "") == TEST_MODEL_NAME):
-            return cls.tiny_random(device=device, dtype=dtype)
+            return cls.tiny_random(device=device, dtype=dtype, cuda_graphs=cuda_graphs)
         if checkpoint is None and os.environ.get(TEST_MODEL_ENV):
             raise ValueError(f"{TEST_MODEL_ENV}: the only test model is {TEST_MODEL_NAME!r}, "
                              f"got {os.environ[TEST_MODEL_ENV]!r}")
@@ -278,11 +292,11 @@ class FloatPipeline:
         # Trained models of other sizes carry a float_config.json next to the weights.
         config = FloatConfig.for_checkpoint(sources.checkpoint)
         model = load_model(config, sources, device="cpu")
-        return cls(model, device=device, dtype=dtype)
+        return cls(model, device=device, dtype=dtype, cuda_graphs=cuda_graphs)
 
     @classmethod
     def tiny_random(cls, seed: int = 0, device: str | torch.device | None = None,
-                    dtype: str | torch.dtype | None = None) -> "FloatPipeline":
+                    dtype: str | torch.dtype | None = None, cuda_graphs: bool = False) -> "FloatPipeline":
         """A tiny model (``FloatConfig.tiny()``) with seeded random weights and no files.
 
         Like the reference fixtures, every parameter gets small noise on top of its
@@ -295,7 +309,7 @@ class FloatPipeline:
             with torch.no_grad():
                 for p in model.parameters():
                     p.add_(torch.randn_like(p) * (0.1 if p.ndim <= 1 else 0.02))
-        return cls(model, device=device, dtype=dtype)
+        return cls(model, device=device, dtype=dtype, cuda_graphs=cuda_graphs)
 
     # ------------------------------------------------------------------ analysis
     @torch.no_grad()
@@ -350,9 +364,22 @@ class FloatPipeline:
         shareable = wave.flags.writeable and wave.flags.c_contiguous
         samples = torch.from_numpy(wave if shareable else np.array(wave))
         x = normalize_audio(samples.to(self.device)[None])
-        features = self.model.audio_encoder(x)[0]
-        probs = self.model.emotion_encoder(x)[0]
-        return DrivingAudio(waveform=wave, audio_features=features, emotion_probs=probs)
+        return DrivingAudio(waveform=wave, audio_features=self.encode_audio(x)[0],
+                            emotion_probs=self.classify_emotion(x)[0])
+
+    @torch.no_grad()
+    def encode_audio(self, normalized: Tensor) -> Tensor:
+        """wav2vec2 audio features w_a (B, T, dim_a) float32 of normalised 16 kHz speech (B, S)
+        (:func:`~float_core.models.conditions.normalize_audio`), in :attr:`precision` ``.encoders``."""
+        with autocast(self.device, self.precision.encoders):
+            return self.model.audio_encoder(normalized).float()
+
+    @torch.no_grad()
+    def classify_emotion(self, normalized: Tensor) -> Tensor:
+        """Speech-emotion probabilities (B, 7) float32 of normalised 16 kHz speech (B, S), in
+        :attr:`precision` ``.encoders``."""
+        with autocast(self.device, self.precision.encoders):
+            return self.model.emotion_encoder(normalized).float()
 
     def prepare(self, image: ImageInput, audio: AudioInput, crop: bool = True, *,
                 max_seconds: float | None = None) -> Prepared:
@@ -373,7 +400,7 @@ class FloatPipeline:
             raise ValueError(f"audio: the emotion classifier needs at least {MIN_EMOTION_SAMPLES} samples "
                              f"({MIN_EMOTION_SAMPLES / self.config.sample_rate * 1000:.0f} ms), got {wave.shape[0]}")
         samples = torch.from_numpy(np.ascontiguousarray(wave)).to(self.device)  # explicit host -> device
-        return self.model.emotion_encoder(normalize_audio(samples[None]))[0]
+        return self.classify_emotion(normalize_audio(samples[None]))[0]
 
     def emotion_timeline(self, speech: DrivingAudio | Prepared, progress: ProgressLike = None) -> Tensor:
         """Per-window speech-emotion probabilities (W, 7) on the device, W = ceil(T / L).
@@ -434,7 +461,7 @@ class FloatPipeline:
             self.model.fmt, prepared.audio_features[None], prepared.source_motion[None], we[None],
             a_cfg=cfg.a_cfg, e_cfg=cfg.e_cfg, nfe=cfg.nfe, solver=cfg.solver, seed=cfg.seed,
             noise=None if noise is None else torch.as_tensor(noise).to(self.device),
-            progress=as_progress(progress),
+            progress=as_progress(progress), dtype=self.precision.fmt, cuda_graphs=self.cuda_graphs,
         ):
             yield window[0]
 

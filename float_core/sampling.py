@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 import torch
 from torch import Tensor
 
+from .cuda_graphs import Capture, GraphedFunction, capture_cuda_graph
+from .precision import autocast
 from .transfer import to_device
 
 __all__ = [
@@ -194,6 +196,8 @@ def iter_motion_windows(
     noise: Tensor | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     on_window: Callable[[WindowInputs], None] | None = None,
+    dtype: torch.dtype = torch.float32,
+    cuda_graphs: bool = False,
 ) -> Iterator[Tensor]:
     """Generate motion latents window by window, yielding each window when it is solved.
 
@@ -218,6 +222,7 @@ def iter_motion_windows(
             ``progress("sampling", evaluations_done, evaluations_total)`` after every
             vector-field evaluation of the whole clip.
         on_window: called with the :class:`WindowInputs` of every window before it is solved.
+        dtype, cuda_graphs: compute dtype of the FMT and CUDA-graph replay (see :class:`WindowSampler`).
 
     Yields:
         ``(B, n_k, d)`` motion latents of window k: its ``n_k`` real frames (``L``, fewer in the last).
@@ -248,7 +253,8 @@ def iter_motion_windows(
         _check_tensor("noise", noise, (windows, batch, L, d), f"(num_windows={windows}, B={batch}, L={L}, d={d})")
     sampler = WindowSampler(fmt, source_motion, a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed,
                             noise=noise, progress=progress, on_window=on_window,
-                            evals_total=windows * steps * integrate.evals_per_step)
+                            evals_total=windows * steps * integrate.evals_per_step, dtype=dtype,
+                            cuda_graphs=cuda_graphs)
 
     # ---- audio: pad once to whole windows by repeating the last frame; slices are then views.
     padded = torch.cat([audio_features, audio_features[:, -1:].expand(batch, windows * L - total, d_a)], dim=1)
@@ -271,13 +277,25 @@ class WindowSampler:
         a_cfg, e_cfg, nfe, solver, seed, progress, on_window: as in :func:`iter_motion_windows`.
         noise: explicit starting noise ``(W, B, L, d)`` for the first W windows; overrides ``seed``.
         evals_total: the ``total`` reported to ``progress`` (0 = unknown, e.g. a live stream).
+        dtype: compute dtype of the FMT's matmuls (:class:`float_core.precision.Precision`
+            ``.fmt``): low precision runs each vector-field evaluation under autocast; the ODE
+            state, the guidance arithmetic and the returned latents stay float32.
+        cuda_graphs: replay the guided vector field from a CUDA graph captured at the first
+            evaluation (:mod:`float_core.cuda_graphs`); ``capture`` replaces CUDA's capture
+            (default :func:`~float_core.cuda_graphs.capture_cuda_graph`; tests pass their own).
     """
 
     def __init__(self, fmt: torch.nn.Module, source_motion: Tensor, *, a_cfg: float = 2.0, e_cfg: float = 1.0,
                  nfe: int = 10, solver: str = "euler", seed: int | None = None, noise: Tensor | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
-                 on_window: Callable[[WindowInputs], None] | None = None, evals_total: int = 0) -> None:
+                 on_window: Callable[[WindowInputs], None] | None = None, evals_total: int = 0,
+                 dtype: torch.dtype = torch.float32, cuda_graphs: bool = False,
+                 capture: Capture | None = None) -> None:
         self.fmt = fmt
+        self.dtype, self.cuda_graphs = dtype, cuda_graphs
+        #: the guided field of (t, x, audio, source_motion, emotion, prev_x, prev_wa)
+        self.velocity = (GraphedFunction(self._guided_velocity, capture or capture_cuda_graph) if cuda_graphs
+                         else self._guided_velocity)
         self.source_motion = source_motion
         self.a_cfg, self.e_cfg = a_cfg, e_cfg
         self.integrate = _get_solver(solver)
@@ -297,6 +315,13 @@ class WindowSampler:
         self.index = 0
         self.prev_x = torch.zeros(batch, Lp, fmt.dim_w, device=device, dtype=dtype)
         self.prev_wa = torch.zeros(batch, Lp, fmt.dim_a, device=device, dtype=dtype)
+
+    def _guided_velocity(self, t: Tensor, x: Tensor, audio: Tensor, source_motion: Tensor, emotion: Tensor,
+                         prev_x: Tensor, prev_wa: Tensor) -> Tensor:
+        """Eq. 13's guided field in the sampler's compute dtype, as float32 ``(B, L' + L, d)``."""
+        with autocast(x.device, self.dtype, cache=not self.cuda_graphs):
+            v = self.fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, self.a_cfg, self.e_cfg)
+        return v.to(x.dtype)
 
     def _next_noise(self) -> Tensor:
         batch, device, dtype = self.source_motion.shape[0], self.source_motion.device, self.source_motion.dtype
@@ -332,7 +357,7 @@ class WindowSampler:
             self.on_window(WindowInputs(self.index, x0, audio, prev_x, prev_wa, num_real))
 
         def field(t: Tensor, x: Tensor) -> Tensor:
-            v = fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, self.a_cfg, self.e_cfg)
+            v = self.velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa)
             self.evals_done += 1
             if self.progress is not None:
                 self.progress("sampling", self.evals_done, self.evals_total)

@@ -526,7 +526,7 @@ class _Run:
                 from .models.conditions import normalize_audio
 
                 y = normalize_audio(torch.from_numpy(own_span).to(pipe.device)[None])
-                emotion = pipe.model.emotion_encoder(y)[0]
+                emotion = pipe.classify_emotion(y)[0]
             window = _Window(index=k, num_real=num_real, samples=samples, speaking=speaking, ready=ready,
                              features=padded, emotion=emotion[None])
             self._put(self.q_windows, window)
@@ -540,7 +540,8 @@ class _Run:
         cfg = self.cfg
         sampler = WindowSampler(self.pipe.model.fmt, self.source.source_motion[None], a_cfg=cfg.a_cfg,
                                 e_cfg=cfg.e_cfg, nfe=cfg.nfe, solver=cfg.solver, seed=cfg.seed,
-                                progress=self._check_stop)
+                                progress=self._check_stop, dtype=self.pipe.precision.fmt,
+                                cuda_graphs=self.pipe.cuda_graphs)
         while True:
             window = self._get(self.q_windows)
             if window is _END:
@@ -693,7 +694,7 @@ def span_features(pipe: "FloatPipeline", span: np.ndarray, offset: int, count: i
     from .models.conditions import normalize_audio
 
     x = normalize_audio(torch.from_numpy(np.ascontiguousarray(span)).to(pipe.device)[None])
-    feats = pipe.model.audio_encoder(x)[0][offset:offset + count]
+    feats = pipe.encode_audio(x)[0][offset:offset + count]
     if feats.shape[0] < count:  # cannot happen for spans padded to whole frames; keep the shape
         feats = torch.cat([feats, feats[-1:].expand(count - feats.shape[0], -1)])
     return feats

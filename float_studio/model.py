@@ -100,7 +100,7 @@ class PipelineHolder:
         cfg = pipe.config
         kind = "tiny random test model" if cfg.image_size < 512 else "FLOAT"
         return (f"**Model:** {kind}, {cfg.image_size}x{cfg.image_size} px, {cfg.fps:g} fps, "
-                f"on `{pipe.device}` ({str(pipe.dtype).replace('torch.', '')} decoder).")
+                f"on `{pipe.device}` ({pipe.precision.describe()}).")
 
 
 def checkpoint_dir() -> Path:

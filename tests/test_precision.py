@@ -11,6 +11,7 @@ from float_core.bench import frame_psnr, scale_flow_offsets_
 from float_core.generate_cli import add_subparser
 from float_core.models.decoder_inference import InferenceDecoder
 from float_core.pipeline import FloatPipeline, native_bf16, select_dtype
+from float_core.precision import Precision
 
 
 def _fake_cpu(monkeypatch, amx: bool, avx512_bf16: bool) -> None:
@@ -56,12 +57,13 @@ def test_pipeline_exposes_the_resolved_dtype_and_device(monkeypatch):
     pipe = FloatPipeline.tiny_random(device="cpu")
     assert pipe.dtype == torch.bfloat16 and pipe.decoder.dtype == torch.bfloat16
     assert pipe.device == torch.device("cpu")
-    assert pipe.describe() == "cpu, bfloat16 decoder (auto: native bf16 on cpu)"
+    assert pipe.describe() == "cpu, bfloat16 decoder and FMT, float32 encoders (auto: native bf16 on cpu)"
     _fake_cpu(monkeypatch, False, False)
     pipe = FloatPipeline.tiny_random(device="cpu")
     assert pipe.dtype == torch.float32
-    assert pipe.describe() == "cpu, float32 decoder (auto: no native bf16 on cpu)"
-    assert FloatPipeline.tiny_random(device="cpu", dtype="float32").describe() == "cpu, float32 decoder"
+    assert pipe.describe() == "cpu, float32 (auto: no native bf16 on cpu)"
+    assert FloatPipeline.tiny_random(device="cpu", dtype="float32").describe() == "cpu, float32"
+    assert FloatPipeline.tiny_random(device="cpu", dtype="float16").describe() == "cpu, float16"
 
 
 def test_cli_dtype_defaults_to_auto():
@@ -84,10 +86,8 @@ def test_frame_psnr_known_values():
                                                              abs=1e-4)
 
 
-def test_bfloat16_frames_psnr_against_float32():
-    """The image error auto's bf16 accepts (bar: PSNR >= 45 dB on every frame), on the tiny
-    decoder in the benchmark's regime (smooth source, flow offsets scaled by 0.03). Measured:
-    66-69 dB on these 4 frames; fully random flows give 39-46 dB (warps amplify rounding)."""
+def _flow_scaled_case():
+    """The tiny decoder in the benchmark's regime (smooth source, flow offsets scaled by 0.03)."""
     pipe = FloatPipeline.tiny_random(device="cpu", dtype="float32")
     ae = pipe.model.motion_autoencoder
     scale_flow_offsets_(ae.dec, 0.03)  # the pipeline's model is its own copy: nothing else sees this
@@ -98,8 +98,105 @@ def test_bfloat16_frames_psnr_against_float32():
                                align_corners=False)
         identity, lam, feats = ae.encode(source)
         latents = identity + ae.lambda_to_motion(lam + 0.5 * torch.randn(4, lam.shape[1]))
-    exact = InferenceDecoder(ae.dec, torch.float32)(latents, feats)
-    low = InferenceDecoder(ae.dec, torch.bfloat16)(latents, feats)
+    return ae.dec, latents, feats
+
+
+def test_precision_per_stage_follows_the_measured_rule():
+    """bf16: decoder and FMT low, the wav2vec2 encoders float32 (33.7 dB in bf16, precision.py);
+    fp16: every stage low; float32: nothing low."""
+    assert Precision.for_dtype(torch.float32) == Precision()
+    bf16 = Precision.for_dtype(torch.bfloat16)
+    assert (bf16.decoder, bf16.fmt, bf16.encoders) == (torch.bfloat16, torch.bfloat16, torch.float32)
+    fp16 = Precision.for_dtype(torch.float16)
+    assert (fp16.decoder, fp16.fmt, fp16.encoders) == (torch.float16,) * 3
+    assert bf16.describe() == "bfloat16 decoder and FMT, float32 encoders"
+    assert fp16.describe() == "float16" and Precision().describe() == "float32"
+    with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
+        Precision.for_dtype(torch.float64)
+    pipe = FloatPipeline.tiny_random(device="cpu", dtype="bfloat16")
+    assert pipe.precision == bf16 and pipe.decoder.dtype == torch.bfloat16
+
+
+def test_low_precision_decoder_keeps_its_low_levels_float32():
+    """Levels up to float32_max_resolution run float32: with every level there, a bf16 decoder
+    is the float32 decoder bit for bit; by default conv1 and the 8 and 16 px levels are float32."""
+    dec, latents, feats = _flow_scaled_case()
+    exact = InferenceDecoder(dec, torch.float32)(latents, feats)
+    all_fp32 = InferenceDecoder(dec, torch.bfloat16, float32_max_resolution=dec.size)
+    assert torch.equal(all_fp32(latents, feats), exact)
+    default = InferenceDecoder(dec, torch.bfloat16)
+    assert default.float32_max_resolution == 16
+    assert default.conv1.dtype == torch.float32
+    assert [c.dtype for c in default.convs] == [torch.float32] * 4 + [torch.bfloat16] * (len(default.convs) - 4)
+    assert not torch.equal(default(latents, feats), exact)
+
+
+def test_float16_frames_psnr_against_float32():
+    """float16 (10 mantissa bits against bf16's 7): official size measured 60-65 dB."""
+    dec, latents, feats = _flow_scaled_case()
+    exact = InferenceDecoder(dec, torch.float32)(latents, feats)
+    low = InferenceDecoder(dec, torch.float16)(latents, feats)
+    assert low.dtype == torch.float32
+    psnr = frame_psnr(low, exact)
+    assert psnr.min() >= 70.0, psnr
+    assert psnr.max() < 110.0, psnr  # float16 really ran
+
+
+def _speech(seconds: float = 2.5):
+    t = torch.arange(int(16000 * seconds)) / 16000
+    return (0.3 * torch.sin(2 * torch.pi * 220 * t) * (1 + torch.sin(2 * torch.pi * 3 * t))).numpy()
+
+
+def test_fmt_low_precision_runs_under_autocast_with_float32_embedders():
+    """In bf16 the FMT's blocks run bf16 matmuls, its embedders and final layer float32, and the
+    sampled motion stays float32, close to the float32 motion but not equal to it."""
+    ref = FloatPipeline.tiny_random(device="cpu", dtype="float32")
+    low = FloatPipeline.tiny_random(device="cpu", dtype="bfloat16")
+    image = torch.full((64, 64, 3), 128, dtype=torch.uint8).numpy()
+    prepared = ref.prepare(image, _speech(), crop=False)
+    seen: dict[str, torch.dtype] = {}
+    fmt = low.model.fmt
+    def record(name):
+        def hook(_module, _inputs, output):
+            seen.setdefault(name, output.dtype)  # returns None: the output is kept
+        return hook
+
+    hooks = [module.register_forward_hook(record(name))
+             for name, module in (("c_embedder", fmt.c_embedder), ("x_embedder", fmt.x_embedder.proj),
+                                  ("qkv", fmt.blocks[0].attn.qkv), ("final", fmt.decoder.linear))]
+    try:
+        motion = low.sample_motion(prepared, nfe=4, seed=0)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == {"c_embedder": torch.float32, "x_embedder": torch.float32, "qkv": torch.bfloat16,
+                    "final": torch.float32}
+    exact = ref.sample_motion(prepared, nfe=4, seed=0)
+    assert motion.dtype == torch.float32 and not torch.equal(motion, exact)
+    assert (motion - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_encoders_follow_the_precision():
+    """bf16 keeps the wav2vec2 encoders float32 (bit-equal features); fp16 runs them in fp16."""
+    wave = _speech()
+    ref = FloatPipeline.tiny_random(device="cpu", dtype="float32").prepare_audio(wave)
+    bf16 = FloatPipeline.tiny_random(device="cpu", dtype="bfloat16").prepare_audio(wave)
+    fp16 = FloatPipeline.tiny_random(device="cpu", dtype="float16").prepare_audio(wave)
+    assert torch.equal(bf16.audio_features, ref.audio_features)
+    assert torch.equal(bf16.emotion_probs, ref.emotion_probs)
+    assert fp16.audio_features.dtype == torch.float32 and not torch.equal(fp16.audio_features, ref.audio_features)
+    rel = (fp16.audio_features - ref.audio_features).norm() / ref.audio_features.norm()
+    assert rel < 0.01, rel
+    assert (fp16.emotion_probs - ref.emotion_probs).abs().max() < 0.01
+
+
+def test_bfloat16_frames_psnr_against_float32():
+    """The image error auto's bf16 accepts (bar: PSNR >= 45 dB on every frame), on the tiny
+    decoder in the benchmark's regime. Measured: 66-69 dB on these 4 frames; fully random
+    flows give 39-46 dB (warps amplify rounding)."""
+    dec, latents, feats = _flow_scaled_case()
+    exact = InferenceDecoder(dec, torch.float32)(latents, feats)
+    low = InferenceDecoder(dec, torch.bfloat16)(latents, feats)
     psnr = frame_psnr(low, exact)
     assert psnr.min() >= 60.0, psnr
     assert psnr.max() < 90.0, psnr  # bf16 really ran: not bit-equal to float32

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import full_precision
+
 if TYPE_CHECKING:  # imported for annotations only; keeps this module free of config coupling
     from ..config import FloatConfig
 
@@ -285,12 +287,16 @@ class FlowMatchingTransformer(nn.Module):
         condition = torch.cat(
             [wr.unsqueeze(1).expand(batch, n, -1), wa, we.expand(batch, n, -1)], dim=-1
         ).to(dtype)
-        c = self.c_embedder(condition) + self.t_embedder(t).unsqueeze(1)  # (B or 1 -> B, N, h)
-
-        h = self.x_embedder(x.to(dtype)) + self.pos_embed
+        # Under low-precision autocast (float_core.precision) the embedders and the final layer
+        # stay float32: they see the raw conditions and produce the velocity, and rounding them
+        # to bf16 cost 1.4 dB of frame PSNR for ~1.5 % of the FLOPs (measured, precision.py).
+        with full_precision(x.device):
+            c = self.c_embedder(condition) + self.t_embedder(t).unsqueeze(1)  # (B or 1 -> B, N, h)
+            h = self.x_embedder(x.to(dtype)) + self.pos_embed
         for block in self.blocks:
             h = block(h, c, self.alignment_mask)
-        return self.decoder(h, c)
+        with full_precision(x.device):
+            return self.decoder(h, c)
 
     def guided_velocity(
         self,

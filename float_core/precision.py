@@ -1,0 +1,84 @@
+"""Mixed precision: which stage computes in which dtype (issue 12, README "Performance").
+
+One pipeline dtype (``FloatPipeline(dtype=...)``, CLI ``--dtype``) maps to a per-stage
+:class:`Precision`. The rule is measured, not assumed: per-frame PSNR of the frames against
+the all-float32 pipeline (official size, seeded random weights with flow-scaled ToFlow as in
+``benchmarks/decoder_speed.py``, 2 s of CMU ARCTIC speech, NFE 10, 4 frames spread over the clip):
+
+============================  =======================  =======================
+stage in low precision        bfloat16 (min / mean)    float16 (min / mean)
+============================  =======================  =======================
+decoder, every level          39.9 / 47.5 dB           60.2 / 65.3 dB
+decoder, levels > 16 px       46.0 / 51.7 dB           (not needed)
+FMT under autocast            44.5 / 47.2 dB           57.1 / 65.9 dB
+FMT, embedders + final fp32   45.9 / 52.8 dB           --
+audio + emotion encoders      33.7 / 40.5 dB (+FMT)    51.1 / 56.2 dB (+FMT)
+============================  =======================  =======================
+
+So in bfloat16 the decoder's levels up to 16 px (~5 % of its FLOPs) and the FMT's condition
+and input embedders and final layer (~1.5 % of its FLOPs) stay float32
+(:data:`~float_core.models.decoder_inference.LOW_PRECISION_FLOAT32_MAX_RESOLUTION`,
+:func:`full_precision` in :mod:`float_core.models.fmt`), and the two wav2vec2 encoders stay
+float32: their 1.3 % relative feature error in bf16 moves the motion by up to 0.06, far past
+the 45 dB bar. float16's 3 more mantissa bits pass everywhere, so in float16 every stage runs
+in float16 (with the same float32 parts). The ODE state, guidance arithmetic and every output
+stay float32 in all modes: only the matmuls and convolutions inside a stage run low.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import ContextManager
+
+import torch
+
+__all__ = ["Precision", "autocast", "full_precision"]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Compute dtype of each stage. Build with :meth:`for_dtype`; float32 everywhere by default."""
+
+    #: the motion decoder's convolutions (:class:`~float_core.models.decoder_inference.InferenceDecoder`)
+    decoder: torch.dtype = torch.float32
+    #: the flow matching transformer's matmuls (autocast around each vector-field evaluation)
+    fmt: torch.dtype = torch.float32
+    #: the wav2vec2 audio and emotion encoders (autocast around each call)
+    encoders: torch.dtype = torch.float32
+
+    @classmethod
+    def for_dtype(cls, dtype: torch.dtype) -> "Precision":
+        """The measured per-stage rule for a pipeline dtype (see the module docstring)."""
+        if dtype == torch.float32:
+            return cls()
+        if dtype == torch.bfloat16:
+            return cls(decoder=dtype, fmt=dtype, encoders=torch.float32)
+        if dtype == torch.float16:
+            return cls(decoder=dtype, fmt=dtype, encoders=dtype)
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+
+    def describe(self) -> str:
+        """E.g. ``"bfloat16 decoder and FMT, float32 encoders"`` or ``"float32"``."""
+        groups: dict[str, list[str]] = {}
+        for stage, dtype in (("decoder", self.decoder), ("FMT", self.fmt), ("encoders", self.encoders)):
+            groups.setdefault(str(dtype).replace("torch.", ""), []).append(stage)
+        if len(groups) == 1:
+            return next(iter(groups))
+        return ", ".join(f"{name} {' and '.join(stages)}" for name, stages in groups.items())
+
+
+def autocast(device: torch.device, dtype: torch.dtype, cache: bool = True) -> ContextManager[object]:
+    """Autocast to ``dtype`` on ``device`` inside the block; nothing at all for float32 (so the
+    float32 path is exactly the reference formulation, with no autocast machinery).
+    ``cache=False`` for code captured in a CUDA graph (autocast's weight-cast cache must not
+    outlive the capture, PyTorch's CUDA graphs notes)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
+
+
+def full_precision(device: torch.device) -> ContextManager[object]:
+    """Switch autocast off inside the block (for the numerically sensitive parts of a stage
+    that otherwise runs under :func:`autocast`); feed it float32 inputs."""
+    return torch.autocast(device.type, enabled=False)
