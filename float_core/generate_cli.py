@@ -106,7 +106,7 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="precision: auto (default) = bfloat16 where the device has native bf16 "
                         "(AMX/AVX512-BF16 CPUs, CUDA sm80+), else float32; float32 reproduces the reference; "
-                        "bfloat16 runs the decoder and FMT in bf16 (encoders float32), float16 every stage "
+                        "bfloat16 runs the decoder in bf16 (FMT and encoders float32), float16 every stage "
                         "(for GPUs; emulated and slow on most CPUs)")
     m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -213,24 +213,29 @@ class FloatPipeline:
 
     Build with :meth:`from_pretrained`. ``dtype`` selects the compute precision ("auto" by
     default, see :func:`select_dtype`); :attr:`precision` says which stage runs in which dtype
-    (:class:`~float_core.precision.Precision`: in bfloat16 the decoder and the FMT, with the
-    wav2vec2 encoders in float32). :attr:`device`, :attr:`dtype` and :meth:`describe` say what
-    runs.
+    (:class:`~float_core.precision.Precision`: bfloat16 runs the decoder low and the FMT and
+    wav2vec2 encoders float32, float16 every stage; ``precision=`` sets another mix).
+    :attr:`device`, :attr:`dtype` and :meth:`describe` say what runs.
     """
 
     def __init__(self, model: FloatModel, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, cuda_graphs: bool = False):
+                 dtype: str | torch.dtype | None = None, cuda_graphs: bool = False, *,
+                 precision: Precision | None = None):
         self.device = select_device(device)
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a CUDA device, got {self.device}")
         #: replay each sampler's FMT field from a CUDA graph (float_core.cuda_graphs); opt-in
         #: until benchmarks/gpu_check.py has measured it on a GPU
         self.cuda_graphs = cuda_graphs
-        self.dtype = select_dtype(dtype, self.device)
+        if precision is not None and dtype is not None:
+            raise ValueError("give dtype or precision, not both (precision sets every stage's dtype)")
+        #: the pipeline dtype (the decoder's): what select_dtype chose, or precision.decoder
+        self.dtype = select_dtype(dtype, self.device) if precision is None else precision.decoder
         #: per-stage compute dtypes (float_core.precision)
-        self.precision = Precision.for_dtype(self.dtype)
+        self.precision = Precision.for_dtype(self.dtype) if precision is None else precision
         #: how the dtype was chosen, for :meth:`describe` ("auto" or the requested name)
-        self.dtype_request = "auto" if dtype is None or str(dtype).lower() == "auto" else str(dtype)
+        self.dtype_request = ("auto" if precision is None and (dtype is None or str(dtype).lower() == "auto")
+                              else str(dtype))
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.config: FloatConfig = model.config
         # CUDA batches every level over the frames of a call (batched decoding); the CPU goes
@@ -243,7 +248,7 @@ class FloatPipeline:
     def describe(self) -> str:
         """Which device and precisions run, for the app and CLI, e.g.
         ``"cpu, float32 (auto: no native bf16 on cpu)"`` or
-        ``"cuda, bfloat16 decoder and FMT, float32 encoders (auto: native bf16 on cuda)"``."""
+        ``"cuda, bfloat16 decoder, float32 FMT and encoders (auto: native bf16 on cuda)"``."""
         text = f"{self.device}, {self.precision.describe()}"
         if self.dtype_request != "auto":
             return text
@@ -276,7 +281,7 @@ class FloatPipeline:
             device: "auto" (default: CUDA if available), "cpu", "cuda", ...
             dtype: precision: "auto" (default: bfloat16 where the device has native
                 bf16, else float32, see :func:`select_dtype`), "float32" (reference numbers),
-                "bfloat16" (decoder and FMT; :mod:`float_core.precision`) or "float16" (every stage).
+                "bfloat16" (the decoder; :mod:`float_core.precision`) or "float16" (every stage).
             cuda_graphs: replay the FMT's vector field from CUDA graphs (CUDA only; opt-in,
                 :mod:`float_core.cuda_graphs`).
         """

@@ -1,9 +1,11 @@
 """Mixed precision: which stage computes in which dtype (issue 12, README "Performance").
 
 One pipeline dtype (``FloatPipeline(dtype=...)``, CLI ``--dtype``) maps to a per-stage
-:class:`Precision`. The rule is measured, not assumed: per-frame PSNR of the frames against
-the all-float32 pipeline (official size, seeded random weights with flow-scaled ToFlow as in
-``benchmarks/decoder_speed.py``, 2 s of CMU ARCTIC speech, NFE 10, 4 frames spread over the clip):
+:class:`Precision` (``FloatPipeline(precision=...)`` sets one directly). The rule is measured,
+not assumed, against the bar of issue 12 (per-frame PSNR >= 45 dB against the all-float32
+pipeline). Official size, seeded random weights with flow-scaled ToFlow as in
+``benchmarks/decoder_speed.py``, 2 s of CMU ARCTIC speech, NFE 10; first, each stage alone
+(4 frames spread over the clip):
 
 ============================  =======================  =======================
 stage in low precision        bfloat16 (min / mean)    float16 (min / mean)
@@ -15,14 +17,21 @@ FMT, embedders + final fp32   45.9 / 52.8 dB           --
 audio + emotion encoders      33.7 / 40.5 dB (+FMT)    51.1 / 56.2 dB (+FMT)
 ============================  =======================  =======================
 
-So in bfloat16 the decoder's levels up to 16 px (~5 % of its FLOPs) and the FMT's condition
-and input embedders and final layer (~1.5 % of its FLOPs) stay float32
-(:data:`~float_core.models.decoder_inference.LOW_PRECISION_FLOAT32_MAX_RESOLUTION`,
-:func:`full_precision` in :mod:`float_core.models.fmt`), and the two wav2vec2 encoders stay
-float32: their 1.3 % relative feature error in bf16 moves the motion by up to 0.06, far past
-the 45 dB bar. float16's 3 more mantissa bits pass everywhere, so in float16 every stage runs
-in float16 (with the same float32 parts). The ODE state, guidance arithmetic and every output
-stay float32 in all modes: only the matmuls and convolutions inside a stage run low.
+then the whole pipeline (``benchmarks/gpu_check.py``, its first 8 frames): bf16 decoder alone
+46.0 / 54.9 dB; bf16 decoder + bf16 FMT 41.6 / 52.8 dB (fails: the two errors add); float16
+everywhere 50.0 / 60.3 dB (float16 decoder alone 64.0 / 72.7).
+
+So **bfloat16** runs the decoder in bf16, with its levels up to 16 px (~5 % of its FLOPs) in
+float32 (:data:`~float_core.models.decoder_inference.LOW_PRECISION_FLOAT32_MAX_RESOLUTION`),
+and keeps the FMT and the two wav2vec2 encoders float32: the encoders' 1.3 % relative feature
+error in bf16 moves the motion by up to 0.06, and a bf16 FMT on top of the bf16 decoder
+misses the bar. **float16**'s 3 more mantissa bits pass everywhere, so float16 runs every
+stage in float16 (the same float32 parts kept: the decoder's low levels, and the FMT's
+condition and input embedders and final layer, :func:`full_precision` in
+:mod:`float_core.models.fmt`, which in bf16 cost 1.4 dB for ~1.5 % of its FLOPs). The ODE
+state, guidance arithmetic and every output stay float32 in all modes: only the matmuls and
+convolutions inside a stage run low. ``Precision(decoder=..., fmt=..., encoders=...)`` picks
+any other mix (e.g. a bf16 FMT where speed matters more than the bar).
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from typing import ContextManager
 import torch
 
 __all__ = ["Precision", "autocast", "full_precision"]
+
+_COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -47,19 +58,26 @@ class Precision:
     #: the wav2vec2 audio and emotion encoders (autocast around each call)
     encoders: torch.dtype = torch.float32
 
+    def __post_init__(self) -> None:
+        for stage in ("decoder", "fmt", "encoders"):
+            value = getattr(self, stage)
+            if value not in _COMPUTE_DTYPES:
+                raise ValueError(f"Precision.{stage} must be torch.float32, torch.bfloat16 or torch.float16, "
+                                 f"got {value!r}")
+
     @classmethod
     def for_dtype(cls, dtype: torch.dtype) -> "Precision":
         """The measured per-stage rule for a pipeline dtype (see the module docstring)."""
         if dtype == torch.float32:
             return cls()
         if dtype == torch.bfloat16:
-            return cls(decoder=dtype, fmt=dtype, encoders=torch.float32)
+            return cls(decoder=dtype)
         if dtype == torch.float16:
             return cls(decoder=dtype, fmt=dtype, encoders=dtype)
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
 
     def describe(self) -> str:
-        """E.g. ``"bfloat16 decoder and FMT, float32 encoders"`` or ``"float32"``."""
+        """E.g. ``"bfloat16 decoder, float32 FMT and encoders"`` or ``"float32"``."""
         groups: dict[str, list[str]] = {}
         for stage, dtype in (("decoder", self.decoder), ("FMT", self.fmt), ("encoders", self.encoders)):
             groups.setdefault(str(dtype).replace("torch.", ""), []).append(stage)

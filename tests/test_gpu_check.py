@@ -45,7 +45,13 @@ def test_low_precision_psnr(result):
     assert 40.0 < bf16["psnr_min_db"] <= bf16["psnr_mean_db"] < 200.0  # close, but not float32 itself
     # the whole bf16 pipeline adds the FMT's error to the decoder's
     assert 30.0 < bf16["pipeline_psnr_min_db"] <= bf16["pipeline_psnr_mean_db"] < 200.0
-    assert bf16["stages"] == "bfloat16 decoder and FMT, float32 encoders"
+    assert bf16["stages"] == "bfloat16 decoder, float32 FMT and encoders"
+    # with the FMT and encoders in float32 the motion is float32's: only the decoder's error
+    assert bf16["pipeline_psnr_min_db"] == pytest.approx(bf16["psnr_min_db"], abs=1e-6)
+    assert precision["bfloat16+fmt"]["stages"] == "bfloat16 decoder and FMT, float32 encoders"
+    with_fmt = precision["bfloat16+fmt"]
+    assert with_fmt["psnr_min_db"] == pytest.approx(bf16["psnr_min_db"], abs=1e-6)  # the same decoder
+    assert with_fmt["pipeline_psnr_min_db"] != pytest.approx(with_fmt["psnr_min_db"], abs=1e-3)  # its own motion
     fp16 = precision["float16"]
     assert 40.0 < fp16["psnr_min_db"] <= fp16["psnr_mean_db"] < 200.0
     assert 30.0 < fp16["pipeline_psnr_min_db"] <= fp16["pipeline_psnr_mean_db"] < 200.0
