@@ -308,13 +308,12 @@ class SimulatedAccelerator:
 
     def pipeline(self, pipe: Any) -> Any:
         """A copy of a :class:`~float_core.pipeline.FloatPipeline` (or of a ``FloatModel``)
-        with its networks on the accelerator and the same decoder dtype; the original is untouched."""
+        with its networks on the accelerator and the same per-stage precision; the original is untouched."""
         from .pipeline import FloatPipeline
 
-        model = pipe.model if isinstance(pipe, FloatPipeline) else pipe
-        dtype = pipe.dtype if isinstance(pipe, FloatPipeline) else None
-        cls = type(pipe) if isinstance(pipe, FloatPipeline) else FloatPipeline
-        return cls(self.to_device(copy.deepcopy(model)), device=self.device, dtype=dtype)
+        if not isinstance(pipe, FloatPipeline):
+            return FloatPipeline(self.to_device(copy.deepcopy(pipe)), device=self.device)
+        return type(pipe)(self.to_device(copy.deepcopy(pipe.model)), device=self.device, precision=pipe.precision)
 
     # ------------------------------------------------------------------ inspection
     def syncs_in(self, *paths: str) -> list[Sync]:

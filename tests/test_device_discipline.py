@@ -254,3 +254,23 @@ def test_app_handlers_on_accelerator(acc, cpu_pipe, dev_pipe, wave, tmp_path):
     np.testing.assert_array_equal(dev_gen.lambdas, cpu_gen.lambdas)
     np.testing.assert_array_equal(dev_gen.emotion, cpu_gen.emotion)
     np.testing.assert_array_equal(dev_frame, cpu_frame)
+
+
+def test_float16_pipeline_on_accelerator_equals_cpu_without_syncs(acc, cpu_pipe, wave):
+    """Every stage under float16 autocast (float_core.precision) keeps the device discipline:
+    the same frames as the CPU's float16 pipeline, no sync per window."""
+    cpu16 = FloatPipeline(cpu_pipe.model, device="cpu", dtype="float16")
+    dev16 = acc.pipeline(cpu16)
+    assert dev16.precision == cpu16.precision and dev16.precision.fmt == torch.float16
+    cpu, dev = cpu16.prepare(IMAGE, wave), dev16.prepare(IMAGE, wave)
+    assert torch.equal(dev.audio_features.cpu(), cpu.audio_features)
+    windows = dev16.iter_motion(dev, nfe=2, seed=1)
+    motion = [next(windows)]
+    mark = acc.mark()
+    motion += list(windows)
+    assert acc.since(mark) == [], [str(s) for s in acc.since(mark)]
+    motion = torch.cat(motion)
+    assert torch.equal(motion.cpu(), cpu16.sample_motion(cpu, nfe=2, seed=1))
+    assert not torch.equal(motion.cpu(), cpu_pipe.sample_motion(cpu, nfe=2, seed=1))  # float16 really ran
+    got = np.concatenate(list(dev16.render(dev, motion, batch_size=8)))
+    np.testing.assert_array_equal(got, np.concatenate(list(cpu16.render(cpu, motion.cpu(), batch_size=8))))
