@@ -228,11 +228,13 @@ def test_stage1_uses_landmark_boxes_when_prepared(dataset, stage1_run, tmp_path)
 
 def test_bf16_autocast_step_is_close_to_float32(latents, stage1_run, stage2_run, tmp_path):
     """--mixed-precision bf16 (the GPU default; also available on CPU) computes the same loss
-    to bf16 precision: close to the float32 run's, but not bit-identical (from step 2 on: at
-    step 1 the DiT-initialised field is exactly zero in any precision)."""
-    out = _train("stage2", latents, tmp_path / "bf16", "--base", str(stage1_run), "--steps", "2", "--batch-size", "8",
+    to bf16 precision: close to the float32 run's, but not bit-identical. From step 4 on: the
+    FMT's embedders and final layer run float32 even under autocast (float_core.precision), and
+    its blocks (DiT-initialised: zero gates, zero output layer) first move the loss there
+    (steps 1-3 measured bit-equal, step 4 differs by ~4e-7 relative)."""
+    out = _train("stage2", latents, tmp_path / "bf16", "--base", str(stage1_run), "--steps", "4", "--batch-size", "8",
                  "--lr", "1e-3", "--log-every", "1", "--save-every", "0", "--mixed-precision", "bf16")
-    bf16, fp32 = _losses(out)[2], _losses(stage2_run)[2]
+    bf16, fp32 = _losses(out)[4], _losses(stage2_run)[4]
     assert bf16 != fp32 and abs(bf16 - fp32) < 0.03 * fp32, (bf16, fp32)
 
 
