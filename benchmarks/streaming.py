@@ -225,7 +225,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--skip-live", action="store_true")
     p.add_argument("--features", action="store_true", help="also measure live vs whole-clip features")
-    p.add_argument("--features-only", action="store_true", help="only the feature comparison (tiny and official)")
+    p.add_argument("--features-only", action="store_true", help="only the feature comparison, for each of --sizes")
     p.add_argument("--feature-seconds", type=float, default=20.0)
     p.add_argument("--one", nargs=2, metavar=("SIZE", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -234,7 +234,7 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args)))
         return
     if args.features_only:
-        for size in ("tiny", "official"):
+        for size in args.sizes:
             pipe = build(size, "float32")
             print_result({"size": size, "dtype": "float32", "file": None, "features": bench_features(
                 pipe, args.feature_seconds), "peak_rss_mb": peak_rss_mb()} | {"file": {
