@@ -68,6 +68,16 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def native_fp16(device: torch.device) -> bool:
+    """Whether ``device`` computes float16 natively (fast): CUDA compute capability 7.0+
+    (tensor cores), or a CPU with AMX-FP16. Elsewhere float16 is emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 7
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_fp16_supported())
+    return False
+
+
 def select_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
     """The pipeline's dtype, which :meth:`Precision.for_dtype <float_core.precision.Precision.for_dtype>`
     maps to per-stage dtypes. ``None``/"auto" (default): bfloat16 where ``device`` has native
@@ -251,6 +261,10 @@ class FloatPipeline:
         ``"cuda, bfloat16 decoder, float32 FMT and encoders (auto: native bf16 on cuda)"``."""
         text = f"{self.device}, {self.precision.describe()}"
         if self.dtype_request != "auto":
+            stages = {self.precision.decoder, self.precision.fmt, self.precision.encoders}
+            native = {torch.bfloat16: native_bf16, torch.float16: native_fp16}
+            if any(d in native and not native[d](self.device) for d in stages):
+                text += f" (emulated on this {self.device.type}: slower than float32)"
             return text
         why = "native bf16" if self.dtype == torch.bfloat16 else "no native bf16"
         return f"{text} (auto: {why} on {self.device.type})"

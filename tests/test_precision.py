@@ -63,6 +63,12 @@ def test_pipeline_exposes_the_resolved_dtype_and_device(monkeypatch):
     assert pipe.dtype == torch.float32
     assert pipe.describe() == "cpu, float32 (auto: no native bf16 on cpu)"
     assert FloatPipeline.tiny_random(device="cpu", dtype="float32").describe() == "cpu, float32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
+    assert FloatPipeline.tiny_random(device="cpu", dtype="float16").describe() == (
+        "cpu, float16 (emulated on this cpu: slower than float32)")
+    assert FloatPipeline.tiny_random(device="cpu", dtype="bfloat16").describe() == (
+        "cpu, bfloat16 decoder, float32 FMT and encoders (emulated on this cpu: slower than float32)")
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: True)
     assert FloatPipeline.tiny_random(device="cpu", dtype="float16").describe() == "cpu, float16"
 
 
@@ -101,7 +107,7 @@ def _flow_scaled_case():
     return ae.dec, latents, feats
 
 
-def test_precision_per_stage_follows_the_measured_rule():
+def test_precision_per_stage_follows_the_measured_rule(monkeypatch):
     """bf16: the decoder low, the FMT and wav2vec2 encoders float32 (with them in bf16 the whole
     pipeline misses 45 dB, precision.py); fp16: every stage low; float32: nothing low."""
     assert Precision.for_dtype(torch.float32) == Precision()
@@ -119,6 +125,7 @@ def test_precision_per_stage_follows_the_measured_rule():
         Precision(fmt=torch.float64)
     pipe = FloatPipeline.tiny_random(device="cpu", dtype="bfloat16")
     assert pipe.precision == bf16 and pipe.decoder.dtype == torch.bfloat16
+    _fake_cpu(monkeypatch, True, True)  # native bf16: no "emulated" note in describe()
     custom = FloatPipeline(pipe.model, device="cpu", precision=mixed)
     assert custom.precision == mixed and custom.dtype == torch.bfloat16
     assert custom.describe() == "cpu, bfloat16 decoder and FMT, float32 encoders"
