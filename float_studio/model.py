@@ -100,7 +100,7 @@ class PipelineHolder:
         cfg = pipe.config
         kind = "tiny random test model" if cfg.image_size < 512 else "FLOAT"
         return (f"**Model:** {kind}, {cfg.image_size}x{cfg.image_size} px, {cfg.fps:g} fps, "
-                f"on `{pipe.device}` ({pipe.precision.describe()}).")
+                f"on {pipe.describe()}.")
 
 
 def checkpoint_dir() -> Path:

@@ -240,3 +240,14 @@ def test_keep_freed_memory_reuses_big_blocks(monkeypatch):
     monkeypatch.setattr(decoder_inference, "_malloc_tuned", False)
     monkeypatch.setenv(decoder_inference.MALLOC_TUNING_ENV, "0")
     assert not decoder_inference.keep_freed_memory()  # the opt-out
+
+
+def test_app_banner_names_device_and_precision(monkeypatch):
+    from float_studio.model import PipelineHolder
+
+    monkeypatch.setenv("FLOAT_TEST_MODEL", "tiny-random")
+    monkeypatch.setenv("FLOAT_DTYPE", "float16")
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
+    holder = PipelineHolder()
+    assert holder.get().precision == Precision.for_dtype(torch.float16)
+    assert holder.status_markdown().endswith("on cpu, float16 (emulated on this cpu: slower than float32).")
