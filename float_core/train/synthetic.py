@@ -20,6 +20,8 @@ face, no audio stream, silent audio, too short) so that ``prepare``'s skip logic
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +144,38 @@ def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(max(0, min(255, c * factor))) for c in color)  # type: ignore[return-value]
 
 
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only float32 row and column index grids (n, n), shared by every frame."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+#: A Gaussian further than this many sigmas (in x or y) from its centre is below 1.2e-7 / depth
+#: for depth >= 0.2: 1 - depth * g rounds to exactly 1.0 in float32 there, so skipping those
+#: pixels leaves every frame bit-identical to darkening the whole image.
+_GAUSS_SIGMAS = math.sqrt(17.0)
+
+
+def _darken_gaussian(arr: np.ndarray, xx: np.ndarray, yy: np.ndarray, inside: np.ndarray,
+                     x: tuple[float, float], y: tuple[float, float], sigma: tuple[float, float],
+                     depth: float) -> None:
+    """``arr *= 1 - depth * exp(-((xx - x0 - dx)/sx)^2 - ((yy - y0 - dy)/sy)^2)`` inside the face,
+    in place, computed only in the box where the factor differs from 1 (the centre is given as
+    (base, offset) pairs, subtracted in that order, as the full-image formula rounded them)."""
+    (bx, ox), (by, oy), (sx, sy) = x, y, sigma
+    cx, cy = bx + ox, by + oy
+    n = arr.shape[0]
+    x0, x1 = max(0, math.floor(cx - _GAUSS_SIGMAS * sx)), min(n, math.ceil(cx + _GAUSS_SIGMAS * sx) + 1)
+    y0, y1 = max(0, math.floor(cy - _GAUSS_SIGMAS * sy)), min(n, math.ceil(cy + _GAUSS_SIGMAS * sy) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return
+    box = (slice(y0, y1), slice(x0, x1))
+    g = np.exp(-(((xx[box] - bx - ox) / sx) ** 2 + ((yy[box] - by - oy) / sy) ** 2))
+    arr[box] *= (1.0 - depth * g * inside[box])[..., None]
+
+
 def draw_face(
     size: int,
     *,
@@ -179,16 +213,18 @@ def draw_face(
                   fill=_shade(skin, 0.85))
 
     arr = np.asarray(img).astype(np.float32)
-    yy, xx = np.mgrid[0:ss, 0:ss].astype(np.float32)
-    r2 = ((xx - fx) / hw) ** 2 + ((yy - fy) / hh) ** 2
-    inside = r2 <= 1.0
+    yy, xx = _pixel_grid(ss)
+    # The shaded skin, computed in the head's bounding box only (r2 > 1 outside it).
+    head = (slice(max(0, math.floor(fy - hh)), max(0, math.ceil(fy + hh) + 1)),
+            slice(max(0, math.floor(fx - hw)), max(0, math.ceil(fx + hw) + 1)))
+    r2 = ((xx[head] - fx) / hw) ** 2 + ((yy[head] - fy) / hh) ** 2
+    inside = np.zeros((ss, ss), bool)
+    inside[head] = r2 <= 1.0
     face = np.asarray(skin, np.float32) * (1.05 - 0.35 * r2**1.5)[..., None]
-    arr = np.where(inside[..., None], face, arr)
+    arr[head] = np.where(inside[head][..., None], face, arr[head])
     for s in (-1, 1):  # eye sockets
-        g = np.exp(-(((xx - fx - s * 0.38 * hw) / (0.3 * hw)) ** 2 + ((yy - fy + 0.1 * hh) / (0.14 * hh)) ** 2))
-        arr *= (1.0 - 0.25 * g * inside)[..., None]
-    g = np.exp(-(((xx - fx - 0.07 * hw) / (0.06 * hw)) ** 2 + ((yy - fy - 0.1 * hh) / (0.18 * hh)) ** 2))
-    arr *= (1.0 - 0.2 * g * inside)[..., None]  # nose shadow
+        _darken_gaussian(arr, xx, yy, inside, (fx, s * 0.38 * hw), (fy, -0.1 * hh), (0.3 * hw, 0.14 * hh), 0.25)
+    _darken_gaussian(arr, xx, yy, inside, (fx, 0.07 * hw), (fy, 0.1 * hh), (0.06 * hw, 0.18 * hh), 0.2)  # nose
 
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(img)
