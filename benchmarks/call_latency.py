@@ -6,7 +6,7 @@
 Each (size, mode) runs the Call routes (:func:`float_studio.call.mount_call_routes`) on a
 FastAPI app served by uvicorn on 127.0.0.1 with random weights (``float_core.bench.random_model``:
 the released weights cannot be downloaded here) and calls them with the aiortc client of
-:mod:`float_studio.call_client` (the same WebRTC stack as a browser, over loopback):
+:mod:`float_studio.call.client` (the same WebRTC stack as a browser, over loopback):
 
 * **puppet**: the caller sends 1 s of silence then the example speech (tiled) in real time.
   Reported: the server's speech-in -> mouth-out latency (arrival of a speaking frame's first
@@ -14,7 +14,7 @@ the released weights cannot be downloaded here) and calls them with the aiortc c
   (lag of the best cross-correlation between the sent and received audio envelopes), the rate
   of generated frames reaching the timeline, stalls (ticks that repeated a frame), the caller
   audio dropped to keep the delay bounded, and the time to the first generated frame.
-* **assistant**: a local OpenAI-compatible stub (:mod:`float_studio.call_stub_services`: fixed
+* **assistant**: a local OpenAI-compatible stub (:mod:`float_studio.call.stub_services`: fixed
   transcript and answer, espeak-ng speech) answers one question; reported: end of question
   (the last voiced frame) -> first answer frame on the timeline, and its parts (the closing
   silence that ends the turn, ASR, chat, TTS; the rest is the stream).
@@ -95,7 +95,7 @@ def heard_delay_ms(sent: np.ndarray, got: np.ndarray, max_lag_s: float) -> tuple
 
 
 def run_puppet(url: str, seconds: float, nfe: int) -> dict[str, Any]:
-    from float_studio.call_client import SpeechTrack, place_call
+    from float_studio.call.client import SpeechTrack, place_call
 
     speech = load_audio(SPEECH)
     # Speech and reversed speech with uneven gaps: not periodic, so the heard delay is unambiguous.
@@ -114,8 +114,8 @@ def run_puppet(url: str, seconds: float, nfe: int) -> dict[str, Any]:
 
 
 def run_assistant(url: str, timeout: float, nfe: int) -> dict[str, Any]:
-    from float_studio.call_client import SpeechTrack, place_call
-    from float_studio.call_stub_services import serve_stub_services
+    from float_studio.call.client import SpeechTrack, place_call
+    from float_studio.call.stub_services import serve_stub_services
 
     stub_url, stub, stop = serve_stub_services()
     for name in ("FLOAT_ASR_URL", "FLOAT_LLM_URL", "FLOAT_TTS_URL"):

@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from float_core.bench import EXAMPLE_PORTRAIT, frame_psnr, random_model  # noqa: E402
 from float_core.media import load_audio  # noqa: E402
-from float_core.pipeline import FloatPipeline, select_device  # noqa: E402
+from float_core.pipeline import FloatPipeline  # noqa: E402
+from float_core.precision import select_device  # noqa: E402
 from float_core.precision import Precision  # noqa: E402
 
 EXAMPLE_SPEECH = Path(__file__).resolve().parents[1] / "examples" / "arctic_a0007.wav"

@@ -150,7 +150,7 @@ def bench_drift(pipe: FloatPipeline, source: Any, minutes: float, batch: int) ->
 
 def bench_features(pipe: FloatPipeline, seconds: float) -> list[dict[str, float]]:
     """Live sliding-span w_a vs whole-clip w_a, and the motion each gives with the same noise."""
-    from float_core.pipeline import Prepared
+    from float_core.inputs import Prepared
     from float_core.streaming import live_audio_features
 
     wave = speech_of(seconds)

@@ -2,21 +2,47 @@
 
 Public API::
 
-    from float_core import FloatPipeline, FloatConfig, EMOTIONS
+    from float_core import FloatPipeline, SamplingConfig
     pipe = FloatPipeline.from_pretrained("checkpoints")   # or FLOAT_TEST_MODEL=tiny-random
-    pipe.generate("portrait.jpg", "speech.wav", "out.mp4")
+    pipe.generate("portrait.jpg", "speech.wav", "out.mp4", SamplingConfig(seed=0))
+
+Every name in ``__all__`` is importable from ``float_core``; the torch-free ones (configuration
+and constants) are imported eagerly, the others on first use, so ``import float_core`` (and the
+command line's ``--help``) stays cheap.
 """
 
-from .config import EMOTIONS, FloatConfig
+from __future__ import annotations
 
-__all__ = ["EMOTIONS", "FloatConfig", "FloatPipeline", "Prepared"]
+from importlib import import_module
+from typing import Any
+
+from .config import EMOTIONS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FloatConfig, SamplingConfig
+
 __version__ = "0.1.0"
 
+#: Lazily imported public names -> the module that defines them.
+_LAZY = {
+    "FloatPipeline": "pipeline",
+    "GenerationResult": "pipeline",
+    "SourceImage": "inputs",
+    "DrivingAudio": "inputs",
+    "Prepared": "inputs",
+    "Precision": "precision",
+    "StreamOptions": "streaming",
+    "StreamChunk": "streaming",
+    "StreamIterator": "streaming",
+}
 
-def __getattr__(name: str):
-    # Lazy: `import float_core` stays cheap (no torch/transformers import) for the CLI's --help.
-    if name in ("FloatPipeline", "Prepared"):
-        from . import pipeline
+__all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", *_LAZY])
 
-        return getattr(pipeline, name)
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'float_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

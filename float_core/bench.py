@@ -16,7 +16,7 @@ Weights are random and non-degenerate (every parameter perturbed, as in the refe
 fixtures) with the decoder's flow offsets scaled by :data:`FLOW_SCALE` (see
 :func:`scale_flow_offsets_`): fully random flow heads warp by half the image and make any
 precision comparison meaningless. ``bfloat16`` is benchmarked by default only where the
-device has native bf16 (:func:`float_core.pipeline.native_bf16`); name it in ``--dtypes``
+device has native bf16 (:func:`float_core.precision.native_bf16`); name it in ``--dtypes``
 to force it. ``--quick`` (tiny model, 1 s of audio, small probes) is what the test suite runs.
 This prints numbers; it asserts nothing about speed.
 """
@@ -42,7 +42,8 @@ from torch import Tensor
 #: decoder predicts (benchmarks/decoder_speed.py's docstring has the measurements).
 FLOW_SCALE = 0.03
 EXAMPLE_PORTRAIT = Path(__file__).resolve().parents[1] / "examples" / "portrait_astronaut.png"
-_DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: decoder precisions the bench compares
+BENCH_DTYPES = ("float32", "bfloat16")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -136,7 +137,8 @@ def measure(size: str, dtype: str, seconds: float, frames: int, device: str, thr
     """Time and count every stage for one configuration in this process."""
     from .models.conditions import normalize_audio
     from .models.decoder_inference import InferenceDecoder
-    from .pipeline import DrivingAudio, FloatPipeline, Prepared
+    from .inputs import DrivingAudio, Prepared
+    from .pipeline import FloatPipeline
 
     if threads:
         torch.set_num_threads(threads)
@@ -252,7 +254,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _default_dtypes(device: str) -> list[str]:
-    from .pipeline import native_bf16, select_device
+    from .precision import native_bf16, select_device
 
     return ["float32", "bfloat16"] if native_bf16(select_device(device)) else ["float32"]
 
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m float_core.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=None, choices=["tiny", "official"],
                         help="model sizes (default: tiny official; --quick: tiny)")
-    parser.add_argument("--dtypes", nargs="+", default=None, choices=sorted(_DTYPE_NAMES),
+    parser.add_argument("--dtypes", nargs="+", default=None, choices=BENCH_DTYPES,
                         help="decoder precisions (default: float32, plus bfloat16 where the device has native bf16)")
     parser.add_argument("--seconds", type=float, default=None, help="audio length (default: 4 s = 2 windows)")
     parser.add_argument("--frames", type=int, default=None, help="frames decoded for the per-frame time (16)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import numbers
 import os
@@ -22,6 +23,37 @@ CONFIG_FILE_NAME = "float_config.json"
 
 #: Label order of the speech-emotion classifier (r-f/wav2vec-english-speech-emotion-recognition).
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+#: Audio rate of every model input and output (wav2vec2 works at 16 kHz).
+SAMPLE_RATE: int = 16000
+#: Video frame rate: FLOAT's motion has one latent per frame at 25 fps (paper Sec. 5.1).
+FPS: int = 25
+#: Audio samples per video frame: 640 (40 ms).
+SAMPLES_PER_FRAME: int = SAMPLE_RATE // FPS
+
+
+def env_number(name: str, default: float, *, minimum: float | None = None, strict: bool = False) -> float:
+    """A number from the environment variable ``name``, or ``default`` when it is unset or blank.
+
+    A value that is not a finite number (or is below ``minimum``) raises ValueError naming the
+    variable when ``strict``; otherwise it is logged as a warning and ``default`` is used (a
+    typo in an optional setting must not stop a server from starting).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+        if not math.isfinite(value) or (minimum is not None and value < minimum):
+            raise ValueError
+    except ValueError:
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        message = f"{name}={raw!r} is not a number{bound}"
+        if strict:
+            raise ValueError(f"{message}; unset it or give a number") from None
+        logging.getLogger(__name__).warning("%s; using %g", message, default)
+        return default
+    return value
 
 
 def _wav2vec2_base_960h() -> dict[str, Any]:
@@ -91,8 +123,8 @@ class FloatConfig:
     attention_window: int = 2  # T
 
     # Media.
-    fps: float = 25.0
-    sample_rate: int = 16000
+    fps: float = float(FPS)
+    sample_rate: int = SAMPLE_RATE
 
     def __post_init__(self) -> None:
         if self.image_size < 4 or self.image_size & (self.image_size - 1):
@@ -203,8 +235,45 @@ class FloatConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: ODE solvers the sampler knows (float_core.sampling.SOLVERS has the implementations).
+#: The dtype names offered as choices (``--dtype``, ``FLOAT_DTYPE``): "auto" plus the full names
+#: (``float_core.precision.parse_dtype`` also takes fp32/bf16/fp16).
+DTYPE_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+
+#: ODE solvers the sampler knows, by name (``float_core.sampling.SOLVERS`` holds their
+#: implementations under these names; the names live here so that validation and command-line
+#: choices need no torch import).
 SOLVER_NAMES: tuple[str, ...] = ("euler", "midpoint", "rk4")
+
+
+def canonical_emotion(emotion: Any) -> None | str | tuple[float, ...]:
+    """The one form of an emotion setting: ``None`` (auto, from the speech), ``"dynamic"``, an
+    emotion name in lower case, or a tuple of 7 floats (a probability vector, not yet normalised).
+
+    Accepts "auto"/"dynamic"/a name in any case, or 7 numbers as a list, tuple, numpy array or
+    tensor on any device (copied to the host explicitly). Raises ValueError with the accepted
+    forms for anything else, or for numbers that are not 7 finite non-negative values with a
+    positive sum.
+    """
+    if emotion is None:
+        return None
+    if isinstance(emotion, str):
+        name = emotion.strip().lower()
+        if name not in ("auto", "dynamic") + EMOTIONS:
+            raise ValueError(f"emotion: expected 'auto', 'dynamic' or one of {', '.join(EMOTIONS)}, got {emotion!r}")
+        return None if name == "auto" else name
+    if hasattr(emotion, "detach"):  # a tensor, possibly on a device: an explicit copy to the host
+        emotion = emotion.detach().cpu().reshape(-1).tolist()
+    elif hasattr(emotion, "tolist"):  # a numpy array
+        emotion = emotion.reshape(-1).tolist()
+    try:
+        vec = tuple(float(p) for p in emotion)
+    except (TypeError, ValueError):
+        raise ValueError(f"emotion: expected 'auto', 'dynamic', a name or {len(EMOTIONS)} probabilities, "
+                         f"got {emotion!r}") from None
+    if len(vec) != len(EMOTIONS) or not all(math.isfinite(p) and p >= 0 for p in vec) or sum(vec) <= 0:
+        raise ValueError(f"emotion: a probability vector needs {len(EMOTIONS)} finite non-negative numbers with "
+                         f"a positive sum (order: {', '.join(EMOTIONS)}), got {list(vec)}")
+    return vec
 
 
 @dataclass(frozen=True)
@@ -223,7 +292,8 @@ class SamplingConfig:
         solver: "euler", "midpoint" or "rk4".
         emotion: ``None``/"auto" (from the speech), "dynamic" (each window with its own
             speech-emotion estimate), one of :data:`EMOTIONS` (redirection, one-hot) or 7
-            probabilities (a tuple).
+            probabilities (list, tuple, numpy array or tensor on any device); stored in the
+            one form of :func:`canonical_emotion` (None, a name, "dynamic" or a tuple).
         seed: seed of the per-window noise; ``None`` draws fresh noise.
     """
 
@@ -249,19 +319,12 @@ class SamplingConfig:
             if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
                 raise ValueError(f"seed: must be a whole number >= 0 or None (random), got {self.seed!r}")
             object.__setattr__(self, "seed", int(self.seed))
-        if isinstance(self.emotion, str):
-            name = self.emotion.lower()
-            if name not in ("auto", "dynamic") + EMOTIONS:
-                raise ValueError(f"emotion: expected 'auto', 'dynamic' or one of {', '.join(EMOTIONS)}, "
-                                 f"got {self.emotion!r}")
-            object.__setattr__(self, "emotion", None if name == "auto" else name)
-        elif self.emotion is not None and not hasattr(self.emotion, "shape"):
-            object.__setattr__(self, "emotion", tuple(float(p) for p in self.emotion))
+        object.__setattr__(self, "emotion", canonical_emotion(self.emotion))
 
     @property
     def dynamic_emotion(self) -> bool:
         """Whether each window uses its own speech-emotion estimate."""
-        return self.emotion == "dynamic"
+        return isinstance(self.emotion, str) and self.emotion == "dynamic"
 
     @property
     def emotion_label(self) -> str:
@@ -290,10 +353,6 @@ class SamplingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the emotion as its label or its probabilities)."""
         data = dataclasses.asdict(self)
-        if hasattr(self.emotion, "detach"):  # a tensor, possibly on a device: copy explicitly
-            data["emotion"] = self.emotion.detach().cpu().tolist()
-        elif hasattr(self.emotion, "tolist"):
-            data["emotion"] = self.emotion.tolist()
-        elif isinstance(self.emotion, tuple):
+        if isinstance(self.emotion, tuple):
             data["emotion"] = list(self.emotion)
         return data

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import EMOTIONS, SamplingConfig
+from .config import EMOTIONS, SAMPLE_RATE, SamplingConfig, canonical_emotion
 
-__all__ = ["CONTEXT_SECONDS", "MIN_SPAN_SECONDS", "describe_emotion", "window_spans"]
+__all__ = ["CONTEXT_SECONDS", "MIN_SPAN_SECONDS", "describe_emotion", "resolve_emotion", "window_spans"]
 
 #: Audio added before and after each window's own span (seconds).
 CONTEXT_SECONDS = 0.5
@@ -36,7 +36,7 @@ MIN_SPAN_SECONDS = 1.0
 
 
 def window_spans(num_samples: int, num_frames: int, window: int, samples_per_frame: int,
-                 sample_rate: int = 16000, context: float = CONTEXT_SECONDS,
+                 sample_rate: int = SAMPLE_RATE, context: float = CONTEXT_SECONDS,
                  min_seconds: float = MIN_SPAN_SECONDS) -> list[tuple[int, int]]:
     """Sample ranges [start, end) of the speech each sampling window's emotion is estimated from.
 
@@ -73,6 +73,30 @@ def window_spans(num_samples: int, num_frames: int, window: int, samples_per_fra
                 start, end = start - (end - num_samples), num_samples
         spans.append((int(start), int(end)))
     return spans
+
+
+def resolve_emotion(speech_probs: Tensor, emotion: object = None, timeline: Tensor | None = None) -> Tensor:
+    """The emotion vector w_e (7,) for sampling, from the speech's probabilities and a setting.
+
+    ``emotion`` is any form :func:`~float_core.config.canonical_emotion` accepts. ``None`` or
+    ``"auto"``: ``speech_probs``; one of :data:`EMOTIONS` (any case): redirection to that
+    emotion as a one-hot vector (paper Sec. 4.2); 7 numbers: a given probability vector,
+    normalised to sum 1; ``"dynamic"``: the per-window ``timeline`` (W, 7) of
+    ``FloatPipeline.emotion_timeline``, returned as it is. The result has ``speech_probs``'
+    dtype and device.
+    """
+    emotion = canonical_emotion(emotion)
+    if emotion is None:
+        return speech_probs
+    if emotion == "dynamic":
+        if timeline is None or timeline.ndim != 2 or timeline.shape[1] != len(EMOTIONS):
+            raise ValueError("emotion 'dynamic' needs the per-window timeline (windows, 7) of "
+                             "FloatPipeline.emotion_timeline(speech)")
+        return timeline.to(speech_probs)
+    if isinstance(emotion, str):
+        return torch.nn.functional.one_hot(torch.tensor(EMOTIONS.index(emotion)), len(EMOTIONS)).to(speech_probs)
+    vec = torch.tensor(emotion, dtype=torch.float32)  # built on the host: no device sync to validate it
+    return (vec / vec.sum()).to(speech_probs)
 
 
 def _host_probs(probs: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EMOTIONS, SOLVER_NAMES, SamplingConfig
+from .config import DTYPE_CHOICES, EMOTIONS, SOLVER_NAMES, SamplingConfig
 
-SOLVER_CHOICES = SOLVER_NAMES
 #: Job fields that are SamplingConfig fields.
 _SAMPLING_FIELDS = ("emotion", "a_cfg", "e_cfg", "nfe", "solver", "seed")
 _JOB_FIELDS = {"image", "audio", "output", "crop", "paste_back", "face", "crop_scale", *_SAMPLING_FIELDS}
@@ -82,7 +81,7 @@ def add_sampling_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--e-cfg", type=float, default=None,
                    help=f"emotion guidance scale gamma_e (default: {d.e_cfg:g})")
     g.add_argument("--nfe", type=int, default=None, help=f"vector-field evaluations per window (default: {d.nfe})")
-    g.add_argument("--solver", default=None, choices=SOLVER_CHOICES, help=f"ODE solver (default: {d.solver})")
+    g.add_argument("--solver", default=None, choices=SOLVER_NAMES, help=f"ODE solver (default: {d.solver})")
     g.add_argument("--seed", type=int, default=None, help="noise seed for reproducible output (default: random)")
 
 
@@ -103,7 +102,7 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--audio-model", default=None, help="wav2vec2-base-960h folder or Hugging Face id")
     m.add_argument("--emotion-model", default=None, help="speech-emotion model folder or Hugging Face id")
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    m.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+    m.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="precision: auto (default) = bfloat16 where the device has native bf16 "
                         "(AMX/AVX512-BF16 CPUs, CUDA sm80+), else float32; float32 reproduces the reference; "
                         "bfloat16 runs the decoder in bf16 (FMT and encoders float32), float16 every stage "

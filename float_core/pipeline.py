@@ -14,89 +14,42 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from . import sampling as sampling_mod
-from .config import EMOTIONS, SOLVER_NAMES, FloatConfig, SamplingConfig
+from .config import FloatConfig, SamplingConfig
 from .editing import apply_lambda_offsets, as_lambda_offsets, lambda_to_motion, motion_to_lambda
+from .emotion import resolve_emotion
+from .inputs import (AudioInput, DrivingAudio, EmotionInput, ImageInput, Prepared, SourceImage, validate_motion,
+                     validate_waveform)
 from .models.conditions import normalize_audio
 from .models.decoder_inference import InferenceDecoder
 from .models.float_model import FloatModel
-from .precision import Precision, autocast
+from .precision import Precision, auto_reason, autocast, native_bf16, native_fp16, select_device, select_dtype
 from .progress import ProgressLike, as_progress
 
 if TYPE_CHECKING:
     from .directions import DirectionInfo
     from .streaming import StreamIterator
 
+__all__ = ["FloatPipeline", "GenerationResult", "frames_to_uint8", "uint8_frames"]
+
 #: Environment variable that makes ``from_pretrained`` build a tiny random model (tests, app test mode).
 TEST_MODEL_ENV = "FLOAT_TEST_MODEL"
 TEST_MODEL_NAME = "tiny-random"
-SOLVERS: tuple[str, ...] = SOLVER_NAMES
 #: Shortest waveform the emotion classifier accepts (wav2vec2's convolutional receptive field).
 MIN_EMOTION_SAMPLES = 400
 
-ImageInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or an RGB uint8 array
-AudioInput = Union[str, "os.PathLike[str]", np.ndarray]  #: a file path or float32 16 kHz mono samples
-EmotionInput = Union[str, Sequence[float], np.ndarray, Tensor, None]  #: see resolve_emotion
-
 
 # ---------------------------------------------------------------------------- helpers
-def select_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (fast): CUDA compute capability 8.0+
-    (Ampere), or a CPU with AMX tiles or AVX512-BF16. Elsewhere bf16 is emulated and slower
-    than float32 (measured ~40x slower decoding on an AVX2-only CPU, README "Performance")."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type == "cpu":
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    return False
-
-
-def native_fp16(device: torch.device) -> bool:
-    """Whether ``device`` computes float16 natively (fast): CUDA compute capability 7.0+
-    (tensor cores), or a CPU with AMX-FP16. Elsewhere float16 is emulated."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 7
-    if device.type == "cpu":
-        return bool(torch.cpu._is_amx_fp16_supported())
-    return False
-
-
-def select_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
-    """The pipeline's dtype, which :meth:`Precision.for_dtype <float_core.precision.Precision.for_dtype>`
-    maps to per-stage dtypes. ``None``/"auto" (default): bfloat16 where ``device`` has native
-    bf16 (:func:`native_bf16`; frames within PSNR >= 45 dB of float32 with the measured
-    float32 parts, :mod:`float_core.precision`), else float32. "float32" reproduces the
-    reference numbers; "bfloat16"/"float16" force the low precision."""
-    if dtype is None or str(dtype).lower() == "auto":
-        return torch.bfloat16 if native_bf16(select_device(device)) else torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype in _DTYPES.values():
-            return dtype
-    elif str(dtype).lower() in _DTYPES:
-        return _DTYPES[str(dtype).lower()]
-    raise ValueError(f"dtype: expected 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
-
-
 def uint8_frames(frames: Tensor) -> Tensor:
     """(K,3,H,W) images in [-1,1] -> (K,H,W,3) uint8 on their device, by truncation as the
-    reference writes video bytes (converted before the host copy: 4x fewer bytes to move)."""
+    reference writes video bytes (converted before the host copy: 4x fewer bytes to move).
+    The one float-to-uint8 rule of every frame the engine delivers."""
     x = ((frames.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)  # .to(uint8) truncates like the reference
     return x.permute(0, 2, 3, 1).contiguous()
 
@@ -104,93 +57,6 @@ def uint8_frames(frames: Tensor) -> Tensor:
 def frames_to_uint8(frames: Tensor) -> np.ndarray:
     """:func:`uint8_frames` copied explicitly to the host as a numpy array."""
     return uint8_frames(frames).cpu().numpy()
-
-
-def resolve_emotion(speech_probs: Tensor, emotion: EmotionInput = None, timeline: Tensor | None = None) -> Tensor:
-    """The emotion vector w_e (7,) for sampling, from the speech's probabilities and a choice.
-
-    ``None`` or ``"auto"``: ``speech_probs``; one of :data:`EMOTIONS` (any case): redirection
-    to that emotion as a one-hot vector (paper Sec. 4.2); 7 numbers: a given probability
-    vector (non-negative, normalised to sum 1); ``"dynamic"``: the per-window ``timeline``
-    (W, 7) of :meth:`FloatPipeline.emotion_timeline`, returned as it is. The result has
-    ``speech_probs``' dtype/device.
-    """
-    if emotion is None or (isinstance(emotion, str) and emotion.lower() == "auto"):
-        return speech_probs
-    if isinstance(emotion, str) and emotion.lower() == "dynamic":
-        if timeline is None or timeline.ndim != 2 or timeline.shape[1] != len(EMOTIONS):
-            raise ValueError("emotion 'dynamic' needs the per-window timeline (windows, 7) of "
-                             "FloatPipeline.emotion_timeline(speech)")
-        return timeline.to(speech_probs)
-    if isinstance(emotion, str):
-        name = emotion.lower()
-        if name not in EMOTIONS:
-            raise ValueError(f"emotion: expected 'auto' or one of {', '.join(EMOTIONS)}; got {emotion!r}")
-        return torch.nn.functional.one_hot(torch.tensor(EMOTIONS.index(name)), len(EMOTIONS)).to(speech_probs)
-    # Validate on the host, explicitly: a device tensor refuses np.asarray (CUDA does), and a
-    # 7-number check is no reason to synchronise the device.
-    if torch.is_tensor(emotion):
-        vec = emotion.detach().to("cpu", torch.float32).flatten()
-    else:
-        try:
-            vec = torch.as_tensor(np.asarray(emotion, dtype=np.float32)).flatten()
-        except (TypeError, ValueError):
-            raise ValueError(f"emotion: expected 'auto', a name or {len(EMOTIONS)} probabilities, got {emotion!r}") from None
-    if vec.numel() != len(EMOTIONS) or not torch.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
-        raise ValueError(f"emotion: a probability vector needs {len(EMOTIONS)} finite non-negative "
-                         f"numbers with a positive sum (order: {', '.join(EMOTIONS)})")
-    return (vec / vec.sum()).to(speech_probs)
-
-
-# ---------------------------------------------------------------------------- prepared state
-@dataclass(frozen=True)
-class SourceImage:
-    """Everything the decoder needs from the portrait (computed once, reused by every edit)."""
-
-    image: Tensor  #: (1, 3, S, S) source crop in [-1, 1]
-    crop_box: Any  #: :class:`float_core.media.face.CropBox` in original-image pixels, or None
-    original: np.ndarray | None  #: the decoded photo (H, W, 3) uint8, for paste-back
-    identity_latent: Tensor  #: w_{S->r} (d,)  (paper Eq. 8)
-    source_lambda: Tensor  #: lambda(S) (M,)
-    source_motion: Tensor  #: w_{r->S} = V lambda(S) (d,)
-    features: tuple[Tensor, ...]  #: encoder feature pyramid, low to high resolution, batch 1
-    message: str | None = None  #: e.g. "2 faces found; used the largest"
-
-
-@dataclass(frozen=True)
-class DrivingAudio:
-    """Everything the sampler needs from the speech (computed once per audio)."""
-
-    waveform: np.ndarray  #: float32 16 kHz mono, as decoded (muxed into the video)
-    audio_features: Tensor  #: w_a (T, dim_a)
-    emotion_probs: Tensor  #: speech-emotion softmax w_e (7,), order :data:`EMOTIONS`
-    #: per-window probabilities (W, 7) once computed (:meth:`FloatPipeline.with_emotion_timeline`)
-    emotion_windows: Tensor | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.audio_features.shape[0])
-
-    @property
-    def seconds(self) -> float:
-        return self.waveform.shape[0] / 16000.0
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Cached analysis of one portrait and one speech clip (see :meth:`FloatPipeline.prepare`)."""
-
-    source: SourceImage
-    speech: DrivingAudio
-
-    crop_box = property(lambda self: self.source.crop_box)
-    identity_latent = property(lambda self: self.source.identity_latent)
-    source_lambda = property(lambda self: self.source.source_lambda)
-    source_motion = property(lambda self: self.source.source_motion)
-    features = property(lambda self: self.source.features)
-    audio_features = property(lambda self: self.speech.audio_features)
-    emotion_probs = property(lambda self: self.speech.emotion_probs)
-    num_frames = property(lambda self: self.speech.num_frames)
 
 
 @dataclass
@@ -266,8 +132,7 @@ class FloatPipeline:
             if any(d in native and not native[d](self.device) for d in stages):
                 text += f" (emulated on this {self.device.type}: slower than float32)"
             return text
-        why = "native bf16" if self.dtype == torch.bfloat16 else "no native bf16"
-        return f"{text} (auto: {why} on {self.device.type})"
+        return f"{text} (auto: {auto_reason(self.device)})"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -371,7 +236,7 @@ class FloatPipeline:
         from .media.audio import load_audio
 
         if isinstance(audio, np.ndarray) or torch.is_tensor(audio):
-            wave = _validate_waveform(audio)
+            wave = validate_waveform(audio)
             if max_seconds is not None and wave.shape[0] > max_seconds * self.config.sample_rate:
                 raise ValueError(f"audio: {wave.shape[0] / self.config.sample_rate:.1f} s is longer "
                                  f"than the limit of {max_seconds:g} s; trim it or raise max_seconds")
@@ -414,7 +279,7 @@ class FloatPipeline:
         The segment is normalised on its own (zero mean, unit variance) and classified by the
         emotion encoder, as :meth:`prepare_audio` does for a whole clip.
         """
-        wave = _validate_waveform(waveform)
+        wave = validate_waveform(waveform)
         if wave.shape[0] < MIN_EMOTION_SAMPLES:
             raise ValueError(f"audio: the emotion classifier needs at least {MIN_EMOTION_SAMPLES} samples "
                              f"({MIN_EMOTION_SAMPLES / self.config.sample_rate * 1000:.0f} ms), got {wave.shape[0]}")
@@ -542,7 +407,7 @@ class FloatPipeline:
 
         Frame k is dec(w_{S->r} + motion[k]) with the source feature pyramid (paper Fig. 2).
         """
-        return self._decode(prepared, _validate_motion(motion, self.config.style_dim))
+        return self._decode(prepared, validate_motion(motion, self.config.style_dim))
 
     def _decode(self, prepared: Prepared | SourceImage, motion: Tensor) -> Tensor:
         """:meth:`decode_frames` of already validated motion (no device sync: render's loop)."""
@@ -570,7 +435,7 @@ class FloatPipeline:
 
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-        motion = _validate_motion(motion, self.config.style_dim)
+        motion = validate_motion(motion, self.config.style_dim)
         offsets = as_lambda_offsets(edits, self.config.motion_dim, motion.shape[0])
         report = as_progress(progress)
         total = int(motion.shape[0])
@@ -677,27 +542,3 @@ class FloatPipeline:
             wall_seconds=wall, timings=timings, emotion=emotion_vec, motion=motion,
             message=prepared.source.message, sampling=cfg,
         )
-
-
-# ---------------------------------------------------------------------------- validation
-def _validate_waveform(audio: Any) -> np.ndarray:
-    wave = audio.detach().cpu().numpy() if torch.is_tensor(audio) else np.asarray(audio)
-    if wave.ndim != 1:
-        raise ValueError(f"audio: expected a mono waveform (samples,) at 16 kHz, got shape {wave.shape}; "
-                         "pass a file path to decode and resample any other format")
-    if wave.size == 0:
-        raise ValueError("audio: the waveform is empty")
-    wave = wave.astype(np.float32, copy=False)
-    if not np.isfinite(wave).all():
-        raise ValueError("audio: the waveform contains NaN or infinite samples")
-    return wave
-
-
-def _validate_motion(motion: Any, dim: int) -> Tensor:
-    motion = torch.as_tensor(motion)
-    if motion.ndim != 2 or motion.shape[1] != dim or motion.shape[0] == 0:
-        raise ValueError(f"motion: expected motion latents of shape (frames, {dim}), got {tuple(motion.shape)}")
-    # One device sync (a single bool) per call: render validates once, not per batch.
-    if not torch.isfinite(motion).all():
-        raise ValueError("motion: contains NaN or infinite values")
-    return motion

@@ -37,14 +37,96 @@ any other mix (e.g. a bf16 FMT where speed matters more than the bar).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
 
-__all__ = ["Precision", "autocast", "full_precision"]
+from .config import DTYPE_CHOICES
+
+__all__ = ["DTYPE_CHOICES", "DTYPE_ENV", "Precision", "auto_reason", "autocast", "full_precision", "native_bf16", "native_fp16",
+           "parse_dtype", "select_device", "select_dtype"]
 
 _COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+#: Every dtype name the engine, the command line and the app accept, and what it means.
+_DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "fp32": torch.float32,
+                                        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                                        "float16": torch.float16, "fp16": torch.float16}
+#: Environment variable that sets what ``dtype="auto"`` (the default everywhere) resolves to,
+#: for the whole process and the processes it starts, e.g. ``FLOAT_DTYPE=float32`` to keep the
+#: reference's numbers on hardware where auto would pick bfloat16 (the test suite sets it).
+DTYPE_ENV = "FLOAT_DTYPE"
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """A dtype from its name ("float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16", any case) or
+    a torch dtype among those; ValueError naming the choices otherwise. ("auto" is resolved by
+    :func:`select_dtype`, not here.)"""
+    if isinstance(name, torch.dtype):
+        if name in _COMPUTE_DTYPES:
+            return name
+    elif str(name).strip().lower() in _DTYPE_NAMES:
+        return _DTYPE_NAMES[str(name).strip().lower()]
+    raise ValueError(f"dtype: expected 'auto' or one of {', '.join(DTYPE_CHOICES[1:])}, got {name!r}")
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (fast): CUDA compute capability 8.0+
+    (Ampere), or a CPU with AMX tiles or AVX512-BF16. Elsewhere bf16 is emulated and much slower
+    than float32 (docs/performance.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def native_fp16(device: torch.device) -> bool:
+    """Whether ``device`` computes float16 natively (fast): CUDA compute capability 7.0+
+    (tensor cores), or a CPU with AMX-FP16. Elsewhere float16 is emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 7
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_fp16_supported())
+    return False
+
+
+def select_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
+    """The pipeline's dtype, which :meth:`Precision.for_dtype` maps to per-stage dtypes.
+
+    ``None``/"auto" (the default) is ``$FLOAT_DTYPE`` when that is set to a dtype name, else the
+    hardware rule: bfloat16 where ``device`` has native bf16 (:func:`native_bf16`; frames within
+    PSNR >= 45 dB of float32 with the measured float32 parts, see the module docstring), float32
+    elsewhere. "float32" reproduces the reference numbers; "bfloat16"/"float16" force the low
+    precision.
+    """
+    if dtype is None or str(dtype).strip().lower() == "auto":
+        pinned = os.environ.get(DTYPE_ENV, "").strip()
+        if pinned and pinned.lower() != "auto":
+            try:
+                return parse_dtype(pinned)
+            except ValueError:
+                raise ValueError(f"{DTYPE_ENV}={pinned!r}: expected one of {', '.join(DTYPE_CHOICES)}") from None
+        return torch.bfloat16 if native_bf16(select_device(device)) else torch.float32
+    return parse_dtype(dtype)
+
+
+def auto_reason(device: str | torch.device | None = None) -> str:
+    """Why ``dtype="auto"`` resolves as it does on ``device``, in words (for ``describe()``)."""
+    pinned = os.environ.get(DTYPE_ENV, "").strip()
+    if pinned and pinned.lower() != "auto":
+        return f"{DTYPE_ENV}={pinned}"
+    device = select_device(device)
+    return f"{'native' if native_bf16(device) else 'no native'} bf16 on {device.type}"
 
 
 @dataclass(frozen=True)

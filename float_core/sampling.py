@@ -20,7 +20,6 @@ results therefore use 9 evaluations.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, Protocol
@@ -28,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 import torch
 from torch import Tensor
 
+from .config import SOLVER_NAMES, SamplingConfig
 from .cuda_graphs import Capture, GraphedFunction, capture_cuda_graph
 from .precision import autocast
 from .transfer import to_device
@@ -104,29 +104,18 @@ class OdeSolver:
         return self.integrate(field, x, times)
 
 
-#: Solver name -> :class:`OdeSolver` (read-only).
-SOLVERS: Mapping[str, OdeSolver] = MappingProxyType({
-    "euler": OdeSolver(euler, 1),
-    "midpoint": OdeSolver(midpoint, 2),
-    "rk4": OdeSolver(rk4, 4),
-})
-
-
-def _get_solver(solver: str) -> OdeSolver:
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    return SOLVERS[solver]
-
-
-def _check_nfe(nfe: int) -> None:
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1 (vector-field evaluations per window), got {nfe!r}")
+#: The solver registry: name (:data:`float_core.config.SOLVER_NAMES`) -> :class:`OdeSolver` (read-only).
+SOLVERS: Mapping[str, OdeSolver] = MappingProxyType(dict(zip(SOLVER_NAMES, (
+    OdeSolver(euler, 1),
+    OdeSolver(midpoint, 2),
+    OdeSolver(rk4, 4),
+))))
 
 
 def num_steps(nfe: int, solver: str) -> int:
     """Solver steps for a budget of ``nfe`` evaluations: ``max(1, nfe // evals_per_step)``."""
-    _check_nfe(nfe)
-    return max(1, nfe // _get_solver(solver).evals_per_step)
+    SamplingConfig(nfe=nfe, solver=solver)  # the one validation of these settings
+    return max(1, nfe // SOLVERS[solver].evals_per_step)
 
 
 def time_grid(nfe: int, solver: str = "euler") -> Tensor:
@@ -228,11 +217,9 @@ def iter_motion_windows(
         ``(B, n_k, d)`` motion latents of window k: its ``n_k`` real frames (``L``, fewer in the last).
     """
     # ---- validation (all before the first window, so errors surface on the first next()).
-    for name, value in (("a_cfg", a_cfg), ("e_cfg", e_cfg)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    SamplingConfig(a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed)
     steps = num_steps(nfe, solver)
-    integrate = _get_solver(solver)
+    integrate = SOLVERS[solver]
     L, Lp = fmt.num_frames, fmt.num_prev_frames
     d, d_a, d_e = fmt.dim_w, fmt.dim_a, fmt.dim_e
     if Lp > L:
@@ -298,7 +285,8 @@ class WindowSampler:
                          else self._guided_velocity)
         self.source_motion = source_motion
         self.a_cfg, self.e_cfg = a_cfg, e_cfg
-        self.integrate = _get_solver(solver)
+        SamplingConfig(a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed)
+        self.integrate = SOLVERS[solver]
         self.times = time_grid(nfe, solver).to(source_motion.device)
         self.noise, self.progress, self.on_window = noise, progress, on_window
         self.evals_total, self.evals_done = evals_total, 0

@@ -59,11 +59,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import SamplingConfig
+from .config import SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig
+from .emotion import resolve_emotion
+from .inputs import DrivingAudio, Prepared, SourceImage, validate_waveform
 from .sampling import WindowSampler
 
 if TYPE_CHECKING:
-    from .pipeline import DrivingAudio, FloatPipeline, SourceImage
+    from .pipeline import FloatPipeline
 
 __all__ = ["StreamChunk", "StreamIterator", "StreamOptions", "feature_span", "live_audio_features", "span_features", "stream"]
 
@@ -189,7 +191,7 @@ class _Window:
 
 def _as_live_chunk(chunk: Any, index: int) -> tuple[np.ndarray, int]:
     """Validate one item of a live source: (samples float32 (n,), rate)."""
-    rate = 16000
+    rate = SAMPLE_RATE
     if isinstance(chunk, tuple) and len(chunk) == 2 and isinstance(chunk[1], (int, np.integer)):
         chunk, rate = chunk
         if rate <= 0:
@@ -408,7 +410,6 @@ class _Run:
 
     # ---- known speech (a path, an array or a DrivingAudio): exactly the offline path
     def _sample_known(self) -> None:
-        from .pipeline import DrivingAudio, Prepared
         from .vad import detect_speech
 
         pipe, opts = self.pipe, self.options
@@ -470,7 +471,7 @@ class _Run:
         vad_pos = 0  # samples pushed to the detector
         flags: deque[bool] = deque()  # detector decisions for frames [flags_start, ...)
         flags_start = 0
-        fixed_emotion = None if self.cfg.emotion in (None, "dynamic") else self.cfg.emotion
+        fixed_emotion = None if self.cfg.emotion is None or self.cfg.dynamic_emotion else self.cfg.emotion
         emotion: Tensor | None = None
         k = 0
         while True:
@@ -517,12 +518,12 @@ class _Run:
             if fixed_emotion is not None:
                 if emotion is None:
                     probs = torch.full((pipe.config.dim_e,), 1.0 / pipe.config.dim_e, device=pipe.device)
-                    emotion = pipe_resolve_emotion(probs, fixed_emotion)
+                    emotion = resolve_emotion(probs, fixed_emotion)
             elif speaking.any() or emotion is None:
                 # Dynamic emotion: the window's own speech (a silent window keeps the last one).
                 own_span = live.read(first * spf, end)
-                if own_span.size < 640:
-                    own_span = np.concatenate([own_span, np.zeros(640 - own_span.size, np.float32)])
+                if own_span.size < SAMPLES_PER_FRAME:
+                    own_span = np.concatenate([own_span, np.zeros(SAMPLES_PER_FRAME - own_span.size, np.float32)])
                 from .models.conditions import normalize_audio
 
                 y = normalize_audio(torch.from_numpy(own_span).to(pipe.device)[None])
@@ -719,13 +720,6 @@ def live_audio_features(pipe: "FloatPipeline", wave: np.ndarray, *, context_seco
     return torch.cat(parts)
 
 
-def pipe_resolve_emotion(probs: Tensor, emotion: Any) -> Tensor:
-    """The pipeline's one emotion rule (:func:`float_core.pipeline.resolve_emotion`)."""
-    from .pipeline import resolve_emotion
-
-    return resolve_emotion(probs, emotion)
-
-
 def _drop_frames(pending: list[_Window], n: int) -> list[_Window]:
     """``pending`` without its first ``n`` frames (windows sliced, emptied ones removed)."""
     out: list[_Window] = []
@@ -743,8 +737,6 @@ def _drop_frames(pending: list[_Window], n: int) -> list[_Window]:
 
 
 def _is_live(audio: Any) -> bool:
-    from .pipeline import DrivingAudio
-
     if isinstance(audio, (str, os.PathLike, np.ndarray, DrivingAudio)) or torch.is_tensor(audio):
         return False
     if isinstance(audio, (bytes, bytearray)):
@@ -759,16 +751,12 @@ def _is_live(audio: Any) -> bool:
 def stream(pipe: "FloatPipeline", source: Any, audio: Any, sampling: SamplingConfig | None = None,
            options: StreamOptions | None = None) -> StreamIterator:
     """Stream frames as they are made; see :meth:`FloatPipeline.stream` (the public entry)."""
-    from .pipeline import SourceImage, _validate_waveform
-
     cfg = sampling or SamplingConfig()
     options = options or StreamOptions()
     if not isinstance(source, SourceImage):
         source = pipe.prepare_image(source, crop=options.crop)
     if isinstance(audio, np.ndarray) or torch.is_tensor(audio):
-        audio = _validate_waveform(audio)
+        audio = validate_waveform(audio)
     if _is_live(audio):
         audio = iter(audio)
-    if cfg.emotion not in (None, "dynamic"):
-        pipe_resolve_emotion(torch.zeros(pipe.config.dim_e), cfg.emotion)  # a bad emotion fails now
     return StreamIterator(_Run(pipe, source, audio, cfg, options))

@@ -33,12 +33,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["FRAME_SAMPLES", "SAMPLE_RATE", "VoiceActivity", "detect_speech", "silero_model_path"]
+from .config import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+__all__ = ["VoiceActivity", "detect_speech", "silero_model_path"]
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  #: the rate the detector (and FLOAT) work at
-FRAME_SAMPLES = 640  #: one 25 fps video frame of 16 kHz audio (40 ms)
 _CHUNK = 512  #: Silero's window at 16 kHz (32 ms)
 _INSTALL_HINT = "pip install silero-vad (its model ships in the wheel; no download)"
 
@@ -105,7 +105,7 @@ class VoiceActivity:
             raise ValueError(f"neg_threshold must be in (0, threshold], got {neg_threshold}")
         if min_silence_ms < 0:
             raise ValueError(f"min_silence_ms must be >= 0, got {min_silence_ms}")
-        self.hangover_frames = int(math.ceil(min_silence_ms / (1000 * FRAME_SAMPLES / SAMPLE_RATE)))
+        self.hangover_frames = int(math.ceil(min_silence_ms / (1000 * SAMPLES_PER_FRAME / SAMPLE_RATE)))
         if backend not in ("auto", "silero", "energy"):
             raise ValueError(f"backend must be 'auto', 'silero' or 'energy', got {backend!r}")
         self._model = None
@@ -137,8 +137,8 @@ class VoiceActivity:
     def speaking(self, frame_audio: np.ndarray) -> bool:
         """The decision for one frame of exactly 640 samples (40 ms)."""
         frame = _as_samples(frame_audio)
-        if frame.size != FRAME_SAMPLES or self._frame_fill:
-            raise ValueError(f"speaking() takes one whole frame of {FRAME_SAMPLES} samples, got {frame.size}"
+        if frame.size != SAMPLES_PER_FRAME or self._frame_fill:
+            raise ValueError(f"speaking() takes one whole frame of {SAMPLES_PER_FRAME} samples, got {frame.size}"
                              + (" after a partial push()" if self._frame_fill else "") + "; use push() for any length")
         return bool(self.push(frame)[0])
 
@@ -152,11 +152,11 @@ class VoiceActivity:
         flags: list[bool] = []
         pos = 0
         while pos < samples.size:
-            take = min(FRAME_SAMPLES - self._frame_fill, samples.size - pos)
+            take = min(SAMPLES_PER_FRAME - self._frame_fill, samples.size - pos)
             self._score(samples[pos:pos + take])
             pos += take
             self._frame_fill += take
-            if self._frame_fill == FRAME_SAMPLES:
+            if self._frame_fill == SAMPLES_PER_FRAME:
                 flags.append(self._decide(self._frame_prob))
                 self._frame_fill, self._frame_prob = 0, 0.0
         return np.array(flags, dtype=bool)
@@ -211,8 +211,8 @@ def detect_speech(wave: np.ndarray, **options: object) -> np.ndarray:
     path, run over the clip from its start, so a file and the same samples streamed agree.
     """
     wave = _as_samples(wave)
-    frames = -(-wave.size // FRAME_SAMPLES)
-    padded = np.zeros(frames * FRAME_SAMPLES, np.float32)
+    frames = -(-wave.size // SAMPLES_PER_FRAME)
+    padded = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
     padded[:wave.size] = wave
     return VoiceActivity(**options).push(padded)  # type: ignore[arg-type]
 

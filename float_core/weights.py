@@ -475,19 +475,6 @@ def pretrained_encoder_weights(config: FloatConfig, audio_model: str | os.PathLi
     return state_dict
 
 
-def _as_dtype(dtype: "torch.dtype | str") -> "torch.dtype":
-    import torch
-
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if isinstance(dtype, torch.dtype):
-        if dtype not in names.values():
-            raise ValueError(f"dtype must be one of {', '.join(names)}, got {dtype}")
-        return dtype
-    if dtype not in names:
-        raise ValueError(f"dtype must be one of {', '.join(names)}, got {dtype!r}")
-    return names[dtype]
-
-
 def load_model(config: FloatConfig, sources: WeightSources | None = None,
                state_dict: Mapping[str, "torch.Tensor"] | None = None,
                device: "str | torch.device" = "cpu", dtype: "torch.dtype | str" = "float32") -> "FloatModel":
@@ -505,7 +492,9 @@ def load_model(config: FloatConfig, sources: WeightSources | None = None,
         ValueError: both ``sources`` and ``state_dict`` given, or an unknown ``dtype``.
         WeightsError: the weights are missing or do not fit (raised before building the model).
     """
-    torch_dtype = _as_dtype(dtype)
+    from .precision import parse_dtype
+
+    torch_dtype = parse_dtype(dtype)
     if sources is not None and state_dict is not None:
         raise ValueError("load_model: pass either sources or state_dict, not both")
     from .models.float_model import FloatModel

@@ -6,8 +6,8 @@ dataclasses; :mod:`float_studio.ui` turns them into component updates. Long hand
 ``progress(stage, done, total)`` callback (:mod:`float_core.progress`) and stop at the next
 report after the session's Stop (:func:`stop`).
 
-Data flows one way: portrait -> :class:`~float_core.pipeline.SourceImage`, speech ->
-:class:`~float_core.pipeline.DrivingAudio` (with its per-window emotion timeline), both ->
+Data flows one way: portrait -> :class:`~float_core.inputs.SourceImage`, speech ->
+:class:`~float_core.inputs.DrivingAudio` (with its per-window emotion timeline), both ->
 motion (:class:`~float_studio.state.Generation`) -> frames (preview, video). Each step runs
 once per input; its result is cached in the session's bounded CPU cache.
 """
@@ -21,17 +21,19 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from float_core.config import EMOTIONS, SamplingConfig
+from float_core.inputs import move_tensors
 from float_core.progress import ProgressCallback, silent
 
 from . import plots
 from .model import PipelineHolder
 from .state import (Cancelled, Generation, Session, cached, cancellable, file_key, image_key,
-                    max_audio_seconds, to_device)
+                    max_audio_seconds)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from float_core.pipeline import DrivingAudio, FloatPipeline, SourceImage
+    from float_core.inputs import DrivingAudio, SourceImage
+    from float_core.pipeline import FloatPipeline
 
 #: Where each stage of a generation sits on the one progress bar (float_core.progress.fraction_callback).
 GENERATE_SPANS: dict[str, tuple[float, float]] = {
@@ -227,7 +229,7 @@ def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, au
     _check_audio(audio_path)
     source_key, source = prepare_source(pipe, sess, image, crop, face, crop_scale, report)
     speech_key, speech = analyse_speech(pipe, sess, audio_path, report)
-    from float_core.pipeline import Prepared
+    from float_core.inputs import Prepared
 
     prepared = Prepared(source, speech)
     # The emotion the sampler uses, resolved once for the plots, the label and the stored
@@ -242,8 +244,8 @@ def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, au
         sess.cache.put(motion_key, motion)
     generation = Generation(
         version=version, source_key=source_key, speech_key=speech_key,
-        source=sess.cache.get(("source", source_key)) or to_device(source, "cpu"),
-        speech=sess.cache.get(("speech", speech_key)) or to_device(speech, "cpu"),
+        source=sess.cache.get(("source", source_key)) or move_tensors(source, "cpu"),
+        speech=sess.cache.get(("speech", speech_key)) or move_tensors(speech, "cpu"),
         motion=motion.detach().to("cpu"), lambdas=pipe.motion_lambda(motion).float().cpu().numpy(),
         emotion=used.float().cpu().numpy(), sampling=sampling,
         directions=tuple(sess.cache.get(("directions", source_key)) or ()))
@@ -263,7 +265,7 @@ def describe_directions(holder: PipelineHolder, sess: Session,
     directions = sess.cache.get(key)
     if directions is None:
         with sess.action() as stop_event:
-            directions = tuple(pipe.describe_directions(to_device(gen.source, pipe.device),
+            directions = tuple(pipe.describe_directions(move_tensors(gen.source, pipe.device),
                                                         progress=cancellable(progress, stop_event)))
         sess.cache.put(key, directions)
     import dataclasses
@@ -358,7 +360,7 @@ def preview(holder: PipelineHolder, sess: Session, frame_index: Any, edits: Edit
     if offsets is not None:
         row = offsets if offsets.ndim == 1 else offsets[k]
         motion = apply_lambda_offsets(motion, pipe.basis, torch.as_tensor(row, dtype=torch.float32))
-    frame = frames_to_uint8(pipe.decode_frames(to_device(gen.source, pipe.device), motion))[0]
+    frame = frames_to_uint8(pipe.decode_frames(move_tensors(gen.source, pipe.device), motion))[0]
     if paste_back:
         paste, _ = _paste_back(pipe, sess, gen)
         frame = paste(frame) if paste is not None else frame

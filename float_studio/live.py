@@ -34,11 +34,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from float_core.config import EMOTIONS, SamplingConfig
+from float_core.config import EMOTIONS, FPS, SAMPLE_RATE, SamplingConfig
 
 log = logging.getLogger(__name__)
 
-RATE = 16000
 FIRST_SEGMENT_FRAMES = 1  #: the first segment goes out with the first decoded chunk
 SEGMENT_FRAMES = 25  #: later segments: about one second
 MIC_QUEUE_CHUNKS = 400  #: microphone chunks buffered (~100 s at 0.25 s); the oldest are dropped
@@ -177,7 +176,7 @@ def _speak_piper(text: str) -> np.ndarray:
     if done.returncode != 0 or not done.stdout:
         raise ValueError(f"Piper failed (exit {done.returncode}): {done.stderr.decode(errors='replace')[:200]}")
     wave = np.frombuffer(done.stdout[:len(done.stdout) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-    return load_audio(wave, rate, target_rate=RATE)
+    return load_audio(wave, rate, target_rate=SAMPLE_RATE)
 
 
 # ---------------------------------------------------------------------------- the stream
@@ -194,7 +193,7 @@ class LiveStats:
 
     @property
     def seconds(self) -> float:
-        return self.frames / 25.0
+        return self.frames / FPS
 
     def markdown(self) -> str:
         if self.first_frame is None:
@@ -213,7 +212,7 @@ def write_segment(path: Path, frames: list[np.ndarray], audio: list[np.ndarray])
     from float_core.media.video import VideoWriter
 
     # Audio passed with the frames (not up front): an idle segment's silence is expected here.
-    with VideoWriter(path, fps=25, audio_rate=RATE, preset="veryfast") as writer:
+    with VideoWriter(path, fps=FPS, audio_rate=SAMPLE_RATE, preset="veryfast") as writer:
         for batch, samples in zip(frames, audio):
             writer.write(batch, audio=samples)
     return path

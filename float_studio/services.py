@@ -37,10 +37,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from float_core.config import SAMPLE_RATE
+
 __all__ = ["ServiceConfig", "ServiceError", "transcribe", "chat", "speak", "check_services",
            "assistant_unavailable_reason"]
 
-SAMPLE_RATE = 16000  #: FLOAT's (and the Call's) audio rate
 _REACH_TIMEOUT_S = 3.0  #: how long the reachability check waits for a connection
 
 

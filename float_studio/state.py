@@ -7,13 +7,13 @@ one :class:`Session` per browser session (in ``gr.State``); the loaded
 Caching follows DESIGN.md's one-way data flow. Each session keeps an :class:`LRUCache`
 (bounded in bytes, ``FLOAT_SESSION_CACHE_MB``) of
 
-* portrait analyses (:class:`~float_core.pipeline.SourceImage`), keyed by the image content,
+* portrait analyses (:class:`~float_core.inputs.SourceImage`), keyed by the image content,
   the crop flag, the chosen face and the crop scale,
-* speech analyses (:class:`~float_core.pipeline.DrivingAudio`), keyed by the file's bytes,
+* speech analyses (:class:`~float_core.inputs.DrivingAudio`), keyed by the file's bytes,
 * sampled motion, keyed by both keys plus the :class:`~float_core.config.SamplingConfig`,
 
 all stored on the CPU and moved to the model's device only while a request uses them
-(:func:`to_device`), so idle sessions hold no device memory.
+(:func:`float_core.inputs.move_tensors`), so idle sessions hold no device memory.
 
 **Ordering.** What the editing controls act on is one immutable :class:`Generation`
 (portrait, speech, motion, settings), installed by a single assignment when a generation
@@ -42,19 +42,19 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 import numpy as np
 
 from float_core.config import EMOTIONS, SOLVER_NAMES, SamplingConfig
+from float_core.inputs import move_tensors
 from float_core.progress import ProgressCallback
 
 if TYPE_CHECKING:  # heavy imports (torch, transformers) stay lazy for `import app` speed
     from torch import Tensor
 
-    from float_core.pipeline import DrivingAudio, Prepared, SourceImage
+    from float_core.inputs import DrivingAudio, Prepared, SourceImage
 
 log = logging.getLogger("float_studio")
 
 EMOTION_CHOICES: list[tuple[str, str]] = (
     [("Auto (from speech)", "auto"), ("Dynamic (per window)", "dynamic")]
     + [(name.capitalize(), name) for name in EMOTIONS])
-SOLVER_CHOICES: tuple[str, ...] = SOLVER_NAMES
 NFE_RANGE: tuple[int, int] = (1, 50)
 #: Audio guidance gamma_a: accepted range (paper Eq. 13); the default is SamplingConfig's.
 A_CFG_RANGE: tuple[float, float] = (0.0, 5.0)
@@ -87,8 +87,8 @@ def sampling_from_ui(a_cfg: Any, e_cfg: Any, nfe: Any, solver: Any, emotion: Any
     if steps != int(steps):
         raise ValueError(f"Steps (NFE): must be a whole number, got {nfe!r}")
     solver = str(solver or DEFAULTS.solver).lower()
-    if solver not in SOLVER_CHOICES:
-        raise ValueError(f"Solver: expected one of {', '.join(SOLVER_CHOICES)}, got {solver!r}")
+    if solver not in SOLVER_NAMES:
+        raise ValueError(f"Solver: expected one of {', '.join(SOLVER_NAMES)}, got {solver!r}")
     emotion = str(emotion or "auto").lower()
     if emotion not in ("auto", "dynamic") + EMOTIONS:
         raise ValueError(f"Emotion: expected 'auto', 'dynamic' or one of {', '.join(EMOTIONS)}, got {emotion!r}")
@@ -159,26 +159,6 @@ def cancellable(progress: ProgressCallback, event: threading.Event) -> ProgressC
 
 
 # ---------------------------------------------------------------------------- device moves
-def to_device(value: Any, device: Any) -> Any:
-    """``value`` with every tensor moved to ``device`` (dataclasses and tuples recursively).
-
-    Values already there are returned as they are (no copy), so on a CPU-only host this is free.
-    """
-    import torch
-
-    if torch.is_tensor(value):
-        return value.to(device)
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        moved = tuple(to_device(v, device) for v in value)
-        return value if all(m is v for m, v in zip(moved, value)) else moved
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: to_device(getattr(value, f.name), device) for f in dataclasses.fields(value)}
-        if all(changes[k] is getattr(value, k) for k in changes):
-            return value
-        return dataclasses.replace(value, **changes)
-    return value
-
-
 def nbytes(value: Any) -> int:
     """Bytes of the tensors and arrays in ``value`` (dataclasses and tuples recursively)."""
     import torch
@@ -197,7 +177,7 @@ def nbytes(value: Any) -> int:
 class LRUCache:
     """A thread-safe least-recently-used cache bounded by the bytes of its values.
 
-    Values are stored on the CPU (:func:`to_device`); :meth:`get` returns them on the
+    Values are stored on the CPU (:func:`float_core.inputs.move_tensors`); :meth:`get` returns them on the
     requested device. The newest entry is always kept, even when it alone exceeds the bound.
     """
 
@@ -213,11 +193,11 @@ class LRUCache:
             if item is None:
                 return None
             self._items.move_to_end(key)
-        return item[0] if device is None else to_device(item[0], device)
+        return item[0] if device is None else move_tensors(item[0], device)
 
     def put(self, key: Hashable, value: Any) -> Any:
         """Store a CPU copy of ``value`` under ``key``, evicting the least recently used; returns the copy."""
-        stored = to_device(value, "cpu")
+        stored = move_tensors(value, "cpu")
         size = nbytes(stored)
         with self._lock:
             self._items.pop(key, None)
@@ -274,10 +254,10 @@ class Generation:
         return int(self.motion.shape[0])
 
     def prepared(self, device: Any = None) -> "Prepared":
-        """The :class:`~float_core.pipeline.Prepared` pair, on ``device`` when given."""
-        from float_core.pipeline import Prepared
+        """The :class:`~float_core.inputs.Prepared` pair, on ``device`` when given."""
+        from float_core.inputs import Prepared
 
-        return to_device(Prepared(self.source, self.speech), device) if device is not None else Prepared(
+        return move_tensors(Prepared(self.source, self.speech), device) if device is not None else Prepared(
             self.source, self.speech)
 
 
@@ -432,7 +412,7 @@ def cached(cache: LRUCache, key: Hashable, device: Any, compute: Callable[[], An
         if value is None:
             value = compute()
             if shared is not None:
-                value = to_device(shared.put(key, value), device)
+                value = move_tensors(shared.put(key, value), device)
         cache.put(key, value)
     return value
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import gradio as gr
 import numpy as np
 
-from float_core.config import FloatConfig
+from float_core.config import SOLVER_NAMES, FloatConfig
 from float_core.editing import CURVE_KINDS
 from float_core.media.face import CROP_SCALE, CROP_SCALE_RANGE
 from float_core.progress import ProgressCallback, fraction_callback
@@ -197,7 +197,7 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
                 nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
                                 info="Vector-field evaluations per window: more is smoother and slower.",
                                 elem_id="float-nfe")
-                solver = gr.Radio(list(st.SOLVER_CHOICES), value=st.DEFAULTS.solver, label="ODE solver",
+                solver = gr.Radio(list(SOLVER_NAMES), value=st.DEFAULTS.solver, label="ODE solver",
                                   info="midpoint and rk4 evaluate 2 and 4 times per step.", elem_id="float-solver")
             with gr.Row(equal_height=True):
                 seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from float_studio.call_client import SpeechTrack, data_url, place_call, post_offer  # noqa: E402
+from float_studio.call.client import SpeechTrack, data_url, place_call, post_offer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTRAIT = ROOT / "examples" / "portrait_astronaut.png"
@@ -262,7 +262,7 @@ def test_too_many_calls(served, manager):
 
 _DROPPED_CLIENT = r"""
 import asyncio, sys, numpy as np
-from float_studio.call_client import SpeechTrack, place_call
+from float_studio.call.client import SpeechTrack, place_call
 def connected(rec):
     print("CONNECTED", rec.answer["id"], flush=True)
 asyncio.run(place_call(sys.argv[1], sys.argv[2], SpeechTrack(np.zeros(1, np.float32)), seconds=60,

@@ -1,7 +1,7 @@
 """Assistant mode end to end (issue 10): caller speech -> VAD turn -> ASR -> chat -> TTS -> portrait.
 
 The services are a local OpenAI-compatible server on 127.0.0.1
-(:mod:`float_studio.call_stub_services`: real multipart / JSON protocol, fixed answers, espeak-ng
+(:mod:`float_studio.call.stub_services`: real multipart / JSON protocol, fixed answers, espeak-ng
 speech); the caller is an aiortc client sending recorded speech; the app runs the tiny model.
 """
 
@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("aiortc")
 
 from float_core.media.audio import load_audio  # noqa: E402
-from float_studio.call_client import SpeechTrack, place_call  # noqa: E402
-from float_studio.call_stub_services import StubServices, serve_stub_services  # noqa: E402
+from float_studio.call.client import SpeechTrack, place_call  # noqa: E402
+from float_studio.call.stub_services import StubServices, serve_stub_services  # noqa: E402
 from test_call import PORTRAIT, SPEECH, manager, served, wait_until  # noqa: E402,F401 - shared fixtures
 
 LONG_ANSWER = ("I am Zed, a portrait that talks. I can tell you a long story about the stars, the sea, "

@@ -112,7 +112,7 @@ def test_assistant_call_in_the_page_shows_the_transcript(playwright, served, man
     import soundfile as sf
 
     from float_core.media.audio import load_audio
-    from float_studio.call_stub_services import StubServices, serve_stub_services
+    from float_studio.call.stub_services import StubServices, serve_stub_services
     from test_call import SPEECH
 
     wav = tmp_path / "question.wav"  # the question, then silence long enough to end the turn

@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from float_studio.call_assistant import Conversation, TurnDetector  # noqa: E402
-from float_studio.call_media import FRAME_SAMPLES, AnswerFeed, MicFeed, Playout  # noqa: E402
-from float_studio.call_session import (  # noqa: E402
+from float_studio.call.assistant import Conversation, TurnDetector  # noqa: E402
+from float_core.config import SAMPLES_PER_FRAME  # noqa: E402
+from float_studio.call.media import AnswerFeed, MicFeed, Playout  # noqa: E402
+from float_studio.call.session import (  # noqa: E402
     CallError, CallSettings, decode_portrait, ice_servers_from_env, loopback_sdp)
 from test_call import PORTRAIT, SPEECH  # noqa: E402
 
@@ -20,7 +21,7 @@ from test_call import PORTRAIT, SPEECH  # noqa: E402
 def chunk(start: int, k: int, speaking: bool = True) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """k frames whose pixels and samples both encode their frame number."""
     frames = np.stack([np.full((4, 4, 3), (start + i) % 256, np.uint8) for i in range(k)])
-    audio = np.repeat(np.arange(start, start + k, dtype=np.float32) / 1000.0, FRAME_SAMPLES)
+    audio = np.repeat(np.arange(start, start + k, dtype=np.float32) / 1000.0, SAMPLES_PER_FRAME)
     return frames, audio, start, np.full(k, speaking)
 
 

@@ -9,7 +9,8 @@ import torch
 from float_core import sampling as sampling_mod
 from float_core.config import EMOTIONS, SamplingConfig
 from float_core.emotion import describe_emotion, window_spans
-from float_core.pipeline import FloatPipeline, resolve_emotion
+from float_core.emotion import resolve_emotion
+from float_core.pipeline import FloatPipeline
 
 
 # --------------------------------------------------------------------------- spans

@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from float_core import pipeline
 from float_core.bench import frame_psnr, scale_flow_offsets_
 from float_core.generate_cli import add_subparser
 from float_core.models.decoder_inference import InferenceDecoder
-from float_core.pipeline import FloatPipeline, native_bf16, select_dtype
-from float_core.precision import Precision
+from float_core.pipeline import FloatPipeline
+from float_core.precision import Precision, native_bf16, select_dtype
 
 
 def _fake_cpu(monkeypatch, amx: bool, avx512_bf16: bool) -> None:
+    monkeypatch.delenv("FLOAT_DTYPE", raising=False)  # the suite pins auto to float32 (conftest)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
 

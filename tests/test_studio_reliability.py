@@ -178,8 +178,8 @@ def _tensors(value):
 
 def test_to_device_moves_only_what_is_elsewhere(pipe):
     source = pipe.prepare_image(_portraits()[0], crop=False)
-    assert st.to_device(source, "cpu") is source  # already there: no copy
-    meta = st.to_device(source, "meta")  # a device that is not the CPU
+    assert source.to("cpu") is source  # already there: no copy
+    meta = source.to("meta")  # a device that is not the CPU
     assert all(t.device.type == "meta" for t in _tensors(meta))
     assert meta.crop_box is source.crop_box and isinstance(meta.features, tuple)
     assert st.nbytes(source) == sum(t.numel() * t.element_size() for t in _tensors(source))

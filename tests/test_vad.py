@@ -13,7 +13,8 @@ import torch
 
 from float_core import vad as vad_mod
 from float_core.media.audio import load_audio
-from float_core.vad import FRAME_SAMPLES, VoiceActivity, detect_speech
+from float_core.config import SAMPLES_PER_FRAME as FRAME_SAMPLES
+from float_core.vad import VoiceActivity, detect_speech
 
 SPEECH = Path(__file__).resolve().parents[1] / "examples" / "arctic_a0007.wav"
 RATE = 16000

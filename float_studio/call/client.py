@@ -4,7 +4,7 @@ It does what the Call tab's page does: sends speech as its microphone track, rec
 portrait's video and voice, and records what arrives with arrival times. Example::
 
     import asyncio
-    from float_studio.call_client import SpeechTrack, place_call
+    from float_studio.call.client import SpeechTrack, place_call
 
     rec = asyncio.run(place_call("http://127.0.0.1:7860/", "portrait.png",
                                  SpeechTrack.from_file("speech.wav", lead_s=1.0), seconds=8))
@@ -27,7 +27,9 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .call_media import AUDIO_BLOCK, SAMPLE_RATE, MicReader
+from float_core.config import SAMPLE_RATE
+
+from .media import AUDIO_BLOCK, MicReader
 
 __all__ = ["SpeechTrack", "CallRecording", "place_call", "data_url", "post_offer"]
 
@@ -162,7 +164,7 @@ async def place_call(url: str, portrait: str | Path, mic: MediaStreamTrack, *, s
     import httpx
 
     rec = CallRecording()
-    from .call_session import ice_loopback, use_loopback_candidates
+    from .session import ice_loopback, use_loopback_candidates
 
     if ice_loopback():  # FLOAT_ICE_LOOPBACK=1: offer 127.0.0.1, as the server expects
         use_loopback_candidates()

@@ -1,13 +1,13 @@
 """Calls with the portrait over WebRTC: settings, one :class:`Call` per caller, the manager.
 
 A call is one aiortc ``RTCPeerConnection``: the caller sends the microphone, the server sends
-the portrait's video (25 fps) and voice, in sync (:mod:`float_studio.call_media`). Behind it,
+the portrait's video (25 fps) and voice, in sync (:mod:`float_studio.call.media`). Behind it,
 one ``FloatPipeline.stream`` runs in the call's own worker thread with idle (silence) mode on:
 
 * **puppet**: the caller's voice drives the portrait live (a virtual camera); the returned
   audio is the caller's voice, delayed by exactly as much as the video.
 * **assistant**: turns of the caller's speech are answered by an OpenAI-compatible speech
-  recognition -> chat -> speech chain (:mod:`float_studio.call_assistant`); the portrait
+  recognition -> chat -> speech chain (:mod:`float_studio.call.assistant`); the portrait
   speaks the answer and idles while it listens; speaking over it (barge-in) stops it.
 
 Every call is isolated (its own stream, feeds, threads and peer connection) and everything it
@@ -39,9 +39,11 @@ import torch
 from float_core.config import SamplingConfig
 from float_core.streaming import StreamOptions
 
-from . import services
-from .call_assistant import DEFAULT_SYSTEM_PROMPT, Assistant, Conversation, TurnDetector, TurnTiming, Utterance
-from .call_media import FRAME_SAMPLES, AnswerFeed, LiveFeed, MicFeed, MicReader, Playout, Tick
+from .. import services
+from .assistant import DEFAULT_SYSTEM_PROMPT, Assistant, Conversation, TurnDetector, TurnTiming, Utterance
+from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+from .media import AnswerFeed, LiveFeed, MicFeed, MicReader, Playout, Tick
 
 __all__ = ["CallError", "CallSettings", "Call", "CallManager", "ice_servers_from_env", "MODES"]
 
@@ -296,7 +298,7 @@ class Call:
         """Apply the caller's offer and return the answer (ICE candidates gathered, no trickle)."""
         from aiortc import RTCSessionDescription
 
-        from .call_media import PortraitAudioTrack, PortraitVideoTrack
+        from .media import PortraitAudioTrack, PortraitVideoTrack
 
         pc = self.pc
 
@@ -371,8 +373,8 @@ class Call:
         self.feed.cancel()  # nothing more of it enters the stream
         answer = self.feed.history.get(turn)
         if answer is not None and answer.start is not None:  # drop what is in flight or buffered
-            last = -(-(answer.end if answer.end is not None else self.feed.fed) // FRAME_SAMPLES)
-            self.playout.drop(max(answer.start // FRAME_SAMPLES, self._shown_index + 1), last)
+            last = -(-(answer.end if answer.end is not None else self.feed.fed) // SAMPLES_PER_FRAME)
+            self.playout.drop(max(answer.start // SAMPLES_PER_FRAME, self._shown_index + 1), last)
             self._resume_at = max(self._resume_at, last)  # the feed paces from after the dropped span
             self.feed.wake()
         for entry in reversed(self.transcript):
@@ -394,12 +396,12 @@ class Call:
 
     def _feed_position(self) -> int:
         """AnswerFeed pacing: the input sample the caller's timeline continues from."""
-        return max(self._shown_index + 1, self._resume_at) * FRAME_SAMPLES
+        return max(self._shown_index + 1, self._resume_at) * SAMPLES_PER_FRAME
 
     def _answer_entered(self, start: int) -> None:
         """An answer's first sample entered the stream at ``start``: skip the idle frames
         queued before it so it is seen as soon as its frames exist (they are only idling)."""
-        first = start // FRAME_SAMPLES
+        first = start // SAMPLES_PER_FRAME
         if first > self._shown_index + 1:
             self.playout.drop(self._shown_index + 1, first)
             self._resume_at = max(self._resume_at, first)
@@ -410,7 +412,7 @@ class Call:
         self._speaking_now = tick.speaking
         if tick.index is None:
             return
-        sample = tick.index * FRAME_SAMPLES
+        sample = tick.index * SAMPLES_PER_FRAME
         if isinstance(self.feed, MicFeed):
             arrived = self.feed.arrival(sample)
             if arrived is not None:
@@ -430,7 +432,7 @@ class Call:
                 del self._pending_timing[turn]
                 self._emit({"type": "answer_started", **timing.as_dict()})
             if (self._answer_active == turn
-                    and answer.end is not None and sample + FRAME_SAMPLES >= answer.end):
+                    and answer.end is not None and sample + SAMPLES_PER_FRAME >= answer.end):
                 self._answer_active = None  # the last frame of the answer is on screen
 
     def _generate(self) -> None:
@@ -498,7 +500,7 @@ class Call:
             "answers": answers,
             "answer_latency_ms": answers[-1]["answer_latency_ms"] if answers else None,
             "transcript": list(self.transcript),
-            "dropped_input_s": round(getattr(self.feed, "dropped", 0) / 16000, 2),
+            "dropped_input_s": round(getattr(self.feed, "dropped", 0) / SAMPLE_RATE, 2),
         }
 
     async def _report(self) -> None:

@@ -31,12 +31,11 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-__all__ = ["FPS", "SAMPLE_RATE", "FRAME_SAMPLES", "Playout", "PortraitVideoTrack", "PortraitAudioTrack",
+from float_core.config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+
+__all__ = ["Playout", "PortraitVideoTrack", "PortraitAudioTrack",
            "LiveFeed", "MicFeed", "AnswerFeed", "MicReader"]
 
-FPS = 25  #: FLOAT's frame rate
-SAMPLE_RATE = 16000  #: FLOAT's audio rate
-FRAME_SAMPLES = SAMPLE_RATE // FPS  #: 640 samples per video frame
 AUDIO_PTIME = 0.02  #: 20 ms audio packets (the WebRTC/Opus norm)
 AUDIO_BLOCK = int(SAMPLE_RATE * AUDIO_PTIME)  #: 320 samples per audio packet
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)  #: RTP video clock
@@ -111,7 +110,7 @@ class Playout:
                 if self._dropped(index):
                     self.stats.dropped += 1
                     continue
-                self._pending.append(Tick(frames[i], audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES],
+                self._pending.append(Tick(frames[i], audio[i * SAMPLES_PER_FRAME:(i + 1) * SAMPLES_PER_FRAME],
                                           index, bool(speaking[i])))
             return True
 
@@ -170,7 +169,7 @@ class Playout:
                     shown.append(t)
                     self._cond.notify_all()
                 else:
-                    t = Tick(self._last, np.zeros(FRAME_SAMPLES, np.float32), None)
+                    t = Tick(self._last, np.zeros(SAMPLES_PER_FRAME, np.float32), None)
                     if self.stats.shown:  # before the first frame, waiting is warm-up, not a stall
                         self.stats.stalls += 1
                 self._ticks.append(t)
@@ -240,7 +239,7 @@ class PortraitAudioTrack(MediaStreamTrack, _PacedTrack):
         if self.readyState != "live":
             raise MediaStreamError
         j = await self._next_slot()
-        per_tick = FRAME_SAMPLES // AUDIO_BLOCK
+        per_tick = SAMPLES_PER_FRAME // AUDIO_BLOCK
         tick = self._playout.tick(j // per_tick)
         part = tick.audio[(j % per_tick) * AUDIO_BLOCK:(j % per_tick + 1) * AUDIO_BLOCK]
         pcm = (np.clip(part, -1.0, 1.0) * 32767.0).astype(np.int16)[None]
@@ -259,7 +258,7 @@ class LiveFeed:
     each sample reached the server (:meth:`arrival`), so a shown frame's latency is known.
     """
 
-    chunk = FRAME_SAMPLES  #: samples handed to the stream per step when producing silence
+    chunk = SAMPLES_PER_FRAME  #: samples handed to the stream per step when producing silence
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -402,7 +401,7 @@ class AnswerFeed(LiveFeed):
         ahead_s: how far past ``position()`` the feed may run.
     """
 
-    chunk = 5 * FRAME_SAMPLES  #: 200 ms per step
+    chunk = 5 * SAMPLES_PER_FRAME  #: 200 ms per step
 
     def __init__(self, position: Callable[[], int], *, ahead_s: float = 3.0) -> None:
         super().__init__()

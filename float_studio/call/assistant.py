@@ -22,14 +22,14 @@ from typing import Callable
 
 import numpy as np
 
-from . import services
+from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+from .. import services
 
 __all__ = ["Utterance", "TurnDetector", "Conversation", "Assistant", "DEFAULT_SYSTEM_PROMPT"]
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-FRAME_SAMPLES = 640  # the VAD decides per 40 ms frame
 
 DEFAULT_SYSTEM_PROMPT = ("You are {name}, a friendly talking portrait on a live video call. Answer in one "
                          "to three short, spoken sentences; no lists, markup or emoji.")
@@ -76,10 +76,10 @@ class TurnDetector:
         """Feed samples; returns ``(wave, speech_end_at, cut)`` for every turn that ended."""
         done: list[tuple[np.ndarray, float, bool]] = []
         data = np.concatenate([self._partial, samples]) if self._partial.size else samples
-        n = data.size // FRAME_SAMPLES * FRAME_SAMPLES
+        n = data.size // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
         self._partial = data[n:].copy()
-        for i in range(0, n, FRAME_SAMPLES):
-            frame = data[i:i + FRAME_SAMPLES]
+        for i in range(0, n, SAMPLES_PER_FRAME):
+            frame = data[i:i + SAMPLES_PER_FRAME]
             speaking = self.vad.speaking(frame)
             voiced = self.vad.last_probability >= self.vad.threshold
             if speaking:

@@ -8,7 +8,7 @@ of the text (or a tone when espeak-ng is missing). Every request is recorded for
 
 Run it and point the app at it::
 
-    python -m float_studio.call_stub_services --port 8808 &
+    python -m float_studio.call.stub_services --port 8808 &
     FLOAT_ASR_URL=http://127.0.0.1:8808/v1 FLOAT_LLM_URL=http://127.0.0.1:8808/v1 \\
     FLOAT_TTS_URL=http://127.0.0.1:8808/v1 python app.py
 """

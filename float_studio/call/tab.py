@@ -3,7 +3,7 @@
 TalkingMachines (seeds/003, "Applications") streams the avatar back over WebRTC; Gradio's
 HTTP streaming (segments of a second or more) is too slow for a conversation, so the tab runs
 a real WebRTC client in the page (``assets/call.js``: getUserMedia + RTCPeerConnection) and
-the server side is aiortc (:mod:`float_studio.call_session`), on the app's own web server.
+the server side is aiortc (:mod:`float_studio.call.session`), on the app's own web server.
 
 HTTP routes (added to Gradio's FastAPI app by :func:`mount_call_routes`; any WebRTC client can
 use them, see README "Call (WebRTC)"):
@@ -25,14 +25,14 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from .call_assistant import DEFAULT_SYSTEM_PROMPT
-from .call_session import CallError, CallManager
+from .assistant import DEFAULT_SYSTEM_PROMPT
+from .session import CallError, CallManager
 
 __all__ = ["build_call_tab", "mount_call_routes", "call_manager"]
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 MAX_BODY_BYTES = 25 * 1024 * 1024
 
 #: The live view: video, connection state, latency and transcript (filled in by call.js).
@@ -70,7 +70,7 @@ def build_call_tab(holder: Any) -> None:
     """
     import gradio as gr
 
-    from .state import EMOTION_CHOICES
+    from ..state import EMOTION_CHOICES
 
     gr.Markdown("Call the portrait like a video call. **Puppet**: your voice drives the face live, like "
                 "a virtual camera. **Assistant**: talk with it; it listens, answers through a chat "
