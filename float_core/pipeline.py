@@ -409,11 +409,37 @@ class FloatPipeline:
         """
         return self._decode(prepared, validate_motion(motion, self.config.style_dim))
 
-    def _decode(self, prepared: Prepared | SourceImage, motion: Tensor) -> Tensor:
+    def _decode(self, prepared: Prepared | SourceImage, motion: Tensor, keep: int | None = None) -> Tensor:
         """:meth:`decode_frames` of already validated motion (no device sync: render's loop)."""
         source = prepared.source if isinstance(prepared, Prepared) else prepared
         latents = source.identity_latent[None] + motion.to(source.identity_latent)
-        return self.decoder(latents, list(source.features))
+        return self.decoder(latents, list(source.features), keep=keep)
+
+    def _render_batch(self, prepared: Prepared | SourceImage, motion: Tensor, offsets: Tensor | None,
+                      start: int, batch_size: int, keep: int | None = None) -> Tensor:
+        """uint8 frames (k, H, W, 3) on the device of the render batch starting at ``start``
+        (only its frame ``keep`` when given), the one batch rule of :meth:`render` and
+        :meth:`preview_frame`."""
+        chunk = motion[start:start + batch_size]
+        delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
+        return uint8_frames(self._decode(prepared, apply_lambda_offsets(chunk, self.basis, delta), keep=keep))
+
+    @torch.no_grad()
+    def preview_frame(self, prepared: Prepared | SourceImage, motion: Tensor, index: int,
+                      edits: Tensor | Sequence[float] | None = None, batch_size: int = 8) -> np.ndarray:
+        """Frame ``index`` (H, W, 3) uint8 exactly as :meth:`render` with the same ``edits`` and
+        ``batch_size`` delivers it, bit for bit in every precision, decoding only what that
+        frame needs (its batch's low levels, then the frame alone; see
+        :class:`~float_core.models.decoder_inference.InferenceDecoder`)."""
+        motion = validate_motion(motion, self.config.style_dim)
+        total = int(motion.shape[0])
+        if not 0 <= index < total:
+            raise ValueError(f"index: the motion has frames 0..{total - 1}, got {index}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        offsets = as_lambda_offsets(edits, self.config.motion_dim, total)
+        start = index // batch_size * batch_size
+        return self._render_batch(prepared, motion, offsets, start, batch_size, keep=index - start).cpu().numpy()[0]
 
     def render(self, prepared: Prepared | SourceImage, motion: Tensor,
                edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
@@ -443,10 +469,8 @@ class FloatPipeline:
         in_flight = 1 if copies.asynchronous else 0
         pending: list[tuple[Any, int]] = []
         for start in range(0, total, batch_size):
-            chunk = motion[start:start + batch_size]
-            delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
-            chunk = apply_lambda_offsets(chunk, self.basis, delta)
-            pending.append((copies.start(uint8_frames(self._decode(prepared, chunk))), start + chunk.shape[0]))
+            frames = self._render_batch(prepared, motion, offsets, start, batch_size)
+            pending.append((copies.start(frames), start + frames.shape[0]))
             while len(pending) > in_flight or (pending and pending[-1][1] == total):
                 copy, done = pending.pop(0)
                 yield copy.result()

@@ -40,6 +40,9 @@ GENERATE_SPANS: dict[str, tuple[float, float]] = {
     "portrait": (0.0, 0.05), "speech": (0.05, 0.1), "sampling": (0.1, 0.5), "rendering": (0.5, 1.0)}
 #: The same for re-rendering with edits (no analysis, no sampling).
 RENDER_SPANS: dict[str, tuple[float, float]] = {"rendering": (0.0, 1.0)}
+#: Frames per decoder call of every render, and the batch a preview decodes its frame in (so
+#: that the preview is the video's frame bit for bit: FloatPipeline.preview_frame).
+RENDER_BATCH = 8
 #: Names of the motion presets (float_core.directions.PRESETS), as the app's buttons say them.
 PRESET_NAMES: tuple[str, ...] = ("lips only", "calmer head", "more expressive")
 
@@ -345,22 +348,14 @@ def preview(holder: PipelineHolder, sess: Session, frame_index: Any, edits: Edit
     None when a new generation replaced the one it decoded from meanwhile (a stale result
     that must not be shown).
     """
-    import torch
-
-    from float_core.editing import apply_lambda_offsets
-    from float_core.pipeline import frames_to_uint8
-
     gen = sess.current  # read once: the whole decode uses one consistent generation
     if gen is None:
         raise ValueError("Generate a video first; the sliders edit its motion.")
     pipe = holder.get()
     k = int(np.clip(int(frame_index or 0), 0, gen.num_frames - 1))
-    offsets = edit_offsets(gen, edits)
-    motion = gen.motion[k:k + 1].to(pipe.device)
-    if offsets is not None:
-        row = offsets if offsets.ndim == 1 else offsets[k]
-        motion = apply_lambda_offsets(motion, pipe.basis, torch.as_tensor(row, dtype=torch.float32))
-    frame = frames_to_uint8(pipe.decode_frames(move_tensors(gen.source, pipe.device), motion))[0]
+    # The render's own batch rule: the frame equals the video's frame bit for bit.
+    frame = pipe.preview_frame(gen.source.to(pipe.device), gen.motion.to(pipe.device), k,
+                               edits=edit_offsets(gen, edits), batch_size=RENDER_BATCH)
     if paste_back:
         paste, _ = _paste_back(pipe, sess, gen)
         frame = paste(frame) if paste is not None else frame
@@ -392,7 +387,7 @@ class Rendered:
 
 
 def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = None, paste_back: bool = False,
-                 progress: ProgressCallback = silent, batch_size: int = 8,
+                 progress: ProgressCallback = silent, batch_size: int = RENDER_BATCH,
                  generation: Generation | None = None) -> Rendered:
     """Write the current generation (with ``edits``) to an MP4 with the speech muxed in.
 

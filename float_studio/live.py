@@ -124,6 +124,16 @@ def cleanup_session(session: Any) -> None:
         session.cleanup()
 
 
+def player_unavailable_reason() -> str | None:
+    """Why this server cannot stream video to the page (a sentence saying what to install), or
+    None. Gradio's streaming video (HLS) converts the segments with ffmpeg and ffprobe."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if not missing:
+        return None
+    return (f"The Live tab needs {' and '.join(missing)} on the server to stream video to the page "
+            "(Debian/Ubuntu: apt-get install ffmpeg; on Hugging Face Spaces packages.txt installs it).")
+
+
 # ---------------------------------------------------------------------------- text to speech
 def piper_voice() -> Path | None:
     """A Piper voice (``$FLOAT_PIPER_VOICE``, an ``.onnx`` with its ``.onnx.json``) when the
@@ -326,6 +336,9 @@ def build_live_tab(holder: Any) -> None:
                  sess: LiveSession) -> Iterator[tuple[Any, str]]:
         if image is None:
             raise gr.Error("Add a portrait first.")
+        missing = player_unavailable_reason()
+        if missing:
+            raise gr.Error(missing)
         try:
             pipe = holder.get()
             sampling = SamplingConfig(a_cfg=float(a), nfe=int(steps), emotion=None if emo == "auto" else emo,

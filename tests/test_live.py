@@ -82,3 +82,18 @@ def test_stop_ends_a_stream_that_would_run_forever(pipe, portrait) -> None:
             threading.Timer(0.2, session.halt).start()  # the Stop button, from another thread
     assert states[-1] == "stopped"
     session.cleanup()
+
+
+def test_a_server_without_ffmpeg_is_told_what_to_install(monkeypatch) -> None:
+    """Gradio's streaming video needs ffmpeg and ffprobe; without them the tab says so at once
+    (instead of a stream that never plays)."""
+    import shutil
+
+    from float_studio.live import player_unavailable_reason
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "ffprobe" else real(name))
+    reason = player_unavailable_reason()
+    assert reason is not None and "ffprobe" in reason and "apt-get install ffmpeg" in reason
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert player_unavailable_reason() is None

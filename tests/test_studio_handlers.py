@@ -10,7 +10,6 @@ import pytest
 
 os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
 
-from studio_helpers import same_frame  # noqa: E402
 
 from float_core.config import EMOTIONS, SamplingConfig  # noqa: E402
 from float_studio import handlers as h  # noqa: E402
@@ -318,7 +317,7 @@ def test_preview_equals_the_rendered_frame_with_the_same_edits(holder, pipe, gen
     base = h.preview(holder, generated, k, zero_edits(pipe))
     prepared = gen.prepared()
     rendered = np.concatenate(list(pipe.render(prepared, gen.motion)))
-    assert base.shape == (64, 64, 3) and base.dtype == np.uint8 and same_frame(base, rendered[k])
+    assert base.shape == (64, 64, 3) and base.dtype == np.uint8 and np.array_equal(base, rendered[k])
     sliders = np.zeros(pipe.config.motion_dim, np.float32)
     sliders[[0, 5]] = [2.0, -1.5]
     curves = h.curves_from_rows([{"direction": 3, "kind": "pulse", "value": 2.5, "start": 5, "end": 10}])
@@ -327,11 +326,11 @@ def test_preview_equals_the_rendered_frame_with_the_same_edits(holder, pipe, gen
     assert offsets.shape == (gen.num_frames, pipe.config.motion_dim)
     rendered_edit = np.concatenate(list(pipe.render(prepared, gen.motion, edits=offsets)))
     edited = h.preview(holder, generated, k, edits)
-    assert same_frame(edited, rendered_edit[k]) and np.abs(edited.astype(int) - base.astype(int)).mean() > 1.0
+    assert np.array_equal(edited, rendered_edit[k]) and np.abs(edited.astype(int) - base.astype(int)).mean() > 1.0
     outside = h.preview(holder, generated, 12, edits)  # the pulse is over: only the sliders apply
     slider_only = np.concatenate(list(pipe.render(prepared, gen.motion, edits=sliders)))
-    assert same_frame(outside, slider_only[12])
-    assert same_frame(h.preview(holder, generated, 10_000, zero_edits(pipe)), rendered[-1])  # clamped
+    assert np.array_equal(outside, slider_only[12])
+    assert np.array_equal(h.preview(holder, generated, 10_000, zero_edits(pipe)), rendered[-1])  # clamped
 
 
 def test_a_ramp_curve_changes_lambda_linearly_over_its_frames(generated):
