@@ -48,7 +48,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     io = p.add_argument_group("inputs and output (one job)")
     io.add_argument("--image", help="portrait image (JPEG, PNG, WebP, ...)")
     io.add_argument("--audio", help="speech (wav, flac, mp3, ogg, m4a, webm or a video's audio track)")
-    io.add_argument("-o", "--output", help="output .mp4 path")
+    io.add_argument("-o", "--out", "--output", dest="output", help="output .mp4 path")
     io.add_argument("--jobs", metavar="FILE",
                     help="batch mode: a CSV (header: image,audio,output[,emotion,a_cfg,...]) or JSON list of jobs")
     g = p.add_argument_group("generation")
@@ -153,10 +153,10 @@ def _jobs_from_args(args: argparse.Namespace) -> list[Job]:
                     **{name: getattr(args, name) for name in _SAMPLING_FIELDS})
     if args.jobs:
         if args.image or args.audio or args.output:
-            raise ValueError("--jobs: give either --jobs or --image/--audio/--output, not both")
+            raise ValueError("--jobs: give either --jobs or --image/--audio/--out, not both")
         return [_make_job({**defaults, **row}, f"--jobs row {i}") for i, row in enumerate(read_jobs(args.jobs), 1)]
     missing = [flag for flag, value in (("--image", args.image), ("--audio", args.audio),
-                                        ("--output", args.output)) if not value]
+                                        ("--out", args.output)) if not value]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (or use --jobs FILE for a batch)")
     return [_make_job(dict(defaults, image=args.image, audio=args.audio, output=args.output), "arguments")]

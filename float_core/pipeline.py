@@ -178,6 +178,27 @@ class FloatPipeline:
         model = load_model(config, sources, device="cpu")
         return cls(model, device=device, dtype=dtype, cuda_graphs=cuda_graphs)
 
+    def save_pretrained(self, folder: str | os.PathLike[str], safetensors: bool = True) -> Path:
+        """Write the model so that :meth:`from_pretrained` ``(folder)`` loads it back unchanged.
+
+        One file with every tensor in the released checkpoint's key names (``float.safetensors``,
+        or ``float.pth`` with ``safetensors=False``), the two wav2vec2 encoders included, plus
+        ``float_config.json`` for a non-official size (e.g. a model trained at another size).
+        Written atomically; a folder that already holds the other format's file is refused
+        (``from_pretrained`` would not know which one to read). Returns the weights file.
+        """
+        from .weights import FLOAT_CHECKPOINT_NAME, save_weights
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"save_pretrained: {folder} is a file; give a folder")
+        name = "float.safetensors" if safetensors else FLOAT_CHECKPOINT_NAME
+        other = folder / (FLOAT_CHECKPOINT_NAME if safetensors else "float.safetensors")
+        if other.exists():
+            raise ValueError(f"save_pretrained: {folder} already holds {other.name}; save to another folder "
+                             f"or remove it first")
+        return save_weights(self.model.state_dict(), self.config, folder / name)
+
     @classmethod
     def tiny_random(cls, seed: int = 0, device: str | torch.device | None = None,
                     dtype: str | torch.dtype | None = None, cuda_graphs: bool = False) -> "FloatPipeline":
