@@ -34,15 +34,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
-import torch
 
-from float_core.config import SamplingConfig
+from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig
+from float_core.pipeline import frames_to_uint8
 from float_core.streaming import StreamOptions
 
 from .. import services
 from .assistant import DEFAULT_SYSTEM_PROMPT, Assistant, Conversation, TurnDetector, TurnTiming, Utterance
-from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME
-
 from .media import AnswerFeed, LiveFeed, MicFeed, MicReader, Playout, Tick
 
 __all__ = ["CallError", "CallSettings", "Call", "CallManager", "ice_servers_from_env", "MODES"]
@@ -669,7 +667,7 @@ class CallManager:
                 source = await asyncio.to_thread(pipe.prepare_image, image, settings.crop)
             except ValueError as exc:
                 raise CallError(422, f"portrait: {exc}") from None
-            placeholder = _to_uint8(source.image)
+            placeholder = frames_to_uint8(source.image)[0]
             return await asyncio.wrap_future(self.run(self._start(settings, pipe, source, placeholder, cfg, sdp)))
         finally:
             with self._lock:
@@ -737,9 +735,3 @@ class CallManager:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
-
-
-def _to_uint8(image: Any) -> np.ndarray:
-    """The prepared source crop (1, 3, S, S) in [-1, 1] as an (S, S, 3) uint8 frame."""
-    x = image[0].detach().float().cpu()
-    return ((x.permute(1, 2, 0) + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).numpy()
