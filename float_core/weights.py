@@ -608,8 +608,9 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], config: FloatConfig,
     ``float.pth``). The tensors are validated against ``config`` first, copied to the CPU and
     written under a temporary name, then renamed. A non-official ``config`` is written to
     :data:`~float_core.config.CONFIG_FILE_NAME` in the same folder (a stale one is removed for
-    the official size), which is what ``FloatPipeline.from_pretrained`` reads back. Buffers are
-    dropped (the constructors rebuild them).
+    the official size), which is what ``FloatPipeline.from_pretrained`` reads back. The keys are
+    the released checkpoint's: every parameter plus the persistent buffers (FIR kernels, the
+    attention mask), which loading ignores and the constructors rebuild.
 
     Raises:
         ValueError: an unsupported suffix. WeightsError: the tensors do not fit ``config``.
@@ -620,8 +621,15 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], config: FloatConfig,
     if path.suffix not in (".safetensors", ".pth"):
         raise ValueError(f"weights file must end in .safetensors or .pth, got {path.name!r}")
     validate_state_dict(state_dict, config)
-    params = expected_shapes(config)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if k in params}
+    keys = expected_shapes(config, include_buffers=True)
+    tensors, seen = {}, set()
+    for k, v in state_dict.items():
+        if k in keys:
+            v = v.detach().to("cpu").contiguous()
+            if v.data_ptr() in seen:  # safetensors refuses tensors sharing memory
+                v = v.clone()
+            seen.add(v.data_ptr())
+            tensors[k] = v
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 

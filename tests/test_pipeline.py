@@ -196,6 +196,19 @@ def test_generate_accepts_an_ndarray_emotion(pipe, prepared, tmp_path):
     assert (tmp_path / "out.mp4").is_file()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_guidance_is_refused_before_the_first_window(pipe, prepared, bad):
+    """Validated once, by SamplingConfig, wherever sampling starts (the FMT does not re-check)."""
+    from float_core.sampling import iter_motion_windows
+
+    with pytest.raises(ValueError, match="e_cfg: must be a finite number"):
+        pipe.sample_motion(prepared, e_cfg=bad)
+    windows = iter_motion_windows(pipe.model.fmt, prepared.audio_features[None], prepared.source_motion[None],
+                                  prepared.emotion_probs[None], e_cfg=bad)
+    with pytest.raises(ValueError, match="e_cfg: must be a finite number"):
+        next(windows)
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros(7), "positive sum"), ([1, 2], "7 finite non-negative"), ([float("nan")] * 7, "finite"),
     ("joyful", "expected 'auto', 'dynamic' or one of"), (object(), "probabilities")])

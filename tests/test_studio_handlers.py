@@ -12,6 +12,7 @@ os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
 
 
 from float_core.config import EMOTIONS, SamplingConfig  # noqa: E402
+from studio_helpers import same_frame  # noqa: E402
 from float_studio import handlers as h  # noqa: E402
 from float_studio import plots  # noqa: E402
 from float_studio import state as st  # noqa: E402
@@ -329,7 +330,9 @@ def test_preview_equals_the_rendered_frame_with_the_same_edits(holder, pipe, gen
     assert np.array_equal(edited, rendered_edit[k]) and np.abs(edited.astype(int) - base.astype(int)).mean() > 1.0
     outside = h.preview(holder, generated, 12, edits)  # the pulse is over: only the sliders apply
     slider_only = np.concatenate(list(pipe.render(prepared, gen.motion, edits=sliders)))
-    assert np.array_equal(outside, slider_only[12])
+    # per-frame offsets (T, M) vs one (M,) row: the same numbers through gemm vs gemv, so up
+    # to float rounding (a few pixels one level apart), not bit for bit
+    assert same_frame(outside, slider_only[12])
     assert np.array_equal(h.preview(holder, generated, 10_000, zero_edits(pipe)), rendered[-1])  # clamped
 
 

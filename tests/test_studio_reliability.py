@@ -102,16 +102,16 @@ def test_a_preview_overtaken_by_a_new_generation_is_reported_stale(pipe, speech,
     first, second = _portraits()
     *_, old = h.generate(holder, sess, first, speech, False, SamplingConfig(nfe=2, seed=1))
     *_, newer = h.generate(holder, st.Session(), second, speech, False, SamplingConfig(nfe=2, seed=2))
-    decode = pipe.decode_frames
+    decode = pipe.preview_frame
 
     def decode_then_replace(*args, **kwargs):
         out = decode(*args, **kwargs)
         sess.install(st.Generation(**{**newer.__dict__, "version": sess.next_version()}))
         return out
 
-    monkeypatch.setattr(pipe, "decode_frames", decode_then_replace)
+    monkeypatch.setattr(pipe, "preview_frame", decode_then_replace)
     assert h.preview(holder, sess, 2, h.Edits(np.zeros(20, np.float32))) is None  # not shown
-    monkeypatch.setattr(pipe, "decode_frames", decode)
+    monkeypatch.setattr(pipe, "preview_frame", decode)
     assert h.preview(holder, sess, 2, h.Edits(np.zeros(20, np.float32))) is not None
 
 
