@@ -11,7 +11,7 @@ Environment: ``FLOAT_CHECKPOINT_DIR`` (weights), ``FLOAT_AUTO_DOWNLOAD`` (0: nev
 limit), ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (read by Gradio itself).
 
 Tabs: **Studio** (portrait + speech -> video, motion editing), **Live** (streaming), **Call**.
-API endpoints of the Studio tab (``gradio_client``, see README.md): ``/analyze``,
+API endpoints of the Studio tab (``gradio_client``, see docs/app.md): ``/analyze``,
 ``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``.
 """
 

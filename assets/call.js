@@ -1,7 +1,7 @@
 // FLOAT Studio "Call" tab: the browser side of a WebRTC call with the portrait.
 // Runs as the gr.HTML component's js_on_load (`element` is the component's root) and defines
 // window.floatCall = {start, hangup}, which the Call / Hang up buttons invoke. Protocol
-// (README "Call (WebRTC)"): GET call/config for the ICE servers, then POST call/offer with the
+// (docs/call.md): GET call/config for the ICE servers, then POST call/offer with the
 // complete offer (no trickle ICE) and apply the answer; events arrive on the "events" channel.
 (() => {
   const $ = (id) => element.querySelector("#" + id);

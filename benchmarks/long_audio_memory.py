@@ -1,4 +1,4 @@
-"""Peak memory of a whole `generate` run versus audio length (issue 3: 10 min within 1.5x of 10 s).
+"""Peak memory of a whole `generate` run versus audio length (the aim: 10 min within 1.5x of 10 s).
 
 Each length runs in a fresh subprocess with the tiny random model and writes a real MP4 from
 a synthetic speech-like signal; the child reports its own peak resident memory.

@@ -1,4 +1,4 @@
-"""Model and sampling configuration (paper Sec. 5.2, A.4; facts in shared/reference/ARCHITECTURE.md).
+"""Model and sampling configuration (paper Sec. 5.2, A.4; sizes as in the released checkpoint).
 
 Every size in the engine comes from :class:`FloatConfig`. ``FloatConfig.official()`` is the
 released checkpoint; ``FloatConfig.tiny()`` is a few-MB random model for tests and the app's

@@ -1,6 +1,6 @@
 """FLOAT inference pipeline: portrait + speech -> motion latents -> frames -> video.
 
-Data flows one way (DESIGN.md): ``prepare`` (image and audio analysis, cached by callers)
+Data flows one way: ``prepare`` (image and audio analysis, cached by callers)
 -> ``sample_motion`` (flow matching in the motion latent space, paper Sec. 4.2) ->
 ``render`` (motion auto-encoder decoder, Sec. 4.1, optionally with lambda edits) -> video.
 Every step is a function of its inputs and settings; the pipeline object holds only the

@@ -1,6 +1,6 @@
 """Voice activity per 40 ms video frame: which frames are speech, which are silence.
 
-The streaming engine's silence mode (TalkingMachines' speaking/silence modes, seeds/003) needs
+The streaming engine's silence mode (TalkingMachines' speaking/silence modes) needs
 to know, frame by frame, whether the driving audio is speech: silent frames get the null audio
 condition (FLOAT's classifier-free training zeroes w_a, paper Sec. 4.2 / Eq. 13), so the face
 idles instead of mouthing noise. Energy alone cannot tell a noisy microphone from speech, so

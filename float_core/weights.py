@@ -1,7 +1,7 @@
 """Where the FLOAT weights come from, and how they are checked, loaded, downloaded and converted.
 
-One place answers every weights question (ARCHITECTURE.md, "Where the released weights are
-published" and "Hugging Face folder layouts"):
+One place answers every weights question (where the released weights are published, and the
+Hugging Face folder layouts):
 
 * :func:`resolve_sources` finds the files: a folder in the authors' layout, a single
   ``.pth``/``.safetensors`` file, ``$FLOAT_CHECKPOINT_DIR`` or ``./checkpoints``; the two

@@ -7,8 +7,9 @@ engine's :meth:`~float_core.pipeline.FloatPipeline.stream` yields frames a decod
 time; this tab cuts them into short H.264/AAC MP4 segments (the first as soon as it exists,
 then about a second each) and yields them to ``gr.Video(streaming=True)``, which plays them as
 one HLS stream with continuous audio (Gradio re-encodes the segments' audio with one AAC
-encoder per stream, gradio-app/gradio#13844). Shown while it runs: time to first frame, fps,
-real-time factor, speaking/idle. Stop ends the stream within one decode batch.
+encoder per stream, https://github.com/gradio-app/gradio/issues/13844). Shown while it runs:
+time to first frame, fps, real-time factor, speaking/idle. Stop ends the stream within one
+decode batch.
 
 Text and uploads are known speech: their conditions are the offline ones (whole-clip
 features), so the video equals the Studio tab's for the same seed with idle off. The

@@ -1,6 +1,6 @@
 """OpenAI-compatible speech recognition, chat and speech synthesis for the Call tab's assistant.
 
-TalkingMachines (seeds/003, "Applications") puts a language model between the caller's voice
+TalkingMachines ("Applications") puts a language model between the caller's voice
 and the video server; here that model is any server speaking the OpenAI HTTP protocol, so local
 servers (llama.cpp ``server``, Ollama, faster-whisper-server / speaches, Kokoro-FastAPI) and
 hosted ones work alike. Each service is a base URL ending in ``/v1`` (or wherever the routes

@@ -4,7 +4,8 @@ Nothing here imports Gradio, so every function can be unit-tested directly. The 
 one :class:`Session` per browser session (in ``gr.State``); the loaded
 :class:`~float_core.pipeline.FloatPipeline` is shared read-only by all sessions.
 
-Caching follows DESIGN.md's one-way data flow. Each session keeps an :class:`LRUCache`
+Caching follows the engine's one-way data flow (portrait + speech -> prepared state -> motion
+-> frames). Each session keeps an :class:`LRUCache`
 (bounded in bytes, ``FLOAT_SESSION_CACHE_MB``) of
 
 * portrait analyses (:class:`~float_core.inputs.SourceImage`), keyed by the image content,

@@ -1,4 +1,4 @@
-"""The Call tab's WebRTC server (issue 10): a real aiortc client calls ``POST /call/offer``.
+"""The Call tab's WebRTC server: a real aiortc client calls ``POST /call/offer``.
 
 The app runs as ``app.py`` serves it (:func:`float_studio.server.launch`) on 127.0.0.1 with the
 tiny random model (64x64 frames). ICE uses host candidates only (no STUN/TURN).

@@ -1,4 +1,4 @@
-"""`python -m float_core generate` end to end with the tiny random model (issue 3)."""
+"""`python -m float_core generate` end to end with the tiny random model."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Device discipline (issue 12, item 1): every path runs on a simulated accelerator.
+"""Device discipline: every path runs on a simulated accelerator.
 
 :class:`float_core.testing.SimulatedAccelerator` makes the CPU behave like a separate device:
 implicit host conversions of device tensors raise, host tensors mixed into device ops raise,
@@ -104,7 +104,7 @@ def test_pipeline_lives_on_the_accelerator(dev_pipe, prepared):
 # ---------------------------------------------------------------------------- engine paths
 @pytest.mark.parametrize("emotion", ["happy", [1, 0, 0, 0, 0, 0, 2], "device-tensor"])
 def test_generate_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared, emotion, tmp_path):
-    """The CUDA crash of issue 12: generate() resolved a device-tensor emotion with np.asarray."""
+    """Guards a CUDA crash: generate() once resolved a device-tensor emotion with np.asarray."""
     cpu, dev = prepared
     given = acc.tensor([0.0, 1, 0, 0, 0, 0, 0]) if emotion == "device-tensor" else emotion
     result = dev_pipe.generate(None, None, tmp_path / "dev.mp4", prepared=dev, emotion=given,

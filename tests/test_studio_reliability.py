@@ -52,7 +52,7 @@ def _frame(pipe, gen: st.Generation, k: int) -> np.ndarray:
 
 # ============================================================================ ordering
 def test_preview_during_a_regeneration_never_mixes_two_generations(pipe, speech, monkeypatch):
-    """The race of issue 11: a slider dragged while a re-generation with a new portrait runs.
+    """A race: a slider dragged while a re-generation with a new portrait runs.
 
     The re-generation is held inside its motion sampling, after the new portrait was analysed.
     The old app kept the new portrait in the session at that point and decoded the old motion

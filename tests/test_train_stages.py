@@ -1,11 +1,11 @@
-"""End-to-end training on a tiny synthetic dataset, on CPU with the tiny config (issue: training).
+"""End-to-end training on a tiny synthetic dataset, on CPU with the tiny config.
 
 The whole path of a researcher's run: synthetic talking-face videos (mouth opening follows the
 audio envelope) -> ``prepare`` (with broken files) -> stage 1 -> precompute latents with the
 stage-1 export -> stage 2 -> the export loads in ``FloatPipeline`` and generates a video.
 Each stage must lower its loss, and a resumed run must reproduce the losses of an uninterrupted
 one exactly. Stage 2 trained a little longer must learn the audio-to-mouth relation above an
-untrained model's level (the number is recorded in the issue note).
+untrained model's level (docs/performance.md lists measured values).
 """
 
 from __future__ import annotations

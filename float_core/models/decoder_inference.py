@@ -3,8 +3,7 @@
 :class:`~float_core.models.motion_autoencoder.Synthesis` is the reference formulation
 (per-sample weights as a grouped convolution, FIR filters as pad + reshape + single-channel
 convolutions). Rendering a video calls it for every frame, so this module re-expresses the
-same arithmetic in a cheaper form, following the measurements in DESIGN.md
-("Performance notes"):
+same arithmetic in a cheaper form (measurements in docs/performance.md):
 
 - Weights are snapshotted once: the equalised-lr scales are folded in, the modulation
   layers become plain affine maps, the sqrt(2) activation gain is folded into the conv

@@ -3,7 +3,7 @@
 Synthetic talking-face clips (:mod:`float_core.train.synthetic`) -> ``prepare`` -> stage 1 ->
 precomputed latents -> stage 2 -> a talking-head video from held-out speech, with the tiny
 model. It checks that an installation can train end to end and shows the outputs of a run;
-it is not a model of any use (use real data and the official size for that: README "Training").
+it is not a model of any use (use real data and the official size for that: docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The "Call" tab of FLOAT Studio and its HTTP routes: a FaceTime-style call with the portrait.
 
-TalkingMachines (seeds/003, "Applications") streams the avatar back over WebRTC; Gradio's
+TalkingMachines ("Applications") streams the avatar back over WebRTC; Gradio's
 HTTP streaming (segments of a second or more) is too slow for a conversation, so the tab runs
 a real WebRTC client in the page (``assets/call.js``: getUserMedia + RTCPeerConnection) and
 the server side is aiortc (:mod:`float_studio.call.session`), on the app's own web server.
 
 HTTP routes (added to Gradio's FastAPI app by :func:`mount_call_routes`; any WebRTC client can
-use them, see README "Call (WebRTC)"):
+use them, see docs/call.md):
 
 * ``GET /call/config`` -> ``{"ice_servers", "max_calls", "active_calls", "modes", "assistant"}``
 * ``POST /call/offer`` with ``{"sdp", "type": "offer", "mode", "portrait": <data URL>, ...settings}``
@@ -74,7 +74,7 @@ def build_call_tab(holder: Any) -> None:
 
     gr.Markdown("Call the portrait like a video call. **Puppet**: your voice drives the face live, like "
                 "a virtual camera. **Assistant**: talk with it; it listens, answers through a chat "
-                "model and speaks (needs `FLOAT_ASR_URL` and `FLOAT_LLM_URL`, see README). Speak over "
+                "model and speaks (needs `FLOAT_ASR_URL` and `FLOAT_LLM_URL`, see docs/call.md). Speak over "
                 "an answer to interrupt it. Allow the microphone when the browser asks.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
