@@ -114,12 +114,12 @@ def gpu_handler(speed: Throughput, audio_seconds: Callable[..., float] | float =
         if not on_zero_gpu():
             return fn
         try:  # looked up now, so that a stand-in a test put in sys.modules is the one used
-            spaces = importlib.import_module("spaces")
+            module = importlib.import_module("spaces")
         except ImportError:
             log.error("SPACES_ZERO_GPU is set but the `spaces` package is missing: pip install spaces "
                       "(it is in requirements.txt); %s runs without a GPU", fn.__name__)
             return fn
-        return spaces.GPU(duration=duration)(fn)
+        return module.GPU(duration=duration)(fn)
 
     return decorate
 

@@ -489,9 +489,11 @@ def wire_live_tab(ui: LiveLayout, fn: SimpleNamespace) -> None:
     start = ui.start.click(fn.on_start, [ui.portrait, ui.mode, ui.text, ui.voice, ui.upload, ui.idle, ui.crop,
                                          ui.emotion, ui.nfe, ui.a_cfg, ui.seed, ui.session],
                            [ui.video, ui.stats], concurrency_limit=2, api_name="live")
-    # Stop sets the session's flag (the stream ends within one decode batch) and cancels the
-    # event: on ZeroGPU the stream runs in a GPU worker process that the flag does not reach.
-    ui.stop.click(fn.on_stop, ui.session, None, queue=False, api_visibility="private", cancels=[start])
+    # Stop sets the session's flag: the stream ends within one decode batch and says "stopped".
+    # On ZeroGPU the stream runs in a GPU worker process that the flag does not reach, so Stop
+    # cancels the event there (the worker closes the stream at its next segment).
+    ui.stop.click(fn.on_stop, ui.session, None, queue=False, api_visibility="private",
+                  cancels=[start] if on_zero_gpu() else None)
     live = max_live_seconds()
     ui.mic.stream(fn.on_mic, [ui.mic, ui.session], None, stream_every=0.25,
                   time_limit=int(live) + 30 if live else None, concurrency_limit=None, api_visibility="private")

@@ -33,8 +33,8 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
-from typing import Any, Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Awaitable, Mapping
 
 import numpy as np
 import torch
