@@ -96,17 +96,6 @@ def test_negative_seed_draws_a_concrete_random_seed():
     assert all(s is not None and 0 <= s < st.MAX_SEED for s in seeds) and len(seeds) > 1
 
 
-def test_max_audio_seconds(monkeypatch):
-    monkeypatch.delenv("FLOAT_MAX_SECONDS", raising=False)
-    assert st.max_audio_seconds() == st.DEFAULT_MAX_SECONDS
-    monkeypatch.setenv("FLOAT_MAX_SECONDS", "12.5")
-    assert st.max_audio_seconds() == 12.5
-    monkeypatch.setenv("FLOAT_MAX_SECONDS", "0")
-    assert st.max_audio_seconds() is None
-    monkeypatch.setenv("FLOAT_MAX_SECONDS", "lots")
-    assert st.max_audio_seconds() == st.DEFAULT_MAX_SECONDS
-
-
 def test_offsets_array_validates():
     assert st.offsets_array([0, None, "", 1.5], 4).tolist() == [0, 0, 0, 1.5]
     with pytest.raises(ValueError, match="expected 4"):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "load_audio"]
+__all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "audio_seconds", "load_audio"]
 
 #: A waveform whose absolute peak stays below this (about -80 dBFS) is silent.
 SILENCE_PEAK = 1e-4
@@ -73,6 +73,30 @@ def _decode_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
     if not chunks:
         return np.zeros(0, dtype=np.float32), int(rate)
     return np.concatenate(chunks), int(rate)
+
+
+def audio_seconds(path: str | Path) -> float | None:
+    """The duration of the first audio stream of a file, read from its header (nothing is
+    decoded, so this is cheap whatever the file's length), or None when the header does not say.
+
+    Raises:
+        AudioError: the file is missing, unreadable or has no audio track.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path.name} has no audio track")
+            stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
+    except (av.FFmpegError, OSError) as exc:
+        raise AudioError(f"cannot open {path.name} as audio or video: {exc}") from exc
 
 
 def _too_long_message(seconds: float, max_seconds: float | None, partial: bool = False) -> str:
