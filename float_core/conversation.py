@@ -75,6 +75,7 @@ __all__ = [
     "mix_tracks",
     "sample_conversation",
     "speaker_timeline",
+    "speech_runs",
 ]
 
 #: Seconds of silence a blank script line adds.
@@ -540,6 +541,12 @@ def _analyse(pipe: "FloatPipeline", source: SourceImage, track: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- layouts
+def speech_runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of True in speaking flags (T,): ``[(first, end), ...]`` frame ranges, in order."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(flags, bool).astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def speaker_timeline(speaking: np.ndarray, min_turn: int) -> np.ndarray:
     """Who has the large tile in each frame of the "speaker" layout: int (T,).
 
@@ -557,8 +564,7 @@ def speaker_timeline(speaking: np.ndarray, min_turn: int) -> np.ndarray:
     count, total = flags.shape
     start = np.full((count, total), -1)  # start frame of the turn covering each frame, -1: none
     for i in range(count):
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], flags[i].astype(np.int8), [0]])))
-        for a, b in zip(edges[::2], edges[1::2]):
+        for a, b in speech_runs(flags[i]):
             if b - a >= max(1, int(min_turn)):
                 start[i, a:b] = a
     firsts = [(int(start[i][start[i] >= 0][0]), i) for i in range(count) if (start[i] >= 0).any()]
