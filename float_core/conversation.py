@@ -480,7 +480,9 @@ def sample_conversation(
     if len(names) != count:
         raise ValueError(f"names: {len(names)} name(s) for {count} portrait(s); give one name per portrait")
 
-    tracks = None if script is not None else load_tracks(speech, count, max_seconds=max_seconds)  # type: ignore[arg-type]
+    tracks: np.ndarray | None = None
+    if script is None:  # recordings are read and checked before any model work; a script is spoken below
+        tracks = load_tracks(speech, count, max_seconds=max_seconds)
     t0 = time.perf_counter()
     sources = []
     for i, portrait in enumerate(portraits):
