@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -93,22 +92,13 @@ def main() -> int:
     compose_cost()
     if args.skip_memory:
         return 0
-    rows = []
-    for seconds in args.seconds:
-        proc = subprocess.run([sys.executable, __file__, "--_child", str(seconds), "--nfe", str(args.nfe),
-                               "--threads", str(args.threads)],
-                              capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        if proc.returncode:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            return 1
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
-        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items())
-        print(f"{r['seconds']:6.0f} s, 2 characters: {r['frames']:6d} frames, peak RSS {r['peak_rss_mb']:7.1f} MB, "
-              f"wall {r['wall_s']:6.1f} s ({phases})")
-    if len(rows) > 1:
-        print(f"peak memory ratio longest/shortest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
-    return 0
+    from long_audio_memory import measure_lengths  # benchmarks/ is on sys.path when a script of it runs
+
+    def phases(row: dict) -> str:
+        return " (" + ", ".join(f"{k} {v:.1f}" for k, v in row["timings"].items()) + ")"
+
+    return measure_lengths(__file__, args.seconds, ["--nfe", str(args.nfe), "--threads", str(args.threads)],
+                           "two characters", phases)
 
 
 if __name__ == "__main__":
