@@ -26,6 +26,7 @@ from float_core.testing import (
     SimulatedAccelerator,
     iter_device_tensors,
 )
+from helpers import one_torch_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "portrait_astronaut.png"
@@ -119,8 +120,9 @@ def test_generate_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared, e
 def test_converse_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, wave, tmp_path):
     """A conversation (silence mode, per-character seeds, speaker layout) on the device."""
     images = [IMAGE, ROOT / "examples" / "portrait_grace_hopper.jpg"]
-    dev = dev_pipe.converse(images, [wave, None], tmp_path / "dev.mp4", layout="speaker", nfe=1, seed=2)
-    cpu = cpu_pipe.converse(images, [wave, None], tmp_path / "cpu.mp4", layout="speaker", nfe=1, seed=2)
+    with one_torch_thread():
+        dev = dev_pipe.converse(images, [wave, None], tmp_path / "dev.mp4", layout="speaker", nfe=1, seed=2)
+        cpu = cpu_pipe.converse(images, [wave, None], tmp_path / "cpu.mp4", layout="speaker", nfe=1, seed=2)
     assert dev.num_frames == 15 and all(isinstance(m, DeviceTensor) for m in dev.motion)
     assert all(torch.equal(d.cpu(), c) for d, c in zip(dev.motion, cpu.motion))
     np.testing.assert_array_equal(dev.speaking, cpu.speaking)
