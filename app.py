@@ -12,9 +12,11 @@ Environment: ``FLOAT_CHECKPOINT_DIR`` (weights), ``FLOAT_AUTO_DOWNLOAD`` (0: nev
 ``FLOAT_MAX_UPLOAD_MB`` (50), ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (read by Gradio
 itself). Deployment (Spaces hardware, ZeroGPU, limits): docs/deployment.md.
 
-Tabs: **Studio** (portrait + speech -> video, motion editing), **Live** (streaming), **Call**.
+Tabs: **Studio** (portrait + speech -> video, motion editing), **Conversation** (several
+portraits in one video, docs/conversation.md), **Live** (streaming), **Call**.
 API endpoints of the Studio tab (``gradio_client``, see docs/app.md): ``/analyze``,
-``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``.
+``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``; of the
+Conversation tab: ``/converse``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import gradio as gr
 from float_studio import gpu  # noqa: F401 - first: on ZeroGPU, `spaces` must precede CUDA
 from float_studio import limits, server
 from float_studio.call import build_call_tab
+from float_studio.conversation_tab import build_conversation_tab
 from float_studio.live import build_live_tab
 from float_studio.model import PipelineHolder
 from float_studio.ui import build_studio_tab
@@ -45,6 +48,8 @@ def build_demo(holder: PipelineHolder | None = None) -> gr.Blocks:
             retry = gr.Button("Retry loading", size="sm", visible=False, scale=0, elem_id="float-retry")
         with gr.Tab("Studio", id="studio"):
             studio = build_studio_tab(holder)
+        with gr.Tab("Conversation", id="conversation"):
+            build_conversation_tab(holder)
         with gr.Tab("Live", id="live"):
             build_live_tab(holder)
         with gr.Tab("Call", id="call"):

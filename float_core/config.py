@@ -245,6 +245,13 @@ DTYPE_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 SOLVER_NAMES: tuple[str, ...] = ("euler", "midpoint", "rk4")
 
 
+#: Compositions of a conversation's video (``float_core.conversation.Layout``): side by side, a
+#: grid, or the current speaker large (here so that command-line choices need no torch import).
+LAYOUTS: tuple[str, ...] = ("row", "grid", "speaker")
+#: Seconds of silence between two consecutive lines of a conversation's script.
+DEFAULT_GAP: float = 0.3
+
+
 def canonical_emotion(emotion: Any) -> None | str | tuple[float, ...]:
     """The one form of an emotion setting: ``None`` (auto, from the speech), ``"dynamic"``, an
     emotion name in lower case, or a tuple of 7 floats (a probability vector, not yet normalised).

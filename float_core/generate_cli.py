@@ -111,22 +111,29 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def pipeline_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~float_core.pipeline.FloatPipeline` of the model flags (:func:`add_model_arguments`);
+    says what runs on stderr unless ``--quiet``. Raises ValueError (missing weights, bad device or dtype)."""
+    from .pipeline import FloatPipeline
+
+    pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
+                                         device=args.device, dtype=args.dtype)
+    if not args.quiet:
+        print(f"running on {pipe.describe()}", file=sys.stderr)
+    return pipe
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         jobs = _jobs_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .pipeline import FloatPipeline
-
     try:
-        pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
-                                             device=args.device, dtype=args.dtype)
+        pipe = pipeline_from_args(args)
     except ValueError as exc:  # WeightsError and bad device/dtype: say what to do, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(f"running on {pipe.describe()}", file=sys.stderr)
     failures = 0
     for index, job in enumerate(jobs, 1):
         label = f"[{index}/{len(jobs)}] " if len(jobs) > 1 else ""

@@ -33,6 +33,7 @@ from .precision import Precision, auto_reason, autocast, native_bf16, native_fp1
 from .progress import ProgressLike, as_progress
 
 if TYPE_CHECKING:
+    from .conversation import ConversationResult, Script
     from .directions import DirectionInfo
     from .streaming import StreamIterator
 
@@ -72,6 +73,7 @@ class GenerationResult:
     motion: Tensor | None = None  #: sampled motion latents (T, d)
     message: str | None = None
     sampling: SamplingConfig | None = None  #: the settings used
+    speaking: np.ndarray | None = None  #: with ``idle``: bool (T,), the frames voice activity marks speech
 
     @property
     def fps(self) -> float:
@@ -537,7 +539,7 @@ class FloatPipeline:
         edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
         max_seconds: float | None = None, progress: ProgressLike = True,
         prepared: Prepared | None = None, face: int = 0, crop_scale: float | None = None,
-        **overrides: Any,
+        idle: bool = False, **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
 
@@ -545,7 +547,9 @@ class FloatPipeline:
         a temporary file and moved into place only when complete. ``paste_back`` puts the
         generated face back into the original photo (needs ``crop``). ``face`` and
         ``crop_scale`` are as in :meth:`prepare_image`. Pass ``prepared`` to reuse an earlier
-        analysis of the same inputs.
+        analysis of the same inputs. ``idle``: silence mode, as :meth:`stream`'s (frames that
+        voice activity marks silent get the null audio condition, :func:`float_core.vad.silence_mode`;
+        the flags are the result's ``speaking``).
         """
         from .media.video import write_video
 
@@ -566,6 +570,12 @@ class FloatPipeline:
         t0 = time.perf_counter()
         if cfg.dynamic_emotion:  # computed once, used by the result and the sampler
             prepared = self.with_emotion_timeline(prepared)
+        speaking = None
+        if idle:
+            from .vad import silence_mode
+
+            speech, speaking = silence_mode(prepared.speech)
+            prepared = Prepared(prepared.source, speech)
         emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
         motion = self.sample_motion(prepared, cfg, progress=report)
         timings["sampling"] = time.perf_counter() - t0
@@ -585,5 +595,50 @@ class FloatPipeline:
         return GenerationResult(
             path=Path(out_path), num_frames=int(motion.shape[0]), seconds=motion.shape[0] / fps,
             wall_seconds=wall, timings=timings, emotion=emotion_vec, motion=motion,
-            message=prepared.source.message, sampling=cfg,
+            message=prepared.source.message, sampling=cfg, speaking=speaking,
         )
+
+    def converse(
+        self, portraits: Sequence[ImageInput | SourceImage], speech: "Script | Sequence[Any] | str | os.PathLike[str]",
+        out_path: str | os.PathLike[str], *, names: Sequence[str] | str | None = None, layout: str = "row",
+        sampling: SamplingConfig | None = None, progress: ProgressLike = None, **options: Any,
+    ) -> "ConversationResult":
+        """Several portraits in one video: each speaks its own speech and, in silence mode,
+        listens while the others talk (:mod:`float_core.conversation`).
+
+        Every character is animated exactly as ``generate(portrait, its track, idle=True)``
+        with its own seed, derived from the one seed (:func:`~float_core.conversation.character_seed`):
+        frames where its track is silent (voice activity) use the null audio condition, so it
+        never mouths another character's voice, and its frames depend only on its own track.
+
+        Args:
+            portraits: N images (paths, RGB arrays, or :class:`SourceImage` from :meth:`prepare_image`).
+            speech: N tracks (paths, float32 16 kHz arrays, ``None`` for a character who only
+                listens; shorter ones are padded with silence), one multi-channel file (channel
+                i is character i), or a :class:`~float_core.conversation.Script` (spoken by
+                ``voices``).
+            out_path: the MP4 (H.264 + AAC), written to a temporary file and moved into place
+                when complete.
+            names: the characters' names in portrait order (a list or "Ana,Ben"); default the
+                script's speakers in order of appearance, else "Character 1", ...
+            layout: "row" (side by side), "grid", or "speaker" (the current speaker large, the
+                others small; it switches with hysteresis, see
+                :func:`~float_core.conversation.speaker_timeline`).
+            sampling: the :class:`SamplingConfig` of every character (its seed is the
+                conversation's; None: random, reported in the result).
+            progress: ``True`` (tqdm), None, or ``progress(stage, done, total)`` with stages
+                "portraits", "voices" (script lines spoken), "speech", "sampling", "rendering".
+            options: ``voices`` ({name: voice spec}, :mod:`float_core.tts`), ``captions``
+                (True: name captions, lit while speaking), ``crop`` (True), ``tile_size``
+                (pixels; default the model's frame size), ``gap`` (seconds between script
+                lines, 0.3), ``batch_size`` (8), ``max_seconds``, and sampling overrides
+                (``seed=``, ``nfe=``, ...).
+
+        Returns:
+            A :class:`~float_core.conversation.ConversationResult`: the speaking flags (N, T),
+            the layout used, the seeds, the motion, timings.
+        """
+        from .conversation import converse
+
+        return converse(self, portraits, speech, out_path, names=names, layout=layout, sampling=sampling,
+                        progress=progress, **options)

@@ -25,13 +25,10 @@ idle frames while nobody speaks.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import queue
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -154,58 +151,46 @@ def player_unavailable_reason() -> str | None:
 
 
 # ---------------------------------------------------------------------------- text to speech
-def piper_voice() -> Path | None:
-    """A Piper voice (``$FLOAT_PIPER_VOICE``, an ``.onnx`` with its ``.onnx.json``) when the
-    ``piper`` command is installed, else None."""
-    voice = os.environ.get("FLOAT_PIPER_VOICE", "").strip()
-    if not voice or shutil.which("piper") is None:
-        return None
-    path = Path(voice)
-    return path if path.is_file() and Path(f"{path}.json").is_file() else None
+#: The engine (float_core.tts) behind each voice choice of the tab.
+VOICE_ENGINES = {VOICE_SERVICE: "url", VOICE_PIPER: "piper", VOICE_ESPEAK: "espeak"}
+
+
+def _voice_spec(choice: str) -> str | None:
+    """The voice spec of a choice: the engine's default voice (``FLOAT_ESPEAK_VOICE``,
+    ``FLOAT_PIPER_VOICE``, ``FLOAT_TTS_VOICE``), None when it names none."""
+    from float_core.tts import default_voice
+
+    return default_voice(VOICE_ENGINES.get(choice, "espeak"))
 
 
 def available_voices() -> list[str]:
-    """Text-to-speech engines usable here, the default first."""
-    voices = [VOICE_ESPEAK] if shutil.which("espeak-ng") else []
-    if piper_voice() is not None:
-        voices.insert(0, VOICE_PIPER)
-    if os.environ.get("FLOAT_TTS_URL", "").strip():
-        voices.insert(0, VOICE_SERVICE)
-    return voices
+    """Text-to-speech choices usable here (:func:`float_core.tts.check_voice`), the preferred first:
+    the speech server, Piper with ``FLOAT_PIPER_VOICE``, espeak-ng."""
+    from float_core.tts import TTSError, check_voice
+
+    usable = []
+    for choice in VOICE_ENGINES:
+        try:
+            spec = _voice_spec(choice)
+            if spec is not None:
+                check_voice(spec)
+                usable.append(choice)
+        except TTSError:
+            continue
+    return usable
 
 
 def speak(text: str, voice: str) -> np.ndarray:
-    """``text`` spoken by ``voice`` as 16 kHz mono float32 (ValueError with the fix on failure)."""
-    from float_studio.services import ServiceConfig, ServiceError
-    from float_studio.services import speak as speak_service
+    """``text`` spoken by the choice ``voice`` as 16 kHz mono float32 (ValueError with the fix on failure)."""
+    from float_core.tts import synthesize
 
     text = text.strip()
     if not text:
         raise ValueError("Type something for the portrait to say.")
-    try:
-        if voice == VOICE_PIPER:
-            return _speak_piper(text)
-        cfg = ServiceConfig.from_env()
-        if voice != VOICE_SERVICE:
-            cfg = dataclasses.replace(cfg, tts_url=None)  # espeak-ng
-        return speak_service(cfg, text)
-    except ServiceError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _speak_piper(text: str) -> np.ndarray:
-    from float_core.media.audio import load_audio
-
-    voice = piper_voice()
-    if voice is None:
+    spec = _voice_spec(voice)
+    if spec is None:
         raise ValueError("Piper is not available: install `piper` and set FLOAT_PIPER_VOICE to a voice .onnx")
-    rate = int(json.loads(Path(f"{voice}.json").read_text())["audio"]["sample_rate"])
-    done = subprocess.run(["piper", "--model", str(voice), "--output_raw"], input=text.encode("utf-8"),
-                          capture_output=True, timeout=120, check=False)
-    if done.returncode != 0 or not done.stdout:
-        raise ValueError(f"Piper failed (exit {done.returncode}): {done.stderr.decode(errors='replace')[:200]}")
-    wave = np.frombuffer(done.stdout[:len(done.stdout) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-    return load_audio(wave, rate, target_rate=SAMPLE_RATE)
+    return synthesize(text, spec)
 
 
 # ---------------------------------------------------------------------------- the stream

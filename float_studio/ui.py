@@ -104,7 +104,7 @@ def gallery() -> tuple[list[list[str]], list[list[str]]]:
 PROGRESS_INTERVAL = 0.25
 
 
-def _bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
+def progress_bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
     """One ``gr.Progress`` bar over the stages in ``spans``, updated at most every
     :data:`PROGRESS_INTERVAL` seconds (the engine reports every vector-field evaluation:
     hundreds per second on a small model, more than a page should re-render). Stop is
@@ -122,6 +122,17 @@ def _bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> Progre
 
 def _edits(preset: str | None, curves: list[dict] | None, values: tuple[Any, ...], num_dirs: int) -> h.Edits:
     return h.Edits(st.offsets_array(values, num_dirs), preset or None, h.curves_from_rows(curves or []))
+
+
+def run_controls(action: str, video_label: str, prefix: str, height: int) -> tuple[gr.Button, gr.Button, gr.Video]:
+    """A tab's primary action button with its Stop, and the video it makes (elem_ids
+    ``{prefix}-generate``, ``{prefix}-stop``, ``{prefix}-video``)."""
+    with gr.Row():
+        run = gr.Button(action, variant="primary", elem_id=f"{prefix}-generate", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
+    video = gr.Video(label=video_label, height=height, autoplay=True, interactive=False, buttons=["download"],
+                     elem_id=f"{prefix}-video")
+    return run, stop, video
 
 
 @dataclass
@@ -226,12 +237,8 @@ def _layout_controls(ui: StudioLayout) -> None:
                             info="Same seed and settings, same motion; -1 draws one (written back here).",
                             scale=4, elem_id="float-seed")
         ui.randomize = gr.Button("Randomize", size="sm", scale=1, elem_id="float-randomize")
-    with gr.Row():
-        ui.generate = gr.Button("Generate", variant="primary", elem_id="float-generate", scale=3)
-        ui.stop = gr.Button("Stop", variant="stop", elem_id="float-stop", scale=1)
-    ui.estimate = gr.Markdown(elem_id="float-estimate")
-    ui.video = gr.Video(label="Talking portrait", height=380, autoplay=True, interactive=False,
-                        buttons=["download"], elem_id="float-video")
+    ui.estimate = gr.Markdown(elem_id="float-estimate")  # how long Generate will take here
+    ui.generate, ui.stop, ui.video = run_controls("Generate", "Talking portrait", "float", height=380)
     ui.summary = gr.Markdown(label="Summary", elem_id="float-summary")
 
 
@@ -353,7 +360,7 @@ def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) ->
     def on_analyze(sess: st.Session, speech: str | None, emo: str,
                    progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:
         """Analyse the speech (cached per session); returns the emotion plot and the timeline."""
-        view = h.analyze(holder, sess, speech, emo, _bar(progress, {"speech": (0.0, 1.0)}))
+        view = h.analyze(holder, sess, speech, emo, progress_bar(progress, {"speech": (0.0, 1.0)}))
         return (None, None) if view is None else (view.bars, view.timeline)
 
     @gpu_handler(holder.speed, speech)
@@ -365,7 +372,7 @@ def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) ->
         """Analyse (cached), sample motion (cached per settings), render; streams the seed and
         the emotion plots as soon as the speech is analysed."""
         sampling = st.sampling_from_ui(a, e, steps, solver_name, emo, seed_value)
-        report = _bar(progress, h.GENERATE_SPANS)
+        report = progress_bar(progress, h.GENERATE_SPANS)
         skip = gr.skip()
         estimate = h.generation_estimate(holder, speech, sampling.nfe)
         steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face or 0), crop_scale, report)
@@ -392,7 +399,7 @@ def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) ->
     @ui_errors
     def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Measure what each direction moves in this portrait; label and group the sliders."""
-        gen = h.describe_directions(holder, sess, _bar(progress, {"directions": (0.0, 1.0)}))
+        gen = h.describe_directions(holder, sess, progress_bar(progress, {"directions": (0.0, 1.0)}))
         if gen is None:
             return (*[gr.skip()] * (2 * num_dirs + num_headings + 2), sess)
         choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
@@ -413,7 +420,7 @@ def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) ->
                  progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
         edits = _edits(preset_name, curve_rows, values, num_dirs)
-        rendered = h.apply_edits(holder, sess, edits, paste, _bar(progress, h.RENDER_SPANS))
+        rendered = h.apply_edits(holder, sess, edits, paste, progress_bar(progress, h.RENDER_SPANS))
         for w in rendered.warnings:
             gr.Warning(w)
         fps = holder.get().config.fps

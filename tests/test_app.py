@@ -18,6 +18,7 @@ os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
 from studio_helpers import same_frame  # noqa: E402
 
 from float_core.config import EMOTIONS  # noqa: E402
+from float_core.media.video import probe_video  # noqa: E402
 from float_studio import plots  # noqa: E402
 from float_studio.model import PipelineHolder  # noqa: E402
 
@@ -339,6 +340,28 @@ def test_api_errors_are_messages_not_tracebacks(client, pipe, media):
     with pytest.raises(AppError, match="portrait"):
         client.predict(image=None, speech=None, crop_on=False, paste=False, a=2.0, e=1.0, steps=2,
                        solver_name="euler", emo="auto", seed_value=0, api_name="/generate")
+
+
+def test_api_converse_makes_one_video_of_two_portraits(client, media):
+    """/converse: two example portraits, one recording (the other character listens)."""
+    import json
+
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    portraits = [handle_file(str(examples / "portrait_astronaut.png")),
+                 handle_file(str(examples / "portrait_cameraman.png")), None, None]
+    settings = ["Audio per character", "", "row", True, True, 1, 4]  # mode, script, layout, captions, crop, nfe, seed
+    slots = [*portraits, "Ana", "Ben", "", "", "", "", "", "", handle_file(str(media["audio"])), None, None, None]
+    video, timeline, summary, seed = client.predict(2, *settings, *slots, api_name="/converse")
+    info = probe_video(video["video"] if isinstance(video, dict) else video)
+    assert info["frames"] == 33 and (info["width"], info["height"]) == (128, 64 + 14)  # two tiles + captions
+    assert seed == 4 and "**2 characters**, row layout" in summary and "seed **4**" in summary
+    rows = json.loads(timeline["plot"])["layout"]["yaxis"]["categoryarray"]
+    assert rows == ["Ben", "Ana"]  # one row per character, the first at the top
+    with pytest.raises(AppError, match="maximum|at most 4"):  # the app's limit (the engine takes any number)
+        client.predict(5, *settings, *slots, api_name="/converse")
 
 
 # ============================================================================ python app.py

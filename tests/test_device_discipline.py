@@ -26,6 +26,7 @@ from float_core.testing import (
     SimulatedAccelerator,
     iter_device_tensors,
 )
+from helpers import one_torch_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "portrait_astronaut.png"
@@ -114,6 +115,17 @@ def test_generate_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared, e
     assert isinstance(result.motion, DeviceTensor) and isinstance(result.emotion, DeviceTensor)
     assert torch.equal(result.motion.cpu(), cpu_pipe.sample_motion(cpu, emotion=same, nfe=2, seed=3))
     assert torch.equal(result.emotion.cpu(), cpu_pipe.resolve_emotion(cpu, same))
+
+
+def test_converse_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, wave, tmp_path):
+    """A conversation (silence mode, per-character seeds, speaker layout) on the device."""
+    images = [IMAGE, ROOT / "examples" / "portrait_grace_hopper.jpg"]
+    with one_torch_thread():
+        dev = dev_pipe.converse(images, [wave, None], tmp_path / "dev.mp4", layout="speaker", nfe=1, seed=2)
+        cpu = cpu_pipe.converse(images, [wave, None], tmp_path / "cpu.mp4", layout="speaker", nfe=1, seed=2)
+    assert dev.num_frames == 15 and all(isinstance(m, DeviceTensor) for m in dev.motion)
+    assert all(torch.equal(d.cpu(), c) for d, c in zip(dev.motion, cpu.motion))
+    np.testing.assert_array_equal(dev.speaking, cpu.speaking)
 
 
 def test_full_generate_with_crop_paste_back_and_edits(acc, dev_pipe, wave, tmp_path):

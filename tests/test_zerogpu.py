@@ -105,15 +105,21 @@ def test_every_tabs_model_handlers_run_inside_a_gpu_request_sized_from_the_input
         _, stats = _computes(guard, lambda: client.predict(image, mode, text, "espeak-ng", upload, True, False,
                                                            "auto", 1, 2.0, 0, api_name="/live"))
         assert "done" in stats, stats
+    # Conversation: two portraits, one recording (1.3 s), the other listens
+    slots = [image, image, None, None] + [""] * 8 + [audio, None, None, None]
+    made = _computes(guard, lambda: client.predict(2, "Audio per character", "", "row", False, False, 1, 0, *slots,
+                                                   api_name="/converse"))
+    assert "**2 characters**" in made[2]
     assert set(zerogpu.decorated) == {"on_analyze", "on_generate", "on_describe", "on_preview", "on_apply",
-                                      "on_start"}
+                                      "on_start", "on_converse"}
     speech = int(np.ceil(MARGIN + 1.3 * CPU_FIGURE))  # 31
     expected = [("on_analyze", speech), ("on_generate", speech),
                 ("on_describe", int(np.ceil(MARGIN + 41 / 25 * CPU_FIGURE))),  # the source +- 20 directions
                 ("on_preview", int(np.ceil(MARGIN + CPU_FIGURE / 25))),  # one frame
                 ("on_apply", int(np.ceil(MARGIN + 33 / 25 * CPU_FIGURE))),  # the clip's 33 frames
                 ("on_start", int(np.ceil(MARGIN + 12 / 10 * CPU_FIGURE))),  # 12 characters, slowest voice
-                ("on_start", speech)]
+                ("on_start", speech),
+                ("on_converse", int(np.ceil(MARGIN + 2 * 1.3 * CPU_FIGURE)))]  # two characters' video
     assert zerogpu.requests == expected
 
 
