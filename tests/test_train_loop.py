@@ -21,6 +21,8 @@ from float_core.train.loop import (
     export_weights,
     inference_view,
     load_base_model,
+    lr_factor,
+    set_learning_rates,
     step_generator,
 )
 from float_core.train.stage2 import (
@@ -54,6 +56,8 @@ def test_config_rejects_unknown_and_bad_values(tmp_path):
         config_from_sources(Stage2Config, None, {})
     with pytest.raises(ValueError, match="model preset must be one of"):
         config_from_sources(RunConfig, None, {"data": "d", "model": "huge"})
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        config_from_sources(Stage2Config, None, {"data": "d", "lr_schedule": "linear"})
 
 
 def test_command_line_flags_map_to_fields():
@@ -63,6 +67,23 @@ def test_command_line_flags_map_to_fields():
     assert (args.batch_size, args.finetune, args.progress, args.cond_dropout) == (4, True, False, 0.3)
     assert args.lr is None  # unset flags do not override YAML values
     assert "probability of zeroing each of w_r" in parser.format_help().replace("\n", " ").replace("  ", " ")
+
+
+def test_cosine_schedule_from_the_initial_rate_and_through_a_resume():
+    assert [lr_factor("constant", step, 8) for step in (0, 4, 7)] == [1.0, 1.0, 1.0]
+    assert lr_factor("cosine", 0, 8) == 1.0 and lr_factor("cosine", 4, 8) == pytest.approx(0.5)
+    assert lr_factor("cosine", 6, 8) == pytest.approx((1 - 0.5**0.5) / 2)
+    assert 0 < lr_factor("cosine", 7, 8) < 0.04  # the last step still moves the weights a little
+    weights = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    g, d = torch.optim.Adam([weights[0]], lr=4e-3), torch.optim.Adam([weights[1]], lr=1e-3)
+    set_learning_rates([g, d], 0.5)
+    set_learning_rates([g, d], 0.25)  # always relative to the initial rate, never compounding
+    assert (g.param_groups[0]["lr"], d.param_groups[0]["lr"]) == (1e-3, 2.5e-4)
+    # A resumed run restores the initial rate with the optimiser's state, whatever --lr says now.
+    resumed = torch.optim.Adam([weights[0]], lr=1.0)
+    resumed.load_state_dict(g.state_dict())
+    set_learning_rates([resumed], 0.5)
+    assert resumed.param_groups[0]["lr"] == 2e-3
 
 
 # --------------------------------------------------------------------------- determinism

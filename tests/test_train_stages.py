@@ -25,9 +25,9 @@ from float_core.media import load_audio, probe_video
 from float_core.pipeline import FloatPipeline
 from float_core.train.cli import main as train_main
 from float_core.train.data import ClipStore
-from float_core.train.evaluate import audio_mouth_correlation
+from float_core.train.evaluate import audio_mouth_correlation, held_out_speech
 from float_core.train.loop import read_metrics
-from float_core.train.synthetic import BROKEN_FILES, make_synthetic_clip, make_synthetic_dataset
+from float_core.train.synthetic import BROKEN_FILES, make_synthetic_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")]
 
@@ -170,16 +170,43 @@ def test_distributed_run_matches_single_process(latents, stage1_run, stage2_run,
 
 
 # --------------------------------------------------------------------------- learning the audio-mouth relation
-def test_stage2_learns_audio_to_mouth(latents, stage1_run, tmp_path):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the tiny model's ops are too small to gain from more (on a busy 2-core
+    CPU, 200 stage-2 steps took 6-9 s with one thread and 27-59 s with two), and the numbers then
+    depend on the CPU's kernels only, not on its core count (which sets reduction orders)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+#: Pass mark of the audio-mouth correlation on held-out speech (evaluate.held_out_speech, mean of
+#: 3 clips of 6 s). Measured with this test's settings (1200 steps, batch 32, lr 4e-3 decayed by
+#: a cosine; one thread; AMD EPYC, torch 2.13), training seeds 0-4 standing in for other CPUs'
+#: rounding, each kernel family with its own stage-1 run and latents:
+#:   AVX2 kernels                                 0.755 0.704 0.724 0.771 0.695
+#:   unvectorised (ATEN_CPU_CAPABILITY=default)   0.748 0.734 0.727 0.761 0.695
+#: (mean 0.731, standard deviation 0.027) and 0.018 untrained. The same runs at 400 / 800 / 1000
+#: steps: 0.16-0.42 / 0.48-0.64 / 0.60-0.73. At a constant rate the correlation swung by up to
+#: 0.28 between checkpoints 200 steps apart and ended at 0.31-0.53 (2e-3, seeds 0-2, both kernels)
+#: or 0.33-0.55 (4e-3, seeds 0-3, AVX2): the run stopped at a random point of Adam's noise. The
+#: bar leaves the decayed runs 0.14 of margin (5 standard deviations) and fails an untrained
+#: model by 0.5.
+MIN_CORRELATION = 0.55
+
+
+def test_stage2_learns_audio_to_mouth(latents, stage1_run, tmp_path, one_thread):
+    """Trained stage 2 moves the mouth with held-out speech; the untrained FMT does not."""
     out = _train("stage2", latents, tmp_path / "long", "--base", str(stage1_run), "--steps", "1200",
-                 "--batch-size", "32", "--lr", "2e-3", "--log-every", "100", "--save-every", "0")
-    held_out = make_synthetic_clip(tmp_path / "held_out.mp4", seconds=6.0, seed=1234, size=128)
-    audio = load_audio(held_out.path)
+                 "--batch-size", "32", "--lr", "4e-3", "--lr-schedule", "cosine", "--log-every", "100",
+                 "--save-every", "0")
+    speech = held_out_speech()
     store = ClipStore(latents)
-    trained = audio_mouth_correlation(FloatPipeline.from_pretrained(out, device="cpu"), store, audio)
-    untrained = audio_mouth_correlation(FloatPipeline.from_pretrained(stage1_run, device="cpu"), store, audio)
+    trained = audio_mouth_correlation(FloatPipeline.from_pretrained(out, device="cpu"), store, speech)
+    untrained = audio_mouth_correlation(FloatPipeline.from_pretrained(stage1_run, device="cpu"), store, speech)
     print(f"audio-mouth correlation: trained {trained:.3f}, untrained {untrained:.3f}")
-    assert trained > untrained + 0.3 and trained > 0.5, (trained, untrained)
+    assert trained > MIN_CORRELATION and trained > untrained + 0.45, (trained, untrained)
 
 
 # --------------------------------------------------------------------------- fine-tuning

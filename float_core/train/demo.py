@@ -26,7 +26,7 @@ class DemoReport:
     stage1: Path  #: stage-1 run folder (float.pth + logs)
     stage2: Path  #: stage-2 run folder (float.pth + logs)
     video: Path  #: the generated video from held-out speech
-    correlation: float  #: audio-mouth correlation of the trained model (evaluate.audio_mouth_correlation)
+    correlation: float  #: audio-mouth correlation of the trained model on held-out speech (evaluate)
     correlation_untrained: float  #: the same for the model before stage 2
 
     def summary(self) -> str:
@@ -40,7 +40,7 @@ def run_demo(out: str | Path, *, stage1_steps: int = 24, stage2_steps: int = 200
     from ..media import load_audio
     from ..pipeline import FloatPipeline
     from .data import ClipStore
-    from .evaluate import audio_mouth_correlation
+    from .evaluate import HELD_OUT_SEEDS, audio_mouth_correlation, held_out_speech
     from .prepare import precompute_conditions, precompute_motion, prepare_dataset
     from .stage1 import Stage1Config, train_stage1
     from .stage2 import Stage2Config, train_stage2
@@ -61,18 +61,21 @@ def run_demo(out: str | Path, *, stage1_steps: int = 24, stage2_steps: int = 200
     precompute_conditions(data, base, progress=progress)
     precompute_motion(data, base.motion_autoencoder, progress=progress)
     log.info("5/5 stage 2: flow matching transformer")
+    # The cosine decay ends the run on averaged weights: at a constant rate the correlation below
+    # swings by +-0.15 from one checkpoint to the next (see test_stage2_learns_audio_to_mouth).
     stage2 = train_stage2(Stage2Config(data=str(data), out=str(out / "stage2"), base=str(stage1), steps=stage2_steps,
-                                       batch_size=32, lr=2e-3, **common)).parent
-    held_out = make_synthetic_clip(out / "held_out.mp4", seconds=6.0, seed=seed + 1234, size=128)
-    audio = load_audio(held_out.path)
+                                       batch_size=32, lr=4e-3, lr_schedule="cosine", **common)).parent
+    held_out_seeds = [seed + s for s in HELD_OUT_SEEDS]
+    held_out = make_synthetic_clip(out / "held_out.mp4", seconds=6.0, seed=held_out_seeds[0], size=128)
+    speech = held_out_speech(held_out_seeds)  # the first is the held-out clip's audio before AAC
     store = ClipStore(data)
     trained = FloatPipeline.from_pretrained(stage2, device="cpu")
     video = out / "demo.mp4"
-    trained.generate(_first_frame(held_out.path), audio, video, seed=seed, progress=progress)
+    trained.generate(_first_frame(held_out.path), load_audio(held_out.path), video, seed=seed, progress=progress)
     return DemoReport(
         data=data, stage1=stage1, stage2=stage2, video=video,
-        correlation=audio_mouth_correlation(trained, store, audio),
-        correlation_untrained=audio_mouth_correlation(FloatPipeline.from_pretrained(stage1, device="cpu"), store, audio),
+        correlation=audio_mouth_correlation(trained, store, speech),
+        correlation_untrained=audio_mouth_correlation(FloatPipeline.from_pretrained(stage1, device="cpu"), store, speech),
     )
 
 

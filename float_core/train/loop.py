@@ -47,6 +47,9 @@ EXPORT_NAME = "float.pth"
 
 C = TypeVar("C", bound="RunConfig")
 
+#: Learning-rate schedules (``RunConfig.lr_schedule``, :func:`lr_factor`).
+LR_SCHEDULES = ("constant", "cosine")
+
 
 # --------------------------------------------------------------------------- configuration
 @dataclass
@@ -63,7 +66,9 @@ class RunConfig:
             random initialisation.
         steps: total optimisation steps (a resumed run continues up to this number).
         batch_size: global batch size, split evenly over the processes (paper: 8).
-        lr: Adam learning rate.
+        lr: Adam learning rate (the peak one under a schedule).
+        lr_schedule: ``constant`` (the paper's) or ``cosine`` (from ``lr`` down to ~0 over
+            ``steps``; a resumed run keeps it only when ``steps`` is unchanged).
         seed: seeds the data order, the noise and the initialisation.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; under torchrun each process
             takes ``cuda:LOCAL_RANK``.
@@ -87,6 +92,7 @@ class RunConfig:
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: str = "constant"
     seed: int = 0
     device: str = "auto"
     mixed_precision: str = "auto"
@@ -117,6 +123,8 @@ class RunConfig:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     def model_config(self) -> FloatConfig:
         return FloatConfig.preset(self.model)
@@ -335,6 +343,30 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, ctx: Distrib
         persistent_workers=num_workers > 0,
     )
     return iter(loader)
+
+
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """The factor of the base learning rate at 0-based ``step`` of a ``steps``-step run.
+
+    ``constant``: 1. ``cosine``: ``(1 + cos(pi * step / steps)) / 2``, 1 at the first step and
+    ~0 at the last (Loshchilov & Hutter's cosine annealing, without restarts). A pure function of
+    the step, so a resumed run follows the same schedule as an uninterrupted one. Decaying to
+    ~0 lets the last steps average out Adam's noise: at a constant rate the weights keep
+    wandering, and what the model does depends on the step at which the run happens to stop.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+
+
+def set_learning_rates(optimizers: Sequence[torch.optim.Optimizer], factor: float) -> None:
+    """Set every parameter group's rate to ``factor`` times its initial one (kept as ``initial_lr``,
+    the key torch's schedulers use, so that it is saved and restored with the optimiser's state)."""
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
 
 def seed_everything(seed: int) -> None:
@@ -562,8 +594,9 @@ class StageTrainer:
 
     Hooks: :meth:`build` (networks and optimisers, on ``self.ctx.device``), :meth:`dataset`,
     :meth:`train_step` (one optimisation step; returns scalar logs), :meth:`state_dict` /
-    :meth:`load_state_dict` (everything resumable), :meth:`export` (weights under the released
-    names) and optionally :meth:`sample` (a video for eyeballing progress).
+    :meth:`load_state_dict` (everything resumable), :meth:`optimizers` (those whose rates
+    ``lr_schedule`` sets), :meth:`export` (weights under the released names) and optionally
+    :meth:`sample` (a video for eyeballing progress).
     """
 
     name = "stage"
@@ -590,6 +623,9 @@ class StageTrainer:
         raise NotImplementedError
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
         raise NotImplementedError
 
     def export(self) -> Path:
@@ -628,6 +664,8 @@ class StageTrainer:
                 batches = make_loader(dataset, self.batch, ctx, start, cfg.num_workers)
                 for step in range(start, cfg.steps):
                     batch = {k: v.to(ctx.device, non_blocking=True) for k, v in next(batches).items()}
+                    if cfg.lr_schedule != "constant":
+                        set_learning_rates(self.optimizers(), lr_factor(cfg.lr_schedule, step, cfg.steps))
                     values = self.train_step(batch, step)
                     done = step + 1
                     bar.update(1)

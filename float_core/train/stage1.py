@@ -173,6 +173,9 @@ class Stage1Trainer(StageTrainer):
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_g, self.opt_d]
+
     def export(self) -> Path:
         return export_weights(self.model.state_dict(), self.model_config, self.out)
 

@@ -268,6 +268,9 @@ class Stage2Trainer(StageTrainer):
         unwrap(self.objective).load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
     def export(self) -> Path:
         return export_weights(self.model.state_dict(), self.model_config, self.out)
 
