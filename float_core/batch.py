@@ -662,7 +662,8 @@ class BatchSummary:
     seconds: float = 0.0  #: the whole run
     startup_seconds: float | None = None  #: loading the model (local) or ray.init + pool (Ray)
     first_result_seconds: float | None = None  #: start of the runner (ray.init) to the first job that ran
-    workers: list[str] = field(default_factory=list)  #: what each worker runs on
+    workers: list[str] = field(default_factory=list)  #: what each worker that started runs on
+    replaced: int = 0  #: Ray workers that died (or ran out of memory) and were replaced
 
     @property
     def exit_code(self) -> int:
@@ -984,6 +985,7 @@ class _ActorPool:
                     self.idle.append(actor)
                     continue
                 self._drop(actor)
+                summary.replaced += 1
                 if attempt <= retries:
                     pending.appendleft((job, attempt + 1))
                 else:

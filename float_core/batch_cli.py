@@ -93,7 +93,8 @@ def run_jobs(args: argparse.Namespace, jobs_path: str, out_dir: str, *, ray: boo
     finally:
         bar.close()
     if not args.quiet and summary.workers:
-        print(f"workers: {'; '.join(summary.workers)}", file=sys.stderr)
+        replaced = f" ({summary.replaced} died and were replaced)" if summary.replaced else ""
+        print(f"workers{replaced}: {'; '.join(summary.workers)}", file=sys.stderr)
     print(f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped of {summary.total} jobs in "
           f"{summary.seconds:.1f} s; results: {Path(out_dir) / RESULTS_FILE}")
     return summary.exit_code
