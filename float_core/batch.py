@@ -735,10 +735,10 @@ def run_batch(
     """
     start = time.perf_counter()
     model = model or ModelSpec()
-    if retries < 0:
-        raise ValueError(f"retries: must be >= 0, got {retries}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    for name, value, lowest in (("retries", retries, 0), ("batch_size", batch_size, 1), ("workers", workers, 1),
+                                ("gpus_per_worker", gpus_per_worker, 0), ("cpus_per_worker", cpus_per_worker, 1)):
+        if value is not None and not value >= lowest:
+            raise ValueError(f"{name}: must be >= {lowest}, got {value}")
     job_file = jobs if isinstance(jobs, JobFile) else load_jobs(jobs, defaults)
     out = Path(out_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -747,9 +747,9 @@ def run_batch(
     record = _Recorder(log, summary, on_result, progress)
     for bad in job_file.invalid:
         record(JobResult(id=bad.id, status="failed", error=f"line {bad.line}: {bad.error}", line=bad.line))
+    _remove_stale_partials(out, job_file.jobs)
     todo = _plan(job_file.jobs, out, model, log, record)
     if todo:
-        _remove_stale_partials(out, todo)
         options = dict(batch_size=batch_size, max_seconds=max_seconds, retries=retries)
         if ray is False:
             _run_local(todo, out, model, record, **options)
@@ -785,7 +785,8 @@ def _plan(jobs: Sequence[Job], out: Path, model: ModelSpec, log: ResultsLog,
 
 def _remove_stale_partials(out: Path, jobs: Iterable[Job]) -> None:
     """Delete the temporary files a killed run left for these jobs (``.<id>.XXXX.partial.mp4``,
-    written by ``float_core.media.video``): the videos are about to be made again."""
+    written by ``float_core.media.video``): no other run writes into ``out`` meanwhile, and the
+    videos they were to become are made again (or already exist)."""
     ids = {job.id for job in jobs}
     for path in out.glob(".*.partial.mp4"):
         stem = path.name[1:].rsplit(".", 3)[0]  # ".<id>.<random>.partial.mp4"
@@ -868,8 +869,6 @@ def _pool_shape(ray_api: Any, workers: int | None, gpus: float | None, cpus: int
     nodes = [n.get("Resources", {}) for n in ray_api.nodes() if n.get("Alive")]
     total_gpus = sum(n.get("GPU", 0) for n in nodes)
     g = float(gpus) if gpus is not None else (1.0 if total_gpus >= 1 else 0.0)
-    if g < 0 or (workers is not None and workers < 1) or (cpus is not None and cpus < 1):
-        raise ValueError("workers and cpus-per-worker must be >= 1, gpus-per-worker >= 0")
     cpu_nodes = [n.get("CPU", 0) for n in nodes if n.get("CPU", 0) >= 1] or [1]
     if g > 0:
         n = workers or max(1, int(total_gpus // g))

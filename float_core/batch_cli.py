@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_options import add_generation_arguments, add_model_arguments, settings_from_args
+from .cli_options import add_generation_and_model_groups, settings_from_args
 
 __all__ = ["add_subparser", "run", "run_jobs"]
 
@@ -43,10 +43,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                         "shared by its actors)")
     r.add_argument("--retries", type=int, default=2, metavar="R",
                    help="tries more for a job whose worker died or ran out of memory (default: 2)")
-    g = p.add_argument_group("generation defaults (a job's own fields override them)")
-    add_generation_arguments(g)
-    m = p.add_argument_group("model")
-    add_model_arguments(m)
+    add_generation_and_model_groups(p, "generation defaults (a job's own fields override them)")
     p.set_defaults(func=run)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import DTYPE_CHOICES, EMOTIONS, PRESET_NAMES, SAMPLING_FIELDS, SOLVER_NAMES, SamplingConfig
 
-__all__ = ["add_generation_arguments", "add_model_arguments", "add_sampling_arguments",
+__all__ = ["add_generation_and_model_groups", "add_generation_arguments", "add_model_arguments", "add_sampling_arguments",
            "sampling_from_args", "settings_from_args"]
 
 _DEFAULTS = SamplingConfig()
@@ -83,3 +83,10 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
                         "(for GPUs; emulated and slow on most CPUs)")
     m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def add_generation_and_model_groups(parser: argparse.ArgumentParser, generation_title: str = "generation") -> None:
+    """The "generation" (:func:`add_generation_arguments`) and "model" (:func:`add_model_arguments`)
+    flag groups of a command that makes videos."""
+    add_generation_arguments(parser.add_argument_group(generation_title))
+    add_model_arguments(parser.add_argument_group("model"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_options import add_generation_arguments, add_model_arguments, settings_from_args
+from .cli_options import add_generation_and_model_groups, settings_from_args
 
 __all__ = ["add_subparser", "run"]
 
@@ -29,10 +29,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--jobs", metavar="FILE",
                     help="batch mode, = `batch FILE -o DIR`: a CSV (header: id,image,audio[,emotion,a_cfg,...]), "
                          "JSON list or JSON Lines of jobs; each makes DIR/<id>.mp4")
-    g = p.add_argument_group("generation")
-    add_generation_arguments(g)
-    m = p.add_argument_group("model")
-    add_model_arguments(m)
+    add_generation_and_model_groups(p)
     p.set_defaults(func=run)
 
 

@@ -108,10 +108,14 @@ def test_a_second_run_skips_what_is_done_and_a_changed_setting_runs_again(media,
     out, _ = local_run
     again = tmp_path / "again"
     shutil.copytree(out, again)
-    made = {p.name: p.stat().st_mtime_ns for p in again.glob("*.mp4")}
+    made = {p.name: p.stat().st_mtime_ns for p in again.glob("[!.]*.mp4")}
+    for stale in (".a.k2x9_q1z.partial.mp4", ".c.k2x9_q1z.partial.mp4"):  # left by a killed run
+        (again / stale).write_bytes(b"half a video")
+    (again / ".other.k2x9_q1z.partial.mp4").write_bytes(b"not one of these jobs")
     summary = run_batch(media["jobs"], again, MODEL, defaults=JobSettings(SamplingConfig(nfe=1)))
     assert (summary.ok, summary.failed, summary.skipped) == (0, 2, 4)
-    assert {p.name: p.stat().st_mtime_ns for p in again.glob("*.mp4")} == made
+    assert {p.name: p.stat().st_mtime_ns for p in again.glob("[!.]*.mp4")} == made
+    assert [p.name for p in again.glob(".*")] == [".other.k2x9_q1z.partial.mp4"]
     assert [r["status"] for r in _records(again)[6:]].count("skipped") == 4
     # the command line's NFE is part of every job's settings: NFE 2 makes every video again
     changed = load_jobs(media["jobs"], JobSettings(SamplingConfig(nfe=2)))
@@ -151,7 +155,7 @@ def test_malformed_lines_are_reported_by_line_number_and_the_others_run(media, t
     assert [(r["line"], r["status"]) for r in _records(out)] == [(2, "failed"), (3, "failed"), (5, "failed"),
                                                                (6, "failed"), (7, "failed"), (8, "failed"),
                                                                (9, "failed"), (1, "ok")]
-    assert sorted(p.name for p in out.glob("*.mp4")) == ["one.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["one.mp4", "results.jsonl"]
 
 
 def test_csv_and_json_list_files_name_the_same_lines(media, tmp_path):
