@@ -13,8 +13,9 @@ speech, the example portrait, a different seed each, the default settings) is ru
 
 For each run it prints the wall time of ``ray.init``, the time from ``ray.init`` (local: from
 the start) to the first worker ready and to the first finished job, the whole wall time, jobs
-per minute over the whole run and once the first worker was ready, the median job time, and the
-load average (on a shared machine wall time includes waiting for a core). ``--encode`` also
+per minute over the whole run and once the first worker was ready, the median job's wall and
+CPU time (the CPU time is the steadier figure on a shared machine, where wall time includes
+waiting for a core), and the load average. ``--encode`` also
 measures H.264 encoding (libx264, the engine's settings) of 512x512 frames, the CPU part of a
 job that a GPU does not speed up. It prints numbers and asserts nothing.
 """
@@ -117,7 +118,8 @@ def measure(size: str, mode: str, jobs_path: Path, out: Path) -> dict:
         "size": size, "mode": mode, "jobs": summary.total, "ray_init_s": init, "first_worker_ready_s": ready,
         "first_result_s": first, "wall_s": wall, "jobs_per_min": 60 * summary.total / wall,
         "jobs_per_min_after_ready": 60 * summary.total / max(wall - ready, 1e-9),
-        "median_job_s": statistics.median(r.seconds for r in ran), "load_before": load,
+        "median_job_s": statistics.median(r.seconds for r in ran),
+        "median_job_cpu_s": statistics.median(r.cpu_seconds for r in ran), "load_before": load,
         "load_after": os.getloadavg()[0],
     }
 
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"first worker ready {row['first_worker_ready_s']:.1f} s, first result "
                       f"{row['first_result_s']:.1f} s, wall {row['wall_s']:.1f} s -> "
                       f"{row['jobs_per_min']:.2f} jobs/min ({row['jobs_per_min_after_ready']:.2f} after the first "
-                      f"worker was ready), median job {row['median_job_s']:.2f} s, load "
+                      f"worker was ready), median job {row['median_job_s']:.2f} s "
+                      f"({row['median_job_cpu_s']:.2f} s CPU), load "
                       f"{row['load_before']:.1f}->{row['load_after']:.1f}", flush=True)
     if args.encode:
         enc = encode_cost()

@@ -11,7 +11,7 @@ a malformed line (bad JSON, unknown field, bad value, missing file, repeated id)
 
 **Results.** Every job ends with one line appended to ``OUT/results.jsonl`` (:class:`ResultsLog`):
 ``id``, ``status`` ("ok", "failed", "skipped"), ``output``, ``seconds``, ``error``,
-``settings_hash``, plus ``line``, ``attempts``, ``frames`` and ``finished``. Videos are written
+``settings_hash``, plus ``line``, ``attempts``, ``frames``, ``cpu_seconds`` and ``finished``. Videos are written
 to a temporary file and moved into place when complete (``float_core.media.video``), so a
 crash, Ctrl-C or preemption loses at most the jobs that were running.
 
@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 __all__ = [
     "JOB_FIELDS", "MODES", "RESULTS_FILE", "SETTING_FIELDS", "STATUSES", "BatchError", "BatchSummary",
     "BatchWorker", "InvalidLine", "Job", "JobFile", "JobResult", "JobSettings", "ModelSpec", "ResultsLog",
-    "load_jobs", "parse_settings", "read_job_rows", "run_batch", "run_job", "settings_hash",
+    "file_digest", "load_jobs", "make_job", "parse_settings", "read_job_rows", "run_batch", "run_job",
+    "settings_hash",
 ]
 
 #: Per-job settings: the SamplingConfig fields plus the portrait and motion options of ``generate``.
@@ -543,6 +544,7 @@ class JobResult:
     status: str  #: one of STATUSES
     output: str | None = None  #: the video's path ("ok" and "skipped")
     seconds: float = 0.0  #: wall time of the last attempt
+    cpu_seconds: float = 0.0  #: CPU time of the worker process during it (all its threads)
     error: str | None = None
     settings_hash: str | None = None
     line: int | None = None
@@ -552,8 +554,8 @@ class JobResult:
 
     def to_json(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("id", "status", "output", "seconds", "error", "settings_hash",
-                                               "line", "attempts", "frames")}
-        data["seconds"] = round(self.seconds, 3)
+                                               "line", "attempts", "frames", "cpu_seconds")}
+        data["seconds"], data["cpu_seconds"] = round(self.seconds, 3), round(self.cpu_seconds, 3)
         data["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         return data
 
@@ -626,7 +628,7 @@ def run_job(pipe: "FloatPipeline", job: Job, out_dir: str | os.PathLike[str], *,
     from .inputs import Prepared
 
     _crash_if_asked(job.id)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = job.output(out_dir)
     result = JobResult(id=job.id, status="failed", settings_hash=job.settings_hash, line=job.line, attempts=attempt)
     s = job.settings
@@ -645,7 +647,7 @@ def run_job(pipe: "FloatPipeline", job: Job, out_dir: str | os.PathLike[str], *,
         result.retryable = _out_of_memory(exc)
     else:
         result.status, result.output, result.frames = "ok", str(out), generated.num_frames
-    result.seconds = time.perf_counter() - start
+    result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     return result
 
 
@@ -896,7 +898,6 @@ def _run_ray(jobs: Sequence[Job], out: Path, model: ModelSpec, record: _Recorder
         raise BatchError("Ray is not installed: pip install 'float-studio[scale]' (or pip install ray)") from None
     from ray.exceptions import RayError
 
-    summary = record.summary
     t0 = record.started = time.perf_counter()  # the first result counts from ray.init
     started_here = not ray_api.is_initialized()
     if started_here:
@@ -975,22 +976,21 @@ class _ActorPool:
                     continue
                 actor, job, attempt = self.running.pop(ref)
                 try:
-                    result: JobResult | None = self.ray.get(ref)
-                    crash = "out of memory: " + str(result.error) if result.retryable else None  # type: ignore[union-attr]
+                    result: JobResult = self.ray.get(ref)
                 except self.RayError as exc:  # the actor died: crash, OOM kill, lost node
-                    result, crash = None, f"the worker died ({_short(exc)})"
-                if crash is None:
-                    record(result)  # type: ignore[arg-type]
+                    result = JobResult(id=job.id, status="failed", settings_hash=job.settings_hash, line=job.line,
+                                       attempts=attempt, error=f"the worker died ({_short(exc)})", retryable=True)
+                if not result.retryable:
+                    record(result)
                     self.idle.append(actor)
                     continue
-                self._drop(actor)
+                self._drop(actor)  # dead, or its memory is suspect after an out-of-memory error
                 summary.replaced += 1
                 if attempt <= retries:
                     pending.appendleft((job, attempt + 1))
                 else:
-                    record(result if result is not None else JobResult(
-                        id=job.id, status="failed", settings_hash=job.settings_hash, line=job.line,
-                        attempts=attempt, error=f"{crash}; tried {attempt} times"))
+                    result.error = f"{result.error}; tried {attempt} times"
+                    record(result)
                 if len(self.alive) < size and (pending or self.running):
                     self._start()  # a fresh worker in its place
         finally:

@@ -11,8 +11,8 @@ from typing import Any
 
 from .config import DTYPE_CHOICES, EMOTIONS, PRESET_NAMES, SAMPLING_FIELDS, SOLVER_NAMES, SamplingConfig
 
-__all__ = ["add_generation_and_model_groups", "add_generation_arguments", "add_model_arguments", "add_sampling_arguments",
-           "sampling_from_args", "settings_from_args"]
+__all__ = ["add_generation_and_model_groups", "add_generation_arguments", "add_model_arguments",
+           "add_sampling_arguments", "sampling_from_args", "settings_from_args"]
 
 _DEFAULTS = SamplingConfig()
 

@@ -161,8 +161,15 @@ def test_malformed_lines_are_reported_by_line_number_and_the_others_run(media, t
 def test_csv_and_json_list_files_name_the_same_lines(media, tmp_path):
     speech, bad_audio = str(media["speech"]), str(tmp_path / "none.wav")
     csv_path = tmp_path / "jobs.csv"
-    csv_path.write_text(f'id,image,audio,emotion,face\nx,{PORTRAIT},{speech},happy,\n\n"two\nlines",{PORTRAIT},'
-                        f"{speech},,\ny,{PORTRAIT},{speech},,2\nw,{PORTRAIT},{bad_audio},,\nv,{PORTRAIT},{speech},,,extra\n")
+    csv_path.write_text("\n".join([
+        "id,image,audio,emotion,face",
+        f"x,{PORTRAIT},{speech},happy,",
+        "",
+        f'"two\nlines",{PORTRAIT},{speech},,',  # one row on lines 4-5
+        f"y,{PORTRAIT},{speech},,2",
+        f"w,{PORTRAIT},{bad_audio},,",
+        f"v,{PORTRAIT},{speech},,,extra",
+    ]) + "\n")
     jobs = load_jobs(csv_path)
     assert [(j.id, j.line, j.settings.sampling.emotion, j.settings.face) for j in jobs.jobs] == [
         ("x", 2, "happy", 0), ("y", 6, None, 1)]
