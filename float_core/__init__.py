@@ -31,6 +31,9 @@ _LAZY = {
     "StreamOptions": "streaming",
     "StreamChunk": "streaming",
     "StreamIterator": "streaming",
+    "Script": "conversation",
+    "ConversationResult": "conversation",
+    "synthesize": "tts",
 }
 
 __all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", *_LAZY])

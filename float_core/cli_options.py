@@ -1,4 +1,5 @@
-"""Command-line flags shared by ``generate``, ``batch`` and ``stream``: one spelling, one default.
+"""Command-line flags shared by ``generate``, ``batch``, ``stream`` and ``converse``: one spelling,
+one default.
 
 Every sampling flag defaults to None ("not given"), so that :class:`SamplingConfig` (and, for a
 batch, each job's own fields) fill in the value: the defaults live in one place.
@@ -7,12 +8,16 @@ batch, each job's own fields) fill in the value: the defaults live in one place.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from .config import DTYPE_CHOICES, EMOTIONS, PRESET_NAMES, SAMPLING_FIELDS, SOLVER_NAMES, SamplingConfig
 
+if TYPE_CHECKING:
+    from .pipeline import FloatPipeline
+
 __all__ = ["add_generation_and_model_groups", "add_generation_arguments", "add_model_arguments",
-           "add_sampling_arguments", "sampling_from_args", "settings_from_args"]
+           "add_sampling_arguments", "pipeline_from_args", "sampling_from_args", "settings_from_args"]
 
 _DEFAULTS = SamplingConfig()
 
@@ -83,6 +88,18 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
                         "(for GPUs; emulated and slow on most CPUs)")
     m.add_argument("--batch-size", type=int, default=8, help="frames decoded at once (default: 8)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def pipeline_from_args(args: argparse.Namespace) -> FloatPipeline:
+    """The :class:`~float_core.pipeline.FloatPipeline` of the model flags (:func:`add_model_arguments`);
+    says what runs on stderr unless ``--quiet``. Raises ValueError (missing weights, bad device or dtype)."""
+    from .pipeline import FloatPipeline
+
+    pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
+                                         device=args.device, dtype=args.dtype)
+    if not args.quiet:
+        print(f"running on {pipe.describe()}", file=sys.stderr)
+    return pipe
 
 
 def add_generation_and_model_groups(parser: argparse.ArgumentParser, generation_title: str = "generation") -> None:

@@ -1,4 +1,4 @@
-"""Model and sampling configuration (paper Sec. 5.2, A.4; facts in shared/reference/ARCHITECTURE.md).
+"""Model and sampling configuration (paper Sec. 5.2, A.4; sizes as in the released checkpoint).
 
 Every size in the engine comes from :class:`FloatConfig`. ``FloatConfig.official()`` is the
 released checkpoint; ``FloatConfig.tiny()`` is a few-MB random model for tests and the app's
@@ -269,6 +269,13 @@ def canonical_preset(preset: Any) -> str | None:
         raise ValueError(f"preset: expected one of {', '.join(repr(p) for p in PRESET_NAMES)} or 'none', "
                          f"got {preset!r}")
     return name
+
+
+#: Compositions of a conversation's video (``float_core.conversation.Layout``): side by side, a
+#: grid, or the current speaker large (here so that command-line choices need no torch import).
+LAYOUTS: tuple[str, ...] = ("row", "grid", "speaker")
+#: Seconds of silence between two consecutive lines of a conversation's script.
+DEFAULT_GAP: float = 0.3
 
 
 def canonical_emotion(emotion: Any) -> None | str | tuple[float, ...]:

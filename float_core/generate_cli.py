@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_options import add_generation_and_model_groups, settings_from_args
+from .cli_options import add_generation_and_model_groups, pipeline_from_args, settings_from_args
 
 __all__ = ["add_subparser", "run"]
 
@@ -25,7 +25,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     io = p.add_argument_group("inputs and output (one job)")
     io.add_argument("--image", help="portrait image (JPEG, PNG, WebP, ...)")
     io.add_argument("--audio", help="speech (wav, flac, mp3, ogg, m4a, webm or a video's audio track)")
-    io.add_argument("-o", "--output", help="output .mp4 path (with --jobs: the output folder)")
+    io.add_argument("-o", "--out", "--output", dest="output",
+                    help="output .mp4 path (with --jobs: the output folder)")
     io.add_argument("--jobs", metavar="FILE",
                     help="batch mode, = `batch FILE -o DIR`: a CSV (header: id,image,audio[,emotion,a_cfg,...]), "
                          "JSON list or JSON Lines of jobs; each makes DIR/<id>.mp4")
@@ -36,7 +37,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs:
         if args.image or args.audio:
-            print("error: --jobs: give either --jobs FILE -o DIR or --image/--audio/--output, not both",
+            print("error: --jobs: give either --jobs FILE -o DIR or --image/--audio/--out, not both",
                   file=sys.stderr)
             return 2
         if not args.output:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from .batch import parse_settings
 
     missing = [flag for flag, value in (("--image", args.image), ("--audio", args.audio),
-                                        ("--output", args.output)) if not value]
+                                        ("--out", args.output)) if not value]
     try:
         if missing:
             raise ValueError(f"missing {', '.join(missing)} (or use --jobs FILE -o DIR for a batch)")
@@ -56,16 +57,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .pipeline import FloatPipeline
-
     try:
-        pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
-                                             device=args.device, dtype=args.dtype)
+        pipe = pipeline_from_args(args)
     except ValueError as exc:  # WeightsError and bad device/dtype: say what to do, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(f"running on {pipe.describe()}", file=sys.stderr)
     try:
         result = pipe.generate(
             args.image, args.audio, args.output, settings.sampling, crop=settings.crop,

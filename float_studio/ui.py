@@ -1,9 +1,12 @@
 """The Studio tab of FLOAT Studio: portrait + speech -> video, live motion controls.
 
-Layout and wiring only: every event calls a plain function of :mod:`float_studio.handlers`
-and turns its result into component updates here. Long actions (analysis, generation,
-direction measurement, re-rendering) report to one ``gr.Progress`` bar and stop at the next
-step when **Stop** is pressed.
+Three parts: the layout (:func:`layout_studio_tab`, the components in a :class:`StudioLayout`),
+the event handlers (:func:`studio_handlers`: each calls a plain function of
+:mod:`float_studio.handlers` and turns its result into component updates) and the wiring
+(:func:`wire_studio_tab`). Long actions (analysis, generation, direction measurement,
+re-rendering) report to one ``gr.Progress`` bar, stop at the next step when **Stop** is
+pressed, and run inside a GPU request on ZeroGPU (:func:`float_studio.gpu.gpu_handler`, sized
+from the speech's length).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, TypeVar
 
 import gradio as gr
 import numpy as np
 
-from float_core.config import SOLVER_NAMES, FloatConfig
+from float_core.config import FPS, SOLVER_NAMES, FloatConfig
 from float_core.editing import CURVE_KINDS
 from float_core.media.face import CROP_SCALE, CROP_SCALE_RANGE
 from float_core.progress import ProgressCallback, fraction_callback
@@ -28,16 +32,9 @@ from float_core.progress import ProgressCallback, fraction_callback
 from . import handlers as h
 from . import plots
 from . import state as st
+from .gpu import gpu_handler
+from .limits import limited_speech_seconds, max_speech_seconds
 from .model import PipelineHolder
-
-try:  # Hugging Face ZeroGPU; everywhere else a no-op decorator
-    import spaces  # type: ignore[import-not-found]
-
-    gpu = spaces.GPU
-except ImportError:  # pragma: no cover - depends on the host
-    def gpu(fn: Any = None, **_: Any) -> Any:
-        """Stand-in for ``spaces.GPU``: usable as ``@gpu`` and ``@gpu(duration=...)``."""
-        return fn if callable(fn) else (lambda f: f)
 
 log = logging.getLogger("float_studio")
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +104,7 @@ def gallery() -> tuple[list[list[str]], list[list[str]]]:
 PROGRESS_INTERVAL = 0.25
 
 
-def _bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
+def progress_bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
     """One ``gr.Progress`` bar over the stages in ``spans``, updated at most every
     :data:`PROGRESS_INTERVAL` seconds (the engine reports every vector-field evaluation:
     hundreds per second on a small model, more than a page should re-render). Stop is
@@ -127,11 +124,30 @@ def _edits(preset: str | None, curves: list[dict] | None, values: tuple[Any, ...
     return h.Edits(st.offsets_array(values, num_dirs), preset or None, h.curves_from_rows(curves or []))
 
 
+def run_controls(action: str, video_label: str, prefix: str, height: int) -> tuple[gr.Button, gr.Button, gr.Video]:
+    """A tab's primary action button with its Stop, and the video it makes (elem_ids
+    ``{prefix}-generate``, ``{prefix}-stop``, ``{prefix}-video``)."""
+    with gr.Row():
+        run = gr.Button(action, variant="primary", elem_id=f"{prefix}-generate", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
+    video = gr.Video(label=video_label, height=height, autoplay=True, interactive=False, buttons=["download"],
+                     elem_id=f"{prefix}-video")
+    return run, stop, video
+
+
 @dataclass
 class StudioTab:
     """The components of the Studio tab that ``app.py`` wires to app-level events."""
 
     generate: gr.Button
+
+
+class StudioLayout(SimpleNamespace):
+    """The Studio tab's components by name (set by :func:`layout_studio_tab`): the ``gr.State``
+    values ``session`` (:class:`~float_studio.state.Session`), ``preset`` and ``curves``; the
+    inputs (``portrait``, ``crop``, ``face``, ``audio``, ...), the controls and result (``emotion``,
+    ``nfe``, ``generate``, ``estimate``, ``video``, ...) and the motion editor (``preview``,
+    ``frame``, ``sliders``, ``cells``, ``headings``, ``preset_buttons``, the curve fields, ...)."""
 
 
 def build_studio_tab(holder: PipelineHolder) -> StudioTab:
@@ -143,75 +159,91 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     # Only the slider count is needed before the model loads; every other size is read from
     # the loaded pipeline when an event runs.
     num_dirs = holder.get().config.motion_dim if holder.loaded else FloatConfig.official().motion_dim
+    ui = layout_studio_tab(num_dirs)
+    wire_studio_tab(ui, studio_handlers(holder, num_dirs, len(ui.headings)))
+    return StudioTab(generate=ui.generate)
+
+
+# ---------------------------------------------------------------------------- layout
+def layout_studio_tab(num_dirs: int) -> StudioLayout:
+    """Create the Studio tab's components (no events) for ``num_dirs`` motion directions."""
+    ui = StudioLayout(num_dirs=num_dirs)
     # Each browser session gets a deep copy of this value: a fresh Session (Session.__deepcopy__).
-    session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
-    preset = gr.State(None)
-    curves = gr.State([])
-
+    ui.session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
+    ui.preset = gr.State(None)
+    ui.curves = gr.State([])
     with gr.Row(equal_height=False):
-        # ------------------------------------------------------------ inputs
         with gr.Column(scale=6):
-            with gr.Row():
-                portrait = gr.Image(label="Portrait", type="numpy", height=260, elem_id="float-portrait",
-                                    sources=["upload", "webcam", "clipboard"])
-                crop_view = gr.Image(label="Detected face", type="numpy", height=260,
-                                     interactive=False, buttons=[], elem_id="float-crop-box")
-                crop_image = gr.Image(label=f"{CROP_PREVIEW_SIZE}x{CROP_PREVIEW_SIZE} crop", type="numpy",
-                                      height=260, interactive=False, buttons=[], elem_id="float-crop")
-            crop_info = gr.Markdown(label="Crop note", elem_id="float-crop-note")
-            with gr.Row():
-                crop = gr.Checkbox(value=True, label="Crop to the face",
-                                   info="Detect the faces and crop around one; off: the whole image is resized.")
-                paste_back = gr.Checkbox(value=False, label="Paste back into the photo",
-                                         info="Blend the animated face back into the original photo, in the "
-                                              "video and the preview (needs the face crop).")
-            with gr.Row():
-                face = gr.Dropdown([("Face 1 (largest)", 0)], value=0, label="Face", interactive=False,
-                                   info="Which detected face to animate (by size).", elem_id="float-face")
-                crop_scale = gr.Slider(*CROP_SCALE_RANGE, value=CROP_SCALE, step=0.05, label="Crop scale",
-                                       info=f"Crop side in face-box sizes; {CROP_SCALE:g} as in FLOAT's reference.",
-                                       elem_id="float-crop-scale")
-            portraits, voices = gallery()
-            if portraits:
-                gr.Examples(portraits, inputs=[portrait], label="Example portraits (examples/README.md)",
-                            examples_per_page=8)
-            audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
-                             elem_id="float-speech")
-            if voices:
-                gr.Examples(voices, inputs=[audio], label="Example voices (examples/README.md)",
-                            examples_per_page=8)
-            emotion_plot = gr.Plot(label="What the model hears", elem_id="float-emotion-plot")
-            timeline_plot = gr.Plot(label="Emotion over time", elem_id="float-emotion-timeline")
-
-        # ------------------------------------------------------------ controls + result
+            _layout_inputs(ui)
         with gr.Column(scale=5):
-            emotion = gr.Dropdown(st.EMOTION_CHOICES, value="auto", label="Emotion", elem_id="float-emotion",
-                                  info="Auto: the clip's speech-emotion mixture; Dynamic: each 2 s window with "
-                                       "its own estimate; a name redirects the talking head to that emotion.")
-            e_cfg = gr.Slider(*st.E_CFG_RANGE, value=st.DEFAULTS.e_cfg, step=0.1,
-                              label="Emotion intensity (guidance γe)",
-                              info="How strongly the emotion shapes the motion; 0 ignores it.")
-            a_cfg = gr.Slider(*st.A_CFG_RANGE, value=st.DEFAULTS.a_cfg, step=0.1, label="Audio guidance γa",
-                              info="How closely lips and head follow the speech; higher is more pronounced.")
-            with gr.Row():
-                nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
-                                info="Vector-field evaluations per window: more is smoother and slower.",
-                                elem_id="float-nfe")
-                solver = gr.Radio(list(SOLVER_NAMES), value=st.DEFAULTS.solver, label="ODE solver",
-                                  info="midpoint and rk4 evaluate 2 and 4 times per step.", elem_id="float-solver")
-            with gr.Row(equal_height=True):
-                seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",
-                                 info="Same seed and settings, same motion; -1 draws one (written back here).",
-                                 scale=4, elem_id="float-seed")
-                randomize = gr.Button("Randomize", size="sm", scale=1, elem_id="float-randomize")
-            with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="float-generate", scale=3)
-                stop = gr.Button("Stop", variant="stop", elem_id="float-stop", scale=1)
-            video = gr.Video(label="Talking portrait", height=380, autoplay=True, interactive=False,
-                             buttons=["download"], elem_id="float-video")
-            summary = gr.Markdown(label="Summary", elem_id="float-summary")
+            _layout_controls(ui)
+    _layout_editor(ui)
+    _layout_curves(ui)
+    return ui
 
-    # ---------------------------------------------------------------- motion editing
+
+def _layout_inputs(ui: StudioLayout) -> None:
+    """Portrait (with the face crop) and speech, with the example galleries and the emotion plots."""
+    with gr.Row():
+        ui.portrait = gr.Image(label="Portrait", type="numpy", height=260, elem_id="float-portrait",
+                               sources=["upload", "webcam", "clipboard"])
+        ui.crop_view = gr.Image(label="Detected face", type="numpy", height=260,
+                                interactive=False, buttons=[], elem_id="float-crop-box")
+        ui.crop_image = gr.Image(label=f"{CROP_PREVIEW_SIZE}x{CROP_PREVIEW_SIZE} crop", type="numpy",
+                                 height=260, interactive=False, buttons=[], elem_id="float-crop")
+    ui.crop_info = gr.Markdown(label="Crop note", elem_id="float-crop-note")
+    with gr.Row():
+        ui.crop = gr.Checkbox(value=True, label="Crop to the face",
+                              info="Detect the faces and crop around one; off: the whole image is resized.")
+        ui.paste_back = gr.Checkbox(value=False, label="Paste back into the photo",
+                                    info="Blend the animated face back into the original photo, in the "
+                                         "video and the preview (needs the face crop).")
+    with gr.Row():
+        ui.face = gr.Dropdown([("Face 1 (largest)", 0)], value=0, label="Face", interactive=False,
+                              info="Which detected face to animate (by size).", elem_id="float-face")
+        ui.crop_scale = gr.Slider(*CROP_SCALE_RANGE, value=CROP_SCALE, step=0.05, label="Crop scale",
+                                  info=f"Crop side in face-box sizes; {CROP_SCALE:g} as in FLOAT's reference.",
+                                  elem_id="float-crop-scale")
+    portraits, voices = gallery()
+    if portraits:
+        gr.Examples(portraits, inputs=[ui.portrait], label="Example portraits (examples/README.md)",
+                    examples_per_page=8)
+    limit = max_speech_seconds()
+    ui.audio = gr.Audio(label="Speech" + (f" (up to {limit:g} s)" if limit else ""), type="filepath",
+                        sources=["upload", "microphone"], elem_id="float-speech")
+    if voices:
+        gr.Examples(voices, inputs=[ui.audio], label="Example voices (examples/README.md)", examples_per_page=8)
+    ui.emotion_plot = gr.Plot(label="What the model hears", elem_id="float-emotion-plot")
+    ui.timeline_plot = gr.Plot(label="Emotion over time", elem_id="float-emotion-timeline")
+
+
+def _layout_controls(ui: StudioLayout) -> None:
+    """The sampling settings, Generate/Stop, the time estimate, the video and its summary."""
+    ui.emotion = gr.Dropdown(st.EMOTION_CHOICES, value="auto", label="Emotion", elem_id="float-emotion",
+                             info="Auto: the clip's speech-emotion mixture; Dynamic: each 2 s window with "
+                                  "its own estimate; a name redirects the talking head to that emotion.")
+    ui.e_cfg = gr.Slider(*st.E_CFG_RANGE, value=st.DEFAULTS.e_cfg, step=0.1, label="Emotion intensity (guidance γe)",
+                         info="How strongly the emotion shapes the motion; 0 ignores it.")
+    ui.a_cfg = gr.Slider(*st.A_CFG_RANGE, value=st.DEFAULTS.a_cfg, step=0.1, label="Audio guidance γa",
+                         info="How closely lips and head follow the speech; higher is more pronounced.")
+    with gr.Row():
+        ui.nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
+                           info="Vector-field evaluations per window: more is smoother and slower.",
+                           elem_id="float-nfe")
+        ui.solver = gr.Radio(list(SOLVER_NAMES), value=st.DEFAULTS.solver, label="ODE solver",
+                             info="midpoint and rk4 evaluate 2 and 4 times per step.", elem_id="float-solver")
+    with gr.Row(equal_height=True):
+        ui.seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",
+                            info="Same seed and settings, same motion; -1 draws one (written back here).",
+                            scale=4, elem_id="float-seed")
+        ui.randomize = gr.Button("Randomize", size="sm", scale=1, elem_id="float-randomize")
+    ui.estimate = gr.Markdown(elem_id="float-estimate")  # how long Generate will take here
+    ui.generate, ui.stop, ui.video = run_controls("Generate", "Talking portrait", "float", height=380)
+    ui.summary = gr.Markdown(label="Summary", elem_id="float-summary")
+
+
+def _layout_editor(ui: StudioLayout) -> None:
+    """The preview, the frame scrubber, the presets and one slider per motion direction."""
     gr.Markdown("### Edit the motion\nEach λ slider adds an offset along one direction of the "
                 "orthonormal motion basis, in every frame; after a generation the sliders are grouped "
                 "by what each direction moves in this portrait (hover a slider's note for the shares). "
@@ -220,87 +252,187 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
                 "sampling again.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
-            preview = gr.Image(label="Preview (edited frame)", type="numpy", format="png", height=300,
-                               interactive=False, elem_id="float-preview")
-            frame = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
-                              info="Scrub through the clip; the preview shows this frame.", elem_id="float-frame")
+            ui.preview = gr.Image(label="Preview (edited frame)", type="numpy", format="png", height=300,
+                                  interactive=False, elem_id="float-preview")
+            ui.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
+                                 info="Scrub through the clip; the preview shows this frame.", elem_id="float-frame")
             with gr.Row():
-                reset = gr.Button("Reset edits", size="sm", elem_id="float-reset")
-                apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id="float-apply")
-                stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id="float-stop-apply")
+                ui.reset = gr.Button("Reset edits", size="sm", elem_id="float-reset")
+                ui.apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id="float-apply")
+                ui.stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id="float-stop-apply")
         with gr.Column(scale=6):
-            lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id="float-lambda-plot")
+            ui.lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id="float-lambda-plot")
     with gr.Row(elem_id="float-presets"):
-        preset_note = gr.Markdown("**Preset:** none", elem_id="float-preset-note")
-        preset_buttons = [gr.Button(name.capitalize(), size="sm", elem_id=f"float-preset-{name.replace(' ', '-')}")
-                          for name in h.PRESET_NAMES]
-        no_preset = gr.Button("No preset", size="sm", elem_id="float-preset-none")
+        ui.preset_note = gr.Markdown("**Preset:** none", elem_id="float-preset-note")
+        ui.preset_buttons = [gr.Button(name.capitalize(), size="sm", elem_id=f"float-preset-{name.replace(' ', '-')}")
+                             for name in h.PRESET_NAMES]
+        ui.no_preset = gr.Button("No preset", size="sm", elem_id="float-preset-none")
     # The sliders stay in index order in the page (the API takes the offsets in that order);
     # CSS `order` classes on their cells, set after the directions are measured, show them
     # grouped, each group after its heading. (Each slider has its own Column: Gradio puts
     # neighbouring sliders into one form box, which could not be reordered.)
     with gr.Row(elem_classes="float-lambda-sliders", elem_id="float-lambda-sliders"):
-        headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
-                                elem_id=f"float-group-{group}")
-                    for group, title in plots.GROUP_TITLES.items()]
-        cells, sliders = [], []
-        for m in range(num_dirs):
+        ui.headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
+                                   elem_id=f"float-group-{group}")
+                       for group, title in plots.GROUP_TITLES.items()]
+        ui.cells, ui.sliders = [], []
+        for m in range(ui.num_dirs):
             with gr.Column(min_width=170, elem_classes=["float-lambda-cell"], elem_id=f"float-cell-{m + 1}") as cell:
-                sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
-                                         info=plots.direction_tooltip(None), interactive=False,
-                                         elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"]))
-            cells.append(cell)
+                ui.sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
+                                            info=plots.direction_tooltip(None), interactive=False,
+                                            elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"]))
+            ui.cells.append(cell)
+
+
+def _layout_curves(ui: StudioLayout) -> None:
+    """The curve editor: edits that vary over time."""
     with gr.Accordion("Edits over time (curves)", open=False, elem_id="float-curves"):
         with gr.Row():
-            curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(num_dirs)], value=1,
-                                    label="Direction", elem_id="float-curve-direction")
-            curve_kind = gr.Radio(list(UI_CURVE_KINDS), value="ramp", label="Shape",
-                                  info="constant/pulse: the value on [start, end); ramp: 0 at start to the "
-                                       "value at end, then held.")
-            curve_value = gr.Number(value=1.0, label="Value (λ offset)")
-            curve_start = gr.Number(value=0, precision=0, minimum=0, label="Start frame")
-            curve_end = gr.Number(value=None, precision=0, minimum=1, label="End frame (empty: clip end)")
+            ui.curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(ui.num_dirs)],
+                                       value=1, label="Direction", elem_id="float-curve-direction")
+            ui.curve_kind = gr.Radio(list(UI_CURVE_KINDS), value="ramp", label="Shape",
+                                     info="constant/pulse: the value on [start, end); ramp: 0 at start to the "
+                                          "value at end, then held.")
+            ui.curve_value = gr.Number(value=1.0, label="Value (λ offset)")
+            ui.curve_start = gr.Number(value=0, precision=0, minimum=0, label="Start frame")
+            ui.curve_end = gr.Number(value=None, precision=0, minimum=1, label="End frame (empty: clip end)")
         with gr.Row():
-            add_curve = gr.Button("Add curve", size="sm", elem_id="float-add-curve")
-            clear_curves = gr.Button("Clear curves", size="sm")
-        curve_list = gr.JSON(value=[], label="Curves (λ is 1-based; frames at 25 fps)", elem_id="float-curve-list")
+            ui.add_curve = gr.Button("Add curve", size="sm", elem_id="float-add-curve")
+            ui.clear_curves = gr.Button("Clear curves", size="sm")
+        ui.curve_list = gr.JSON(value=[], label=f"Curves (λ is 1-based; frames at {FPS} fps)",
+                                elem_id="float-curve-list")
 
-    # ---------------------------------------------------------------- handlers
-    def pipe_fps() -> float:
-        return holder.get().config.fps
 
-    def slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
-        """Ranges from the motion; labels and notes from the measured directions."""
-        out = []
-        for m, r in enumerate(plots.slider_ranges(gen.lambdas)):
-            info = gen.directions[m] if gen.directions else None
-            extra: dict[str, Any] = dict(value=0) if reset else {}
-            if info is not None:
-                extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info))
-            out.append(gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, interactive=True,
-                                 **extra))
-        return out
+# ---------------------------------------------------------------------------- handlers
+def _slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
+    """Ranges from the motion; labels and notes from the measured directions."""
+    out = []
+    for m, r in enumerate(plots.slider_ranges(gen.lambdas)):
+        info = gen.directions[m] if gen.directions else None
+        extra: dict[str, Any] = dict(value=0) if reset else {}
+        if info is not None:
+            extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info))
+        out.append(gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, interactive=True, **extra))
+    return out
 
-    def cell_updates(gen: st.Generation) -> list[Any]:
-        """Each slider cell's group and CSS order: after the headings of its own and the earlier
-        groups (see heading_updates)."""
-        order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))}
-        groups = list(plots.GROUP_TITLES)
-        return [gr.update(elem_classes=["float-lambda-cell", f"float-group-{d.group}",
-                                        f"float-order-{order[m] + groups.index(d.group) + 1}"])
-                for m, d in enumerate(gen.directions)]
 
-    def heading_updates(gen: st.Generation) -> list[Any]:
-        """Group headings with their counts; heading i sits before its group's sliders."""
-        if not gen.directions:
-            return [gr.update(visible=False) for _ in headings]
-        counts = {g: sum(d.group == g for d in gen.directions) for g in plots.GROUP_TITLES}
-        out, pos = [], 0
-        for group, title in plots.GROUP_TITLES.items():
-            out.append(gr.update(value=f"#### {title} ({counts[group]})", visible=counts[group] > 0,
-                                 elem_classes=["float-group-title", f"float-order-{pos}"]))
-            pos += counts[group] + 1
-        return out
+def _cell_updates(gen: st.Generation) -> list[Any]:
+    """Each slider cell's group and CSS order: after the headings of its own and the earlier
+    groups (see _heading_updates)."""
+    order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))}
+    groups = list(plots.GROUP_TITLES)
+    return [gr.update(elem_classes=["float-lambda-cell", f"float-group-{d.group}",
+                                    f"float-order-{order[m] + groups.index(d.group) + 1}"])
+            for m, d in enumerate(gen.directions)]
+
+
+def _heading_updates(gen: st.Generation) -> list[Any]:
+    """Group headings with their counts; heading i sits before its group's sliders."""
+    if not gen.directions:
+        return [gr.update(visible=False) for _ in plots.GROUP_TITLES]
+    counts = {g: sum(d.group == g for d in gen.directions) for g in plots.GROUP_TITLES}
+    out, pos = [], 0
+    for group, title in plots.GROUP_TITLES.items():
+        out.append(gr.update(value=f"#### {title} ({counts[group]})", visible=counts[group] > 0,
+                             elem_classes=["float-group-title", f"float-order-{pos}"]))
+        pos += counts[group] + 1
+    return out
+
+
+def _generation_seconds(sess: st.Session, **_: Any) -> float:
+    """Seconds of video of the session's current generation (the work of a re-render)."""
+    return sess.current.num_frames / FPS if sess.current is not None else 0.0
+
+
+def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) -> SimpleNamespace:
+    """The Studio tab's event handlers (``on_*``), as closures over the pipeline holder.
+
+    Those that run the model are wrapped in :func:`~float_studio.gpu.gpu_handler`, sized from
+    the speech (analysis, generation), the frames to decode (directions, preview) or the clip
+    (re-render). Their arguments and results pickle (ZeroGPU runs them in a worker process):
+    the session goes back as an output wherever they change it.
+    """
+    fn = _edit_handlers(holder, num_dirs)
+    speech = lambda speech, **_: limited_speech_seconds(speech)  # noqa: E731
+
+    @gpu_handler(holder.speed, speech)
+    @ui_errors
+    def on_analyze(sess: st.Session, speech: str | None, emo: str,
+                   progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:
+        """Analyse the speech (cached per session); returns the emotion plot and the timeline."""
+        view = h.analyze(holder, sess, speech, emo, progress_bar(progress, {"speech": (0.0, 1.0)}))
+        return (None, None) if view is None else (view.bars, view.timeline)
+
+    @gpu_handler(holder.speed, speech)
+    @ui_errors
+    def on_generate(sess: st.Session, image: np.ndarray | None, speech: str | None, crop_on: bool,
+                    paste: bool, a: float, e: float, steps: float, solver_name: str, emo: str,
+                    seed_value: float, face: int = 0, crop_scale: float = CROP_SCALE,
+                    progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+        """Analyse (cached), sample motion (cached per settings), render; streams the seed and
+        the emotion plots as soon as the speech is analysed."""
+        sampling = st.sampling_from_ui(a, e, steps, solver_name, emo, seed_value)
+        report = progress_bar(progress, h.GENERATE_SPANS)
+        skip = gr.skip()
+        estimate = h.generation_estimate(holder, speech, sampling.nfe)
+        steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face or 0), crop_scale, report)
+        analysed = next(steps_iter)
+        if analysed.message:
+            gr.Info(analysed.message)
+        yield (skip, f"Speech analysed; sampling the motion… {estimate}", sampling.seed, sess, skip, skip, skip,
+               analysed.emotion.bars, analysed.emotion.timeline, *[skip] * num_dirs)
+        gen = next(steps_iter)
+        rendered = h.render_video(holder, sess, None, paste, report, generation=gen)
+        for w in rendered.warnings:
+            gr.Warning(w)
+        fps = holder.get().config.fps
+        yield (
+            rendered.path, h.summary_markdown(gen, rendered.seconds, False, fps), sampling.seed, sess,
+            gr.update(minimum=0, maximum=max(gen.num_frames - 1, 1), value=0, interactive=True),
+            h.preview(holder, sess, 0, h.Edits(np.zeros(num_dirs, np.float32)), paste),
+            plots.lambda_figure(gen.lambdas, fps, 0, directions=gen.directions),
+            analysed.emotion.bars, analysed.emotion.timeline,
+            *_slider_updates(gen, reset=True),
+        )
+
+    @gpu_handler(holder.speed, (2 * num_dirs + 1) / FPS)  # the source +- a step per direction
+    @ui_errors
+    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Measure what each direction moves in this portrait; label and group the sliders."""
+        gen = h.describe_directions(holder, sess, progress_bar(progress, {"directions": (0.0, 1.0)}))
+        if gen is None:
+            return (*[gr.skip()] * (2 * num_dirs + num_headings + 2), sess)
+        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
+        return (*_slider_updates(gen), *_cell_updates(gen), *_heading_updates(gen), gr.update(choices=choices),
+                plots.lambda_figure(gen.lambdas, holder.get().config.fps, 0, directions=gen.directions), sess)
+
+    @gpu_handler(holder.speed, 1 / FPS)
+    @ui_errors
+    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
+                   paste: bool, *values: float) -> Any:
+        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
+        frame_png = h.preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
+        return gr.skip() if frame_png is None else frame_png
+
+    @gpu_handler(holder.speed, _generation_seconds)
+    @ui_errors
+    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
+                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
+        edits = _edits(preset_name, curve_rows, values, num_dirs)
+        rendered = h.apply_edits(holder, sess, edits, paste, progress_bar(progress, h.RENDER_SPANS))
+        for w in rendered.warnings:
+            gr.Warning(w)
+        fps = holder.get().config.fps
+        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, fps), sess
+
+    fn.on_analyze, fn.on_generate, fn.on_describe = on_analyze, on_generate, on_describe
+    fn.on_preview, fn.on_apply = on_preview, on_apply
+    return fn
+
+
+def _edit_handlers(holder: PipelineHolder, num_dirs: int) -> SimpleNamespace:
+    """The handlers that do not run the model: status, crop preview, plots, presets, curves."""
 
     @ui_errors
     def on_status() -> str:
@@ -317,14 +449,6 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         return (out.boxed, out.crop, out.note,
                 gr.update(choices=choices, value=chosen, interactive=len(out.faces) > 1))
 
-    @gpu(duration=60)
-    @ui_errors
-    def on_analyze(sess: st.Session, speech: str | None, emo: str,
-                   progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:
-        """Analyse the speech (cached per session); returns the emotion plot and the timeline."""
-        view = h.analyze(holder, sess, speech, emo, _bar(progress, {"speech": (0.0, 1.0)}))
-        return (None, None) if view is None else (view.bars, view.timeline)
-
     @ui_errors
     def on_emotion_change(sess: st.Session, emo: str) -> tuple[Any, Any]:
         if sess.speech is None:
@@ -332,55 +456,9 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         view = h.emotion_view(holder.get(), sess.speech, emo)
         return view.bars, view.timeline
 
-    @gpu(duration=120)
-    @ui_errors
-    def on_generate(sess: st.Session, image: np.ndarray | None, speech: str | None, crop_on: bool,
-                    paste: bool, a: float, e: float, steps: float, solver_name: str, emo: str,
-                    seed_value: float, face: int = 0, crop_scale: float = CROP_SCALE,
-                    progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
-        """Analyse (cached), sample motion (cached per settings), render; streams the seed and
-        the emotion plots as soon as the speech is analysed."""
-        sampling = st.sampling_from_ui(a, e, steps, solver_name, emo, seed_value)
-        report = _bar(progress, h.GENERATE_SPANS)
-        skip = gr.skip()
-        steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face or 0), crop_scale, report)
-        analysed = next(steps_iter)
-        if analysed.message:
-            gr.Info(analysed.message)
-        yield (skip, "Speech analysed; sampling the motion…", sampling.seed, sess, skip, skip, skip,
-               analysed.emotion.bars, analysed.emotion.timeline, *[skip] * num_dirs)
-        gen = next(steps_iter)
-        rendered = h.render_video(holder, sess, None, paste, report, generation=gen)
-        for w in rendered.warnings:
-            gr.Warning(w)
-        fps = pipe_fps()
-        yield (
-            rendered.path, h.summary_markdown(gen, rendered.seconds, False, fps), sampling.seed, sess,
-            gr.update(minimum=0, maximum=max(gen.num_frames - 1, 1), value=0, interactive=True),
-            h.preview(holder, sess, 0, h.Edits(np.zeros(num_dirs, np.float32)), paste),
-            plots.lambda_figure(gen.lambdas, fps, 0, directions=gen.directions),
-            analysed.emotion.bars, analysed.emotion.timeline,
-            *slider_updates(gen, reset=True),
-        )
-
-    @gpu(duration=60)
-    @ui_errors
-    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Measure what each direction moves in this portrait; label and group the sliders."""
-        gen = h.describe_directions(holder, sess, _bar(progress, {"directions": (0.0, 1.0)}))
-        if gen is None:
-            return (*[gr.skip()] * (2 * num_dirs + len(headings) + 2),)
-        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
-        return (*slider_updates(gen), *cell_updates(gen), *heading_updates(gen), gr.update(choices=choices),
-                plots.lambda_figure(gen.lambdas, pipe_fps(), 0, directions=gen.directions))
-
-    @gpu(duration=20)
-    @ui_errors
-    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
-                   paste: bool, *values: float) -> Any:
-        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
-        frame_png = h.preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
-        return gr.skip() if frame_png is None else frame_png
+    def on_estimate(speech: str | None, steps: float) -> str:
+        """How long generating this speech takes here (measured throughput), before Generate."""
+        return h.generation_estimate(holder, speech, int(steps or st.DEFAULTS.nfe))
 
     @ui_errors
     def on_plot(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
@@ -389,17 +467,11 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         if gen is None:
             return gr.skip()
         offsets = h.edit_offsets(gen, _edits(preset_name, curve_rows, values, num_dirs))
-        return plots.lambda_figure(gen.lambdas, pipe_fps(), int(index or 0), offsets, directions=gen.directions)
+        fps = holder.get().config.fps
+        return plots.lambda_figure(gen.lambdas, fps, int(index or 0), offsets, directions=gen.directions)
 
     def on_reset() -> tuple[Any, ...]:
         return (None, [], [], "**Preset:** none", *[0.0] * num_dirs)
-
-    def preset_setter(name: str | None) -> Callable[[], tuple[Any, str]]:
-        def set_preset() -> tuple[Any, str]:
-            return name, f"**Preset:** {name or 'none'}"
-
-        set_preset.__name__ = f"set_preset_{(name or 'none').replace(' ', '_')}"
-        return set_preset
 
     @ui_errors
     def on_set_preset(name: str) -> tuple[Any, str]:
@@ -427,73 +499,85 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         h.curves_from_rows(rows)
         return rows, rows
 
-    @gpu(duration=120)
-    @ui_errors
-    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
-                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
-        edits = _edits(preset_name, curve_rows, values, num_dirs)
-        rendered = h.apply_edits(holder, sess, edits, paste, _bar(progress, h.RENDER_SPANS))
-        for w in rendered.warnings:
-            gr.Warning(w)
-        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, pipe_fps()), sess
-
     def on_stop(sess: st.Session) -> None:
         h.stop(sess)
 
-    # ---------------------------------------------------------------- wiring
-    gr.api(on_status, api_name="status", queue=False)
-    gr.on([portrait.change, crop.change, face.input, crop_scale.release], on_crop_preview,
-          [portrait, crop, face, crop_scale], [crop_view, crop_image, crop_info, face], api_name="crop_preview",
-          trigger_mode="always_last", show_progress="minimal")
-    analyze_event = audio.change(on_analyze, [session, audio, emotion], [emotion_plot, timeline_plot],
-                                 api_name="analyze", trigger_mode="always_last", concurrency_limit=1,
-                                 concurrency_id="analysis")
-    emotion.change(on_emotion_change, [session, emotion], [emotion_plot, timeline_plot], api_visibility="private",
-                   show_progress="hidden")
-    randomize.click(st.random_seed, None, seed, api_visibility="private", show_progress="hidden")
-    generate_event = generate.click(
-        on_generate,
-        [session, portrait, audio, crop, paste_back, a_cfg, e_cfg, nfe, solver, emotion, seed, face, crop_scale],
-        [video, summary, seed, session, frame, preview, lambda_plot, emotion_plot, timeline_plot, *sliders],
-        api_name="generate", concurrency_limit=1, concurrency_id="render", show_progress_on=[video],
-    )
-    describe_event = generate_event.success(
-        on_describe, [session], [*sliders, *cells, *headings, curve_dir, lambda_plot],
-        api_name="describe_directions",
-        concurrency_limit=1, concurrency_id="render", show_progress="minimal")
-    edit_inputs = [session, preset, curves]
-    gr.on([s.input for s in sliders] + [frame.input], on_preview, [*edit_inputs, frame, paste_back, *sliders],
-          preview, api_name="preview", trigger_mode="always_last", show_progress="hidden",
-          concurrency_limit=2, concurrency_id="preview")
-    replot = [s.release for s in sliders] + [frame.release]
-    gr.on(replot, on_plot, [*edit_inputs, frame, *sliders], lambda_plot, api_visibility="private",
-          trigger_mode="always_last", show_progress="hidden")
-    after_edit = dict(fn=on_preview, inputs=[*edit_inputs, frame, paste_back, *sliders], outputs=preview,
-                      api_visibility="private", show_progress="hidden")
-    plot_after = dict(fn=on_plot, inputs=[*edit_inputs, frame, *sliders], outputs=lambda_plot,
-                      api_visibility="private", show_progress="hidden")
-    for name, button in zip(h.PRESET_NAMES, preset_buttons):
-        button.click(preset_setter(name), None, [preset, preset_note], api_visibility="private",
-                     show_progress="hidden").then(**after_edit).then(**plot_after)
-    no_preset.click(preset_setter(None), None, [preset, preset_note], api_visibility="private",
-                    show_progress="hidden").then(**after_edit).then(**plot_after)
-    set_preset_api = gr.Textbox(visible=False)
-    set_preset_api.submit(on_set_preset, set_preset_api, [preset, preset_note], api_name="set_preset")
-    curves_api = gr.Textbox(visible=False)
-    curves_api.submit(on_edit_curves, curves_api, [curves, curve_list], api_name="edit_curves")
-    add_curve.click(on_add_curve, [curves, curve_dir, curve_kind, curve_value, curve_start, curve_end],
-                    [curves, curve_list], api_visibility="private").then(**after_edit).then(**plot_after)
-    clear_curves.click(lambda: ([], []), None, [curves, curve_list], api_visibility="private").then(
-        **after_edit).then(**plot_after)
-    paste_back.change(**after_edit)
-    reset.click(on_reset, None, [preset, curves, curve_list, preset_note, *sliders], api_visibility="private",
-                show_progress="hidden").then(**after_edit).then(**plot_after)
-    apply_event = apply.click(on_apply, [*edit_inputs, paste_back, *sliders], [video, summary, session],
-                              api_name="apply_edits", concurrency_limit=1, concurrency_id="render",
-                              show_progress_on=[video])
-    for button in (stop, stop_apply):
-        button.click(on_stop, [session], None, cancels=[generate_event, describe_event, apply_event, analyze_event],
-                     queue=False, api_visibility="private")
-    return StudioTab(generate=generate)
+    return SimpleNamespace(on_status=on_status, on_crop_preview=on_crop_preview, on_emotion_change=on_emotion_change,
+                           on_estimate=on_estimate, on_plot=on_plot, on_reset=on_reset, on_set_preset=on_set_preset,
+                           on_add_curve=on_add_curve, on_edit_curves=on_edit_curves, on_stop=on_stop)
 
+
+def preset_setter(name: str | None) -> Callable[[], tuple[Any, str]]:
+    """A handler that sets the motion preset ``name`` (None: no preset) and its note."""
+    def set_preset() -> tuple[Any, str]:
+        return name, f"**Preset:** {name or 'none'}"
+
+    set_preset.__name__ = f"set_preset_{(name or 'none').replace(' ', '_')}"
+    return set_preset
+
+
+# ---------------------------------------------------------------------------- wiring
+def wire_studio_tab(ui: StudioLayout, fn: SimpleNamespace) -> None:
+    """Connect the Studio tab's components to its handlers (and name the API endpoints)."""
+    gr.api(fn.on_status, api_name="status", queue=False)
+    gr.on([ui.portrait.change, ui.crop.change, ui.face.input, ui.crop_scale.release], fn.on_crop_preview,
+          [ui.portrait, ui.crop, ui.face, ui.crop_scale], [ui.crop_view, ui.crop_image, ui.crop_info, ui.face],
+          api_name="crop_preview", trigger_mode="always_last", show_progress="minimal")
+    analyze_event = ui.audio.change(fn.on_analyze, [ui.session, ui.audio, ui.emotion],
+                                    [ui.emotion_plot, ui.timeline_plot], api_name="analyze",
+                                    trigger_mode="always_last", concurrency_limit=1, concurrency_id="analysis")
+    gr.on([ui.audio.change, ui.nfe.release], fn.on_estimate, [ui.audio, ui.nfe], ui.estimate,
+          api_visibility="private", show_progress="hidden", queue=False)
+    ui.emotion.change(fn.on_emotion_change, [ui.session, ui.emotion], [ui.emotion_plot, ui.timeline_plot],
+                      api_visibility="private", show_progress="hidden")
+    ui.randomize.click(st.random_seed, None, ui.seed, api_visibility="private", show_progress="hidden")
+    generate_event = ui.generate.click(
+        fn.on_generate,
+        [ui.session, ui.portrait, ui.audio, ui.crop, ui.paste_back, ui.a_cfg, ui.e_cfg, ui.nfe, ui.solver,
+         ui.emotion, ui.seed, ui.face, ui.crop_scale],
+        [ui.video, ui.summary, ui.seed, ui.session, ui.frame, ui.preview, ui.lambda_plot, ui.emotion_plot,
+         ui.timeline_plot, *ui.sliders],
+        api_name="generate", concurrency_limit=1, concurrency_id="render", show_progress_on=[ui.video],
+    )
+    generate_event.then(fn.on_estimate, [ui.audio, ui.nfe], ui.estimate, api_visibility="private",
+                        show_progress="hidden", queue=False)  # now measured on this machine
+    describe_event = generate_event.success(
+        fn.on_describe, [ui.session],
+        [*ui.sliders, *ui.cells, *ui.headings, ui.curve_dir, ui.lambda_plot, ui.session],
+        api_name="describe_directions", concurrency_limit=1, concurrency_id="render", show_progress="minimal")
+    _wire_editing(ui, fn)
+    apply_event = ui.apply.click(fn.on_apply, [ui.session, ui.preset, ui.curves, ui.paste_back, *ui.sliders],
+                                 [ui.video, ui.summary, ui.session], api_name="apply_edits", concurrency_limit=1,
+                                 concurrency_id="render", show_progress_on=[ui.video])
+    for button in (ui.stop, ui.stop_apply):
+        button.click(fn.on_stop, [ui.session], None, queue=False, api_visibility="private",
+                     cancels=[generate_event, describe_event, apply_event, analyze_event])
+
+
+def _wire_editing(ui: StudioLayout, fn: SimpleNamespace) -> None:
+    """Sliders, scrubber, presets and curves: each change re-decodes the preview frame and re-plots λ(t)."""
+    edit_inputs = [ui.session, ui.preset, ui.curves]
+    gr.on([s.input for s in ui.sliders] + [ui.frame.input], fn.on_preview,
+          [*edit_inputs, ui.frame, ui.paste_back, *ui.sliders], ui.preview, api_name="preview",
+          trigger_mode="always_last", show_progress="hidden", concurrency_limit=2, concurrency_id="preview")
+    gr.on([s.release for s in ui.sliders] + [ui.frame.release], fn.on_plot, [*edit_inputs, ui.frame, *ui.sliders],
+          ui.lambda_plot, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
+    after_edit = dict(fn=fn.on_preview, inputs=[*edit_inputs, ui.frame, ui.paste_back, *ui.sliders],
+                      outputs=ui.preview, api_visibility="private", show_progress="hidden")
+    plot_after = dict(fn=fn.on_plot, inputs=[*edit_inputs, ui.frame, *ui.sliders], outputs=ui.lambda_plot,
+                      api_visibility="private", show_progress="hidden")
+    for name, button in [*zip(h.PRESET_NAMES, ui.preset_buttons), (None, ui.no_preset)]:
+        button.click(preset_setter(name), None, [ui.preset, ui.preset_note], api_visibility="private",
+                     show_progress="hidden").then(**after_edit).then(**plot_after)
+    set_preset_api = gr.Textbox(visible=False)
+    set_preset_api.submit(fn.on_set_preset, set_preset_api, [ui.preset, ui.preset_note], api_name="set_preset")
+    curves_api = gr.Textbox(visible=False)
+    curves_api.submit(fn.on_edit_curves, curves_api, [ui.curves, ui.curve_list], api_name="edit_curves")
+    ui.add_curve.click(fn.on_add_curve, [ui.curves, ui.curve_dir, ui.curve_kind, ui.curve_value, ui.curve_start,
+                                         ui.curve_end], [ui.curves, ui.curve_list],
+                       api_visibility="private").then(**after_edit).then(**plot_after)
+    ui.clear_curves.click(lambda: ([], []), None, [ui.curves, ui.curve_list], api_visibility="private").then(
+        **after_edit).then(**plot_after)
+    ui.paste_back.change(**after_edit)
+    ui.reset.click(fn.on_reset, None, [ui.preset, ui.curves, ui.curve_list, ui.preset_note, *ui.sliders],
+                   api_visibility="private", show_progress="hidden").then(**after_edit).then(**plot_after)

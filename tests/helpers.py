@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,3 +42,19 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     err = (actual.detach().float() - expected.float()).abs().max().item()
     assert err <= atol, f"max abs error {err:.3g} > {atol:g}"
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for the tiny model's small kernels, restored afterwards.
+
+    On a loaded 2-core machine two OpenMP threads made a 64 px tiny-model frame ~40x slower
+    (92 ms against 2 ms per frame measured side by side in one process): every small kernel
+    waits for the second thread's time slice. Results are compared only within one setting.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
