@@ -3,8 +3,8 @@
     python benchmarks/batch_scaling.py                          # tiny and official size
     python benchmarks/batch_scaling.py --sizes tiny --jobs 12 --seconds 2
 
-For every model size (random weights, ``float_core.bench.random_model``: the released weights
-cannot be downloaded here), the same job file (``--jobs`` jobs of ``--seconds`` of the example
+For every model size (random weights, ``float_core.bench.random_model``: the timing depends
+only on the sizes), the same job file (``--jobs`` jobs of ``--seconds`` of the example
 speech, the example portrait, a different seed each, the default settings) is run:
 
 * **local**: ``float_core.batch.run_batch`` in this process, one thread;
@@ -14,8 +14,8 @@ speech, the example portrait, a different seed each, the default settings) is ru
 For each run it prints the wall time of ``ray.init``, the time from ``ray.init`` (local: from
 the start) to the first worker ready and to the first finished job, the whole wall time, jobs
 per minute over the whole run and once the first worker was ready, the median job's wall and
-CPU time (the CPU time is the steadier figure on a shared machine, where wall time includes
-waiting for a core), and the load average. ``--encode`` also
+CPU time (the CPU time is the steadier figure: wall time includes any wait for a core), and
+the load average. ``--encode`` also
 measures H.264 encoding (libx264, the engine's settings) of 512x512 frames, the CPU part of a
 job that a GPU does not speed up. It prints numbers and asserts nothing.
 """
