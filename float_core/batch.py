@@ -2,22 +2,26 @@
 
 A **job file** lists one video per job, in one of three formats with one set of field names
 (:data:`JOB_FIELDS`): a CSV with a header row, a JSON list of objects, or JSON Lines (one
-object per line). Each job has an ``id`` (unique; the video is ``OUT/<id>.mp4``), an ``image``
-and an ``audio`` file, and optionally the settings of :data:`SETTING_FIELDS`, with the names
-and validation of :class:`~float_core.config.SamplingConfig` and ``generate``; a job's settings
-override the command line's. :func:`load_jobs` validates every line before any work starts:
-a malformed line (bad JSON, unknown field, bad value, missing file, repeated id) becomes an
+object per line). Each job has an ``id`` (unique; the video is ``OUT/<id>.mp4``), an ``image``,
+either an ``audio`` file or a ``text`` spoken by text-to-speech (:func:`float_core.tts.synthesize`
+with the job's ``voice`` spec, e.g. "espeak:en-us+f3"), and optionally the settings of
+:data:`SETTING_FIELDS`, with the names and validation of :class:`~float_core.config.SamplingConfig`
+and ``generate``; a job's settings override the command line's. :func:`load_jobs` validates
+every line before any work starts: a malformed line (bad JSON, unknown field, bad value,
+missing file, a voice the text-to-speech engine cannot use, repeated id) becomes an
 :class:`InvalidLine` with its line number, and the other lines still run.
 
 **Results.** Every job ends with one line appended to ``OUT/results.jsonl`` (:class:`ResultsLog`):
 ``id``, ``status`` ("ok", "failed", "skipped"), ``output``, ``seconds``, ``error``,
-``settings_hash``, plus ``line``, ``attempts``, ``frames``, ``cpu_seconds`` and ``finished``. Videos are written
-to a temporary file and moved into place when complete (``float_core.media.video``), so a
-crash, Ctrl-C or preemption loses at most the jobs that were running.
+``settings_hash``, plus ``line``, ``attempts``, ``frames``, ``cpu_seconds`` and ``finished``.
+Videos are written to a temporary file and moved into place when complete
+(``float_core.media.video``), so a crash, Ctrl-C or preemption loses at most the jobs that
+were running.
 
 **Resume.** The settings hash (:func:`settings_hash`) covers what decides a job's video: the
-contents of its input files, its mode and settings, and the model flags. A job whose video
-exists and whose last "ok" line in ``results.jsonl`` has the same hash is skipped.
+contents of its input files (or its text and voice), its mode and settings, and the model
+flags. A job whose video exists and whose last "ok" line in ``results.jsonl`` has the same
+hash is skipped.
 
 **Runners** (:func:`run_batch`): locally, one process loads the pipeline once and runs the jobs
 in order (each job is :func:`run_job`, i.e. ``FloatPipeline.generate``, so outputs equal
@@ -50,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import SAMPLING_FIELDS, SamplingConfig, canonical_preset
 from .progress import ProgressLike, as_progress
+from .tts import TTSSettings, check_voice, synthesize
 
 if TYPE_CHECKING:
     from .pipeline import FloatPipeline
@@ -181,7 +186,7 @@ class Job:
     image: str
     audio: str | None = None
     text: str | None = None
-    voice: str | None = None
+    voice: str | None = None  #: a text job's voice spec, resolved ("espeak:en-us" when none was given)
     mode: str = "generate"
     video: str | None = None
     settings: JobSettings = field(default_factory=JobSettings)
@@ -358,17 +363,20 @@ def _input_file(name: str, value: Any) -> str:
     return path
 
 
-def _tts_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("float_core.tts") is not None
+def _voice_spec(value: Any) -> str:
+    """A text job's voice as the spec it resolves to (``None``: the default voice, which
+    ``$FLOAT_ESPEAK_VOICE`` chooses), checked to work here before any job runs."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"voice: expected a voice spec such as 'espeak:en-us+f3', got {value!r}")
+    return str(check_voice(value))
 
 
 def make_job(row: Mapping[str, Any], line: int, defaults: JobSettings | None = None) -> Job:
     """A validated :class:`Job` from one row of a job file (fields as in :data:`JOB_FIELDS`).
 
-    Input paths are made absolute (relative to the current folder) and must exist. Raises
-    ValueError naming the field.
+    Input paths are made absolute (relative to the current folder) and must exist. A text
+    job's voice is resolved to its spec (no voice: :func:`float_core.tts.default_voice`'s)
+    and checked with :func:`float_core.tts.check_voice`. Raises ValueError naming the field.
     """
     for name in row:
         message = _field_name_error(name)
@@ -393,14 +401,13 @@ def make_job(row: Mapping[str, Any], line: int, defaults: JobSettings | None = N
                          + ("both" if "audio" in given else "neither"))
     if "voice" in given and "text" not in given:
         raise ValueError("voice: only for text jobs (the text-to-speech voice)")
-    if "text" in given and not _tts_available():
-        raise ValueError("text: text-to-speech jobs need float_core.tts, which this version does not have; "
-                         "give audio (a speech file) instead")
+    if "text" in given and not isinstance(given["text"], str):
+        raise ValueError(f"text: expected the words to speak, got {given['text']!r}")
     settings = parse_settings({k: v for k, v in row.items() if k in SETTING_FIELDS}, defaults)
     return Job(id=job_id, line=line, image=_input_file("image", given["image"]),
                audio=_input_file("audio", given["audio"]) if "audio" in given else None,
-               text=str(given["text"]) if "text" in given else None,
-               voice=str(given["voice"]) if "voice" in given else None,
+               text=given["text"].strip() if "text" in given else None,
+               voice=_voice_spec(given.get("voice")) if "text" in given else None,
                mode=mode, settings=settings)
 
 
@@ -513,9 +520,10 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def settings_hash(job: Job, model: Mapping[str, Any], digests: dict[str, str] | None = None) -> str:
     """16 hex digits of SHA-256 over what decides the job's video: the contents of its input
-    files (not their paths: moving the media keeps the hash), text and voice, mode, settings
-    (:meth:`JobSettings.to_dict`) and the model (:meth:`ModelSpec.key`). ``digests`` caches
-    file digests by path (a portrait shared by many jobs is read once).
+    files (not their paths: moving the media keeps the hash), a text job's text and voice spec
+    (for a ``url:`` voice also the server and model, ``FLOAT_TTS_URL`` and ``FLOAT_TTS_MODEL``),
+    mode, settings (:meth:`JobSettings.to_dict`) and the model (:meth:`ModelSpec.key`).
+    ``digests`` caches file digests by path (a portrait shared by many jobs is read once).
 
     Raises:
         OSError: an input file cannot be read.
@@ -530,6 +538,9 @@ def settings_hash(job: Job, model: Mapping[str, Any], digests: dict[str, str] | 
             inputs[name] = digests[path]
     if job.text is not None:
         inputs.update(text=job.text, voice=job.voice)
+        if str(job.voice).startswith("url:"):  # the same voice name on another server is another voice
+            tts = TTSSettings.from_env()
+            inputs["tts_server"] = [tts.url, tts.model]
     payload = {"mode": job.mode, "inputs": inputs, "settings": job.settings.to_dict(), "model": dict(model)}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -619,11 +630,12 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def run_job(pipe: "FloatPipeline", job: Job, out_dir: str | os.PathLike[str], *, batch_size: int = 8,
             max_seconds: float | None = None, attempt: int = 1) -> JobResult:
-    """Run one job on a loaded pipeline: ``pipe.generate`` into ``out_dir/<id>.mp4``.
+    """Run one job on a loaded pipeline: ``pipe.generate`` into ``out_dir/<id>.mp4`` (a text
+    job's speech is :func:`float_core.tts.synthesize` of its text and voice).
 
     Never raises for the job's own failures: a bad input or setting gives a "failed" result
-    whose error names the file; running out of memory gives a failed result marked
-    ``retryable``.
+    whose error names the file (or the text-to-speech voice); running out of memory gives a
+    failed result marked ``retryable``.
     """
     from .inputs import Prepared
 
@@ -635,8 +647,14 @@ def run_job(pipe: "FloatPipeline", job: Job, out_dir: str | os.PathLike[str], *,
     stage, where = "image", job.image
     try:
         source = pipe.prepare_image(job.image, crop=s.crop, face=s.face, crop_scale=s.crop_scale)
-        stage, where = "audio", job.audio
-        speech = pipe.prepare_audio(job.audio, max_seconds=max_seconds)
+        if job.text is not None:
+            stage, where = "text-to-speech", None  # its errors name the voice
+            spoken = synthesize(job.text, job.voice)
+            stage = "speech"
+            speech = pipe.prepare_audio(spoken, max_seconds=max_seconds)
+        else:
+            stage, where = "audio", job.audio
+            speech = pipe.prepare_audio(job.audio, max_seconds=max_seconds)
         stage, where = "generation", None
         generated = pipe.generate(job.image, job.audio, out, s.sampling, prepared=Prepared(source, speech),
                                   crop=s.crop, paste_back=s.paste_back, preset=s.preset, batch_size=batch_size,
@@ -809,22 +827,29 @@ def _free_memory() -> None:
 def _run_local(jobs: Sequence[Job], out: Path, model: ModelSpec, record: _Recorder, *,
                batch_size: int, max_seconds: float | None, retries: int) -> None:
     """One process, the pipeline loaded once, jobs in order; a job that ran out of memory is
-    tried again after the memory is released."""
+    tried again after the memory is released. The model's ``threads`` apply while the jobs
+    run; the caller's torch thread count is restored afterwards."""
+    import torch
+
     summary = record.summary
+    threads = torch.get_num_threads()
     t0 = record.started = time.perf_counter()
     try:
-        pipe = model.load()
-    except Exception as exc:  # noqa: BLE001 - WeightsError, bad device/dtype: no traceback
-        raise BatchError(f"cannot load the model: {exc}") from exc
-    summary.startup_seconds = time.perf_counter() - t0
-    summary.workers = [pipe.describe()]
-    for job in jobs:
-        for attempt in range(1, retries + 2):
-            result = run_job(pipe, job, out, batch_size=batch_size, max_seconds=max_seconds, attempt=attempt)
-            if not (result.retryable and attempt <= retries):
-                break
-            _free_memory()
-        record(result)
+        try:
+            pipe = model.load()
+        except Exception as exc:  # noqa: BLE001 - WeightsError, bad device/dtype: no traceback
+            raise BatchError(f"cannot load the model: {exc}") from exc
+        summary.startup_seconds = time.perf_counter() - t0
+        summary.workers = [pipe.describe()]
+        for job in jobs:
+            for attempt in range(1, retries + 2):
+                result = run_job(pipe, job, out, batch_size=batch_size, max_seconds=max_seconds, attempt=attempt)
+                if not (result.retryable and attempt <= retries):
+                    break
+                _free_memory()
+            record(result)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class BatchWorker:

@@ -23,9 +23,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "batch", help="make many videos from a job file (resumable; one process or a Ray cluster)",
         description="Make one talking-head MP4 per job of a job file (CSV with a header row, JSON list or "
-                    "JSON Lines; fields: id, image, audio and optional settings). Writes OUT/<id>.mp4 and "
-                    "OUT/results.jsonl; a second run skips the jobs already made with the same settings. "
-                    "A job's own settings override the flags below.",
+                    "JSON Lines; fields: id, image, audio or text (with an optional voice, e.g. espeak:en-us+f3) "
+                    "and optional settings). Writes OUT/<id>.mp4 and OUT/results.jsonl; a second run skips the "
+                    "jobs already made with the same settings. A job's own settings override the flags below.",
     )
     p.add_argument("jobs", metavar="JOBS", help="the job file (.csv, .json or .jsonl)")
     p.add_argument("-o", "--out", required=True, metavar="DIR",

@@ -70,18 +70,33 @@ def local_run(media):
     """The 6-job file run locally (one process, 1 thread), NFE 1 from the 'command line'."""
     import torch
 
-    threads = torch.get_num_threads()
     out = media["root"] / "local"
-    try:
-        summary = run_batch(media["jobs"], out, MODEL, defaults=JobSettings(SamplingConfig(nfe=1)))
-    finally:
-        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    summary = run_batch(media["jobs"], out, MODEL, defaults=JobSettings(SamplingConfig(nfe=1)))
+    assert torch.get_num_threads() == threads  # MODEL's one thread applied only while the jobs ran
     return out, summary
 
 
-def test_local_run_records_every_job_and_equals_generate(media, local_run):
+@pytest.fixture(scope="module")
+def generate_one_thread():
+    """``FloatPipeline.generate`` of the tiny model on one torch thread, as MODEL's jobs run (the
+    same computation, so the same frames); the thread count is restored after each call."""
     import torch
 
+    pipe = dataclasses.replace(MODEL, threads=None).load()
+
+    def generate(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return pipe.generate(*args, progress=False, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return generate
+
+
+def test_local_run_records_every_job_and_equals_generate(media, local_run, generate_one_thread):
     out, summary = local_run
     assert (summary.ok, summary.failed, summary.skipped, summary.exit_code) == (4, 2, 0, 1)
     records = {r["id"]: r for r in _records(out)}
@@ -94,13 +109,8 @@ def test_local_run_records_every_job_and_equals_generate(media, local_run):
         assert r["output"] == str(out / f"{key}.mp4") and r["error"] is None and r["attempts"] == 1
         assert r["frames"] == 10 and len(r["settings_hash"]) == 16 and r["seconds"] > 0
     # the same settings through FloatPipeline.generate give the same video
-    threads = torch.get_num_threads()
-    try:
-        pipe = MODEL.load()
-        pipe.generate(PORTRAIT, media["speech"], media["root"] / "direct.mp4", nfe=1, seed=1, emotion="happy",
-                      a_cfg=1.5, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    generate_one_thread(PORTRAIT, media["speech"], media["root"] / "direct.mp4", nfe=1, seed=1, emotion="happy",
+                        a_cfg=1.5)
     np.testing.assert_array_equal(_frames(out / "b.mp4"), _frames(media["root"] / "direct.mp4"))
 
 
@@ -195,6 +205,42 @@ def test_csv_and_json_list_files_name_the_same_lines(media, tmp_path):
 
     log.append(JobResult(id="y", status="ok", settings_hash="2"))
     assert log.finished_hashes() == {"x": "1", "y": "2"}
+
+
+def test_text_jobs_are_spoken_by_their_voice_and_equal_generate_of_that_speech(media, tmp_path,
+                                                                                generate_one_thread):
+    """A text job's video is generate() of tts.synthesize(text, voice); a voice espeak-ng lacks
+    fails its line before any work; text and the resolved voice are in the settings hash."""
+    from float_core.tts import check_voice, synthesize
+
+    voice, words = "espeak:en-us+f3", "Hello there."
+    jobs = _write_jsonl(tmp_path / "text.jsonl", [
+        {"id": "hello", "image": PORTRAIT, "text": words, "voice": voice, "seed": 0},
+        {"id": "plain", "image": PORTRAIT, "text": words, "seed": 0},
+        {"id": "nowhere", "image": PORTRAIT, "text": words, "voice": "espeak:xx-nowhere"},
+        {"id": "odd", "image": PORTRAIT, "text": words, "voice": "espeak:en-us+nosuchvariant"},
+        {"id": "both", "image": PORTRAIT, "text": words, "audio": str(media["speech"])},
+        {"id": "lone", "image": PORTRAIT, "audio": str(media["speech"]), "voice": voice},
+    ])
+    loaded = load_jobs(jobs, JobSettings(SamplingConfig(nfe=1)))
+    assert [(j.id, j.text, j.voice) for j in loaded.jobs] == [("hello", words, voice),
+                                                             ("plain", words, str(check_voice(None)))]
+    assert [(b.line, b.id) for b in loaded.invalid] == [(3, "nowhere"), (4, "odd"), (5, "both"), (6, "lone")]
+    for bad, message in zip(loaded.invalid, ("espeak-ng has no voice 'xx-nowhere'",
+                                             "espeak-ng has no variant 'nosuchvariant'",
+                                             "give either audio", "voice: only for text jobs")):
+        assert message in bad.error, bad.error
+    summary = run_batch(loaded, tmp_path / "out", MODEL)
+    assert (summary.ok, summary.failed) == (2, 4)
+    generate_one_thread(PORTRAIT, synthesize(words, voice), tmp_path / "direct.mp4", nfe=1, seed=0)
+    np.testing.assert_array_equal(_frames(tmp_path / "out" / "hello.mp4"), _frames(tmp_path / "direct.mp4"))
+    key, (hello, plain) = MODEL.key(), loaded.jobs
+    hashes = {r["id"]: r["settings_hash"] for r in _records(tmp_path / "out") if r["status"] == "ok"}
+    assert hashes == {"hello": settings_hash(hello, key), "plain": settings_hash(plain, key)}
+    assert hashes["hello"] != hashes["plain"]  # only the voice differs
+    assert settings_hash(dataclasses.replace(hello, text="Hello there!"), key) != hashes["hello"]
+    again = run_batch(loaded, tmp_path / "out", MODEL)
+    assert (again.skipped, again.ok) == (2, 0)
 
 
 @pytest.fixture(scope="module")
