@@ -245,6 +245,32 @@ DTYPE_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 SOLVER_NAMES: tuple[str, ...] = ("euler", "midpoint", "rk4")
 
 
+#: Motion presets by name (``float_core.directions`` holds what each one scales; the names live
+#: here so that validation and command-line choices need no torch import).
+PRESET_NAMES: tuple[str, ...] = ("lips only", "calmer head", "more expressive")
+
+
+def canonical_preset(preset: Any) -> str | None:
+    """The one form of a preset setting: ``None`` (no preset) or one of :data:`PRESET_NAMES`.
+
+    Accepts a name in any case, with spaces, hyphens or underscores between its words
+    ("lips-only", "Lips_Only"), and ``None``, "" or "none" for no preset. Raises ValueError
+    listing the names for anything else.
+    """
+    if preset is None:
+        return None
+    if not isinstance(preset, str):
+        raise ValueError(f"preset: expected one of {', '.join(repr(p) for p in PRESET_NAMES)} or 'none', "
+                         f"got {preset!r}")
+    name = " ".join(preset.replace("-", " ").replace("_", " ").lower().split())
+    if name in ("", "none"):
+        return None
+    if name not in PRESET_NAMES:
+        raise ValueError(f"preset: expected one of {', '.join(repr(p) for p in PRESET_NAMES)} or 'none', "
+                         f"got {preset!r}")
+    return name
+
+
 #: Compositions of a conversation's video (``float_core.conversation.Layout``): side by side, a
 #: grid, or the current speaker large (here so that command-line choices need no torch import).
 LAYOUTS: tuple[str, ...] = ("row", "grid", "speaker")
@@ -363,3 +389,8 @@ class SamplingConfig:
         if isinstance(self.emotion, tuple):
             data["emotion"] = list(self.emotion)
         return data
+
+
+#: The :class:`SamplingConfig` fields, which are also the command-line flags and batch job
+#: fields of the same names.
+SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SamplingConfig))

@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_options import add_model_arguments, add_sampling_arguments, pipeline_from_args, sampling_from_args
 from .config import DEFAULT_GAP, LAYOUTS
-from .generate_cli import add_model_arguments, add_sampling_arguments, pipeline_from_args, sampling_from_args
 
 #: ``--audio silent``: a character with no speech of its own (it only listens).
 SILENT = "silent"

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import PRESET_NAMES, canonical_preset
 from .progress import ProgressLike, as_progress
 
 __all__ = [
@@ -315,8 +316,9 @@ _PRESETS: Mapping[str, tuple[frozenset[str], float]] = MappingProxyType({
     "calmer head": (frozenset({"head"}), 0.5),             # halve head motion
     "more expressive": (frozenset({"mouth", "eyes"}), 1.5),  # amplify mouth and eye motion
 })
-#: Preset names, for menus.
-PRESETS: tuple[str, ...] = tuple(_PRESETS)
+#: Preset names, for menus (:data:`float_core.config.PRESET_NAMES`, where they are validated).
+PRESETS: tuple[str, ...] = PRESET_NAMES
+assert tuple(_PRESETS) == PRESETS, "every preset name has its groups and factor"
 
 
 def preset_offsets(
@@ -338,7 +340,7 @@ def preset_offsets(
     - "more expressive": mouth and eye directions, f = 1.5.
 
     Args:
-        name: one of :data:`PRESETS` (any case).
+        name: one of :data:`PRESETS` (any case; :func:`~float_core.config.canonical_preset`).
         lambdas: generated coefficients (T, M) (``FloatPipeline.motion_lambda`` of the motion).
         source_lambda: the portrait's coefficients lambda(S) (M,).
         directions: :meth:`FloatPipeline.describe_directions` of the same portrait (M entries).
@@ -347,8 +349,8 @@ def preset_offsets(
     Returns:
         float32 offsets (T, M) for ``render(..., edits=...)``; add them to other edits.
     """
-    key = str(name).strip().lower()
-    if key not in _PRESETS:
+    key = canonical_preset(name)
+    if key is None:
         raise ValueError(f"preset: expected one of {', '.join(repr(p) for p in PRESETS)}, got {name!r}")
     groups, default = _PRESETS[key]
     factor = default if strength is None else strength

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import sampling as sampling_mod
-from .config import FloatConfig, SamplingConfig
+from .config import FloatConfig, SamplingConfig, canonical_preset
 from .editing import apply_lambda_offsets, as_lambda_offsets, lambda_to_motion, motion_to_lambda
 from .emotion import resolve_emotion
 from .inputs import (AudioInput, DrivingAudio, EmotionInput, ImageInput, Prepared, SourceImage, validate_motion,
@@ -539,7 +539,7 @@ class FloatPipeline:
         edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
         max_seconds: float | None = None, progress: ProgressLike = True,
         prepared: Prepared | None = None, face: int = 0, crop_scale: float | None = None,
-        idle: bool = False, **overrides: Any,
+        preset: str | None = None, idle: bool = False, **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
 
@@ -547,14 +547,18 @@ class FloatPipeline:
         a temporary file and moved into place only when complete. ``paste_back`` puts the
         generated face back into the original photo (needs ``crop``). ``face`` and
         ``crop_scale`` are as in :meth:`prepare_image`. Pass ``prepared`` to reuse an earlier
-        analysis of the same inputs. ``idle``: silence mode, as :meth:`stream`'s (frames that
-        voice activity marks silent get the null audio condition, :func:`float_core.vad.silence_mode`;
-        the flags are the result's ``speaking``).
+        analysis of the same inputs. ``preset`` (one of
+        :data:`~float_core.config.PRESET_NAMES`, e.g. "lips only") applies that motion preset
+        on top of ``edits`` (:func:`~float_core.directions.preset_offsets`, with the portrait's
+        :meth:`describe_directions`: 2M + 1 extra frames decoded). ``idle``: silence mode, as
+        :meth:`stream`'s (frames that voice activity marks silent get the null audio condition,
+        :func:`float_core.vad.silence_mode`; the flags are the result's ``speaking``).
         """
         from .media.video import write_video
 
         if paste_back and not crop:
             raise ValueError("paste_back: needs crop=True (the crop box says where the face goes)")
+        preset = canonical_preset(preset)
         cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
         report = as_progress(progress)
         start = time.perf_counter()
@@ -579,6 +583,15 @@ class FloatPipeline:
         emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
         motion = self.sample_motion(prepared, cfg, progress=report)
         timings["sampling"] = time.perf_counter() - t0
+        if preset is not None:
+            from .directions import preset_offsets
+
+            t0 = time.perf_counter()
+            directions = self.describe_directions(prepared, batch_size=batch_size)
+            offsets = torch.from_numpy(preset_offsets(preset, self.motion_lambda(motion),
+                                                      prepared.source.source_lambda, directions))
+            edits = offsets if edits is None else offsets + torch.as_tensor(edits, dtype=torch.float32).cpu()
+            timings["directions"] = time.perf_counter() - t0
 
         paste = None
         if paste_back:

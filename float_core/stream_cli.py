@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from .generate_cli import add_model_arguments, add_sampling_arguments
+from .cli_options import add_model_arguments, add_sampling_arguments
 
 #: Bytes read from stdin at most per chunk (20 ms of s16le at 16 kHz; less is taken as it comes).
 STDIN_BLOCK = 640

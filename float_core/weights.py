@@ -27,7 +27,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .config import CONFIG_FILE_NAME, FloatConfig
+from .files import AtomicFile
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import torch
@@ -588,16 +588,11 @@ def download_weights(repo_id: str | None = None, local_dir: str | os.PathLike[st
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(temporary_name)`` next to ``path``, then rename: a crash never leaves a truncated file."""
+    """``write(temporary_name)`` next to ``path``, then rename: a crash never leaves a truncated
+    file, and the result has the permissions of any new file (:class:`~float_core.files.AtomicFile`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with AtomicFile(path) as tmp:
+        write(str(tmp.path))
 
 
 def save_weights(state_dict: Mapping[str, "torch.Tensor"], config: FloatConfig,

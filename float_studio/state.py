@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
+from float_core.batch import file_digest
 from float_core.config import EMOTIONS, SOLVER_NAMES, SamplingConfig, env_number
 from float_core.inputs import move_tensors
 from float_core.progress import ProgressCallback
@@ -376,11 +377,7 @@ def image_key(image: np.ndarray) -> str:
 
 def file_key(path: str | os.PathLike[str]) -> str:
     """A content hash of a file (uploads get new temporary names but keep their bytes)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 class SharedExamples:

@@ -76,29 +76,34 @@ def test_a_failure_midway_leaves_no_file(tmp_path, speech, monkeypatch, capsys):
     assert "simulated failure" in capsys.readouterr().err
 
 
-def test_batch_mode_skips_a_bad_job(tmp_path, speech, capsys):
+def test_jobs_mode_is_the_batch_command_in_one_process(tmp_path, speech, capsys):
+    """``generate --jobs FILE -o DIR`` runs the batch code path: DIR/<id>.mp4, results.jsonl."""
     image = str(EXAMPLES / "portrait_astronaut.png")
     jobs = [
-        {"image": image, "audio": str(speech), "output": str(tmp_path / "a.mp4"), "emotion": "happy"},
-        {"image": image, "audio": str(tmp_path / "missing.wav"), "output": str(tmp_path / "b.mp4")},
-        {"image": image, "audio": str(speech), "output": str(tmp_path / "c.mp4"), "crop": False, "nfe": 1},
+        {"id": "a", "image": image, "audio": str(speech), "emotion": "happy"},
+        {"id": "b", "image": image, "audio": str(tmp_path / "missing.wav")},
+        {"id": "c", "image": image, "audio": str(speech), "crop": False, "nfe": 1},
     ]
     path = tmp_path / "jobs.json"
-    path.write_text(json.dumps(jobs))
-    code = main(["generate", "--checkpoint", "tiny-random", "--jobs", str(path), "--nfe", "1", "-q"])
+    path.write_text("[\n" + ",\n".join(map(json.dumps, jobs)) + "\n]\n")  # job k on line k + 1
+    out = tmp_path / "out"
+    code = main(["generate", "--checkpoint", "tiny-random", "--jobs", str(path), "-o", str(out), "--nfe", "1", "-q"])
     captured = capsys.readouterr()
     assert code == 1
-    assert (tmp_path / "a.mp4").is_file() and (tmp_path / "c.mp4").is_file()
-    assert not (tmp_path / "b.mp4").exists()
-    assert "[2/3] error" in captured.err and "2 of 3 jobs done, 1 failed" in captured.out
+    assert (out / "a.mp4").is_file() and (out / "c.mp4").is_file() and not (out / "b.mp4").exists()
+    assert f"{path} line 3: audio: no such file" in captured.err
+    assert "2 ok, 1 failed, 0 skipped of 3 jobs" in captured.out
+    statuses = {r["id"]: r["status"] for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert statuses == {"a": "ok", "b": "failed", "c": "ok"}
 
 
 def test_csv_jobs_and_argument_errors(tmp_path, speech, capsys):
     csv_path = tmp_path / "jobs.csv"
-    csv_path.write_text(f"image,audio,output,solver\n{EXAMPLES / 'portrait_astronaut.png'},{speech},"
-                        f"{tmp_path / 'x.mp4'},heun\n")
-    assert main(["generate", "--checkpoint", "tiny-random", "--jobs", str(csv_path)]) == 2
-    assert "solver: must be one of" in capsys.readouterr().err
+    csv_path.write_text(f"id,image,audio,solver\nx,{EXAMPLES / 'portrait_astronaut.png'},{speech},heun\n")
+    assert main(["generate", "--checkpoint", "tiny-random", "--jobs", str(csv_path), "-o", str(tmp_path)]) == 1
+    assert "line 2: solver: must be one of" in capsys.readouterr().err
+    assert main(["generate", "--jobs", str(csv_path)]) == 2
+    assert "--jobs needs -o DIR" in capsys.readouterr().err
     assert main(["generate", "--image", "a.png"]) == 2
     assert "missing --audio, --out" in capsys.readouterr().err
 
@@ -108,5 +113,5 @@ def test_module_entry_point_help():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     for flag in ("--emotion", "--a-cfg", "--e-cfg", "--nfe", "--solver", "--seed", "--no-crop",
-                 "--paste-back", "--device", "--dtype", "--jobs"):
+                 "--paste-back", "--preset", "--device", "--dtype", "--jobs"):
         assert flag in proc.stdout

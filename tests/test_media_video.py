@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,21 @@ def test_failure_keeps_previous_file_intact(tmp_path: Path) -> None:
             w.write(np.zeros((50, 64, 3), np.uint8))  # wrong size mid-way
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.mp4"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_the_finished_video_has_the_permissions_of_any_new_file(tmp_path: Path, umask: int) -> None:
+    """0666 minus the umask, like a file opened for writing, not the temporary file's private
+    0600 (which a rename into place would keep)."""
+    old = os.umask(umask)
+    try:
+        with VideoWriter(tmp_path / "shared.mp4") as w:
+            w.write(gradient_frames(2))
+        (tmp_path / "plain.txt").write_text("a file created the usual way")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"shared.mp4": 0o666 & ~umask, "plain.txt": 0o666 & ~umask}
 
 
 def test_input_checks(tmp_path: Path) -> None:

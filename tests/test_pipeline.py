@@ -154,6 +154,27 @@ def test_bad_motion_is_rejected(pipe, prepared):
         next(pipe.render(prepared, torch.zeros(3, pipe.config.style_dim), batch_size=0))
 
 
+def test_generate_applies_a_preset_on_top_of_the_edits(pipe, prepared, monkeypatch, tmp_path):
+    """generate(preset=...) renders its sampled motion with preset_offsets (from this portrait's
+    describe_directions) added to the caller's edits."""
+    import float_core.media.video as video
+    from float_core.directions import preset_offsets
+
+    written = []
+    monkeypatch.setattr(video, "write_video", lambda path, frames, **kw: written.append(np.concatenate(list(frames))))
+    edit = np.zeros(20, np.float32)
+    edit[2] = 1.5
+    result = pipe.generate(None, None, tmp_path / "x.mp4", prepared=prepared, nfe=2, seed=0, edits=edit,
+                           preset="More-Expressive", progress=False)
+    offsets = preset_offsets("more expressive", pipe.motion_lambda(result.motion), prepared.source_lambda,
+                             pipe.describe_directions(prepared))
+    assert np.abs(offsets).max() > 0.01  # this portrait has a mouth direction: the preset moves it
+    expected = np.concatenate(list(pipe.render(prepared, result.motion, edits=offsets + edit)))
+    assert np.array_equal(written[0], expected)
+    with pytest.raises(ValueError, match="preset: expected one of"):
+        pipe.generate(None, None, tmp_path / "y.mp4", prepared=prepared, nfe=1, preset="louder", progress=False)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_preview_frame_is_the_rendered_frame_bit_for_bit(prepared, dtype):
     """A one-frame preview and the frame ``render`` delivers are the same computation (the

@@ -4,10 +4,12 @@ crop scale; sub-command registry."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
-from float_core import cli, generate_cli
+from float_core import cli, cli_options
+from float_core.batch import JobSettings, parse_settings
 from float_core.config import SamplingConfig
 
 
@@ -16,25 +18,30 @@ def _parse(*argv: str) -> argparse.Namespace:
 
 
 def test_flags_not_given_keep_the_samplingconfig_defaults():
-    assert generate_cli.sampling_from_args(_parse()) == SamplingConfig()
+    assert cli_options.sampling_from_args(_parse()) == SamplingConfig()
     args = _parse("--a-cfg", "3", "--nfe", "4", "--solver", "rk4", "--emotion", "dynamic", "--seed", "7")
-    assert generate_cli.sampling_from_args(args) == SamplingConfig(a_cfg=3.0, nfe=4, solver="rk4",
-                                                                   emotion="dynamic", seed=7)
+    assert cli_options.sampling_from_args(args) == SamplingConfig(a_cfg=3.0, nfe=4, solver="rk4",
+                                                                  emotion="dynamic", seed=7)
     with pytest.raises(ValueError, match="nfe"):
-        generate_cli.sampling_from_args(_parse("--nfe", "0"))
+        cli_options.sampling_from_args(_parse("--nfe", "0"))
 
 
-def test_jobs_carry_a_samplingconfig_face_and_crop_scale():
+def test_settings_carry_a_samplingconfig_face_crop_scale_and_preset():
     args = _parse("--image", "a.png", "--audio", "b.wav", "-o", "c.mp4", "--e-cfg", "2", "--face", "2",
-                  "--crop-scale", "2.0")
-    (job,) = generate_cli._jobs_from_args(args)
-    assert job.sampling == SamplingConfig(e_cfg=2.0) and job.face == 1 and job.crop_scale == 2.0
-    row = generate_cli._make_job({"image": "a", "audio": "b", "output": "c", "crop": "true", "paste_back": "0",
-                                  "nfe": "3", "seed": "", "emotion": "Happy", "face": "1"}, "row 1")
-    assert row.sampling == SamplingConfig(nfe=3, emotion="happy") and row.face == 0 and row.crop_scale is None
-    with pytest.raises(ValueError, match="row 2: face"):
-        generate_cli._make_job({"image": "a", "audio": "b", "output": "c", "crop": True, "paste_back": False,
-                                "face": "0"}, "row 2")
+                  "--crop-scale", "2.0", "--preset", "Lips-Only")
+    flags = parse_settings(cli_options.settings_from_args(args))
+    assert flags == JobSettings(SamplingConfig(e_cfg=2.0), face=1, crop_scale=2.0, preset="lips only")
+    row = parse_settings({"crop": "true", "paste_back": "0", "nfe": "3", "seed": "", "emotion": "Happy", "face": "1"})
+    assert row == JobSettings(SamplingConfig(nfe=3, emotion="happy"), crop=True, paste_back=False, face=0)
+    # a job's fields override the command line's, fields it leaves out keep them
+    assert parse_settings({"nfe": 5, "preset": "none"}, flags) == JobSettings(
+        SamplingConfig(e_cfg=2.0, nfe=5), face=1, crop_scale=2.0, preset=None)
+    for bad, message in (({"face": "0"}, "face: 1 is the largest"), ({"crop_scale": "9"}, "crop scale must be"),
+                         ({"nfe": "2.5"}, "nfe: expected a whole number"), ({"crop": "maybe"}, "crop: expected"),
+                         ({"preset": "no head"}, "preset: expected one of"),
+                         ({"crop": False, "paste_back": True}, "paste_back: needs crop")):
+        with pytest.raises(ValueError, match=message):
+            parse_settings(bad)
 
 
 def test_generate_with_the_second_face_and_a_wider_crop(tmp_path, monkeypatch):
@@ -46,7 +53,7 @@ def test_generate_with_the_second_face_and_a_wider_crop(tmp_path, monkeypatch):
     from float_core.media.image import load_image
     from float_core.pipeline import FloatPipeline
 
-    root = generate_cli.Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
     face = load_image(root / "examples" / "portrait_astronaut.png")[30:230, 130:320]
     canvas = np.full((400, 700, 3), 128, np.uint8)
     canvas[20:220, 20:210] = face

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ("generate", "stream", "converse", "download", "convert", "bench", "train")
+SUBCOMMANDS = ("generate", "batch", "stream", "converse", "download", "convert", "bench", "train")
 
 
 def _requirements(path: Path) -> set[str]:
@@ -31,9 +31,9 @@ def test_pyproject_lists_the_requirements_files_dependencies():
     extras = meta["optional-dependencies"]
     runtime = set(meta["dependencies"]) | set(extras["app"])
     assert runtime == _requirements(ROOT / "requirements.txt")
-    dev = set(extras["train"]) | {d for d in extras["dev"] if not d.startswith("float-studio")}
+    dev = set(extras["train"]) | set(extras["scale"]) | {d for d in extras["dev"] if not d.startswith("float-studio")}
     assert dev == _requirements(ROOT / "requirements-dev.txt")
-    assert "float-studio[app,train]" in extras["dev"]
+    assert "float-studio[app,train,scale]" in extras["dev"]
     assert meta["scripts"]["float-studio"] == "float_core.cli:main"
     ui = {"gradio", "plotly", "aiortc", "spaces"}
     assert not {re.split(r"[=<>]", d)[0] for d in meta["dependencies"]} & ui  # the UI is the app extra
@@ -52,13 +52,14 @@ def test_cli_help_lists_every_subcommand():
 
 
 def test_the_engine_imports_no_ui_code():
-    """Every float_core module imports in a fresh interpreter without gradio or plotly."""
+    """Every float_core module imports in a fresh interpreter without gradio or plotly (or Ray:
+    only the batch command's Ray runner imports it, when it runs)."""
     modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts)
                      for p in (ROOT / "float_core").rglob("*.py") if p.name != "__main__.py")
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'plotly', 'float_studio'))\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'plotly', 'float_studio', 'ray'))\n"
             "print(len(sys.modules)); assert not bad, bad\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -276,6 +276,9 @@ def test_convert_round_trip_through_one_safetensors_file(tiny_model, tmp_path):
     out = convert_to_safetensors(resolve_sources(root), TINY, tmp_path / "out" / "float.safetensors")
     # no temp file left; the tiny size is recorded beside the weights
     assert sorted(p.name for p in out.parent.iterdir()) == ["float.safetensors", "float_config.json"]
+    plain = tmp_path / "plain.txt"  # the permissions of any new file (0666 minus the umask), not mkstemp's 0600
+    plain.write_text("created the usual way")
+    assert {p.stat().st_mode for p in out.parent.iterdir()} == {plain.stat().st_mode}
     single = resolve_sources(out)
     assert single.checkpoint == out and single.audio_model is None and single.emotion_model is None
     _assert_same_tensors(load_state_dict(single, TINY), _parameters(tiny_model))

@@ -66,6 +66,7 @@ __all__ = [
     "LockedDetector",
     "NoFaceError",
     "PasteBack",
+    "check_crop_scale",
     "crop_box_for_face",
     "crop_portrait",
     "default_detector",
@@ -262,6 +263,14 @@ def detect_faces(
 # ----------------------------------------------------------------------------- crop
 
 
+def check_crop_scale(scale: float) -> float:
+    """``scale`` if it is an accepted crop scale (:data:`CROP_SCALE_RANGE`), else ValueError."""
+    lo, hi = CROP_SCALE_RANGE
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and lo <= scale <= hi):
+        raise ValueError(f"crop scale must be between {lo:g} and {hi:g} (reference {CROP_SCALE:g}), got {scale!r}")
+    return scale
+
+
 def crop_box_for_face(box: Sequence[float], scale: float = CROP_SCALE) -> CropBox:
     """FLOAT's crop square for an SFD box (x1, y1, x2, y2).
 
@@ -270,9 +279,7 @@ def crop_box_for_face(box: Sequence[float], scale: float = CROP_SCALE) -> CropBo
     whole pixels, so the square spans ``[floor(cx) - side/2, floor(cx) + side/2)``.
     A larger ``scale`` shows more hair and shoulders around the face.
     """
-    lo, hi = CROP_SCALE_RANGE
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and lo <= scale <= hi):
-        raise ValueError(f"crop scale must be between {lo:g} and {hi:g} (reference {CROP_SCALE:g}), got {scale!r}")
+    check_crop_scale(scale)
     if len(box) != 4:
         raise ValueError(f"box must be (x1, y1, x2, y2), got {box!r}")
     x1, y1, x2, y2 = (float(v) for v in box)

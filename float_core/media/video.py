@@ -29,8 +29,6 @@ it is written). The audio can be given up front or passed along with the frames
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +36,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from float_core.files import AtomicFile
 from float_core.media.audio import load_audio
 
 __all__ = ["AUDIO_RATE_FOR_FILES", "CONTAINERS", "VideoWriter", "probe_video", "write_video"]
@@ -106,7 +105,7 @@ class VideoWriter:
         self._container: Any = None
         self._video: Any = None
         self._audio_stream: Any = None
-        self._tmp_path: Path | None = None
+        self._tmp: AtomicFile | None = None  # the mp4 container's temporary file
         self._closed = False
 
     # ------------------------------------------------------------------ context manager
@@ -179,8 +178,8 @@ class VideoWriter:
                 self._container.mux(self._audio_stream.encode(None))
             self._container.close()
             self._container = None
-            if self._tmp_path is not None:
-                os.replace(self._tmp_path, self.out_path)
+            if self._tmp is not None:
+                self._tmp.commit()
         except BaseException:
             self.abort()
             raise
@@ -207,9 +206,9 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - already failing; cleanup must go on
                 pass
             self._container = None
-        if self._tmp_path is not None:
-            self._tmp_path.unlink(missing_ok=True)
-            self._tmp_path = None
+        if self._tmp is not None:
+            self._tmp.discard()
+            self._tmp = None
 
     # ------------------------------------------------------------------ internals
 
@@ -222,11 +221,9 @@ class VideoWriter:
 
         options = {"crf": str(self._crf), "preset": self._preset}
         if self.container == "mp4":
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.out_path.stem}.", suffix=".partial.mp4", dir=self.out_path.parent
-            )
-            os.close(fd)
-            self._tmp_path = Path(tmp)
+            # moved into place with the usual permissions of a new file, not a temporary's 0600
+            self._tmp = AtomicFile(self.out_path, prefix=f".{self.out_path.stem}.", suffix=".partial.mp4")
+            tmp = str(self._tmp.path)
             # faststart puts the index first so browsers (the Gradio app) can start
             # playing before the whole file has arrived.
             self._container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
