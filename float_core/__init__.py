@@ -31,6 +31,7 @@ _LAZY = {
     "StreamOptions": "streaming",
     "StreamChunk": "streaming",
     "StreamIterator": "streaming",
+    "VideoMotion": "video_in",
 }
 
 __all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", *_LAZY])
