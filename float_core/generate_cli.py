@@ -4,7 +4,8 @@ Batch mode (``--jobs FILE``) reads a CSV (header row) or JSON list of jobs, load
 once, reports and skips a failing job and completes the rest (exit code 1 if any failed).
 Job fields: ``image``, ``audio``, ``output`` (required) and optionally ``emotion``, ``a_cfg``,
 ``e_cfg``, ``nfe``, ``solver``, ``seed`` (the :class:`~float_core.config.SamplingConfig`),
-``crop``, ``paste_back``, ``face``, ``crop_scale``; missing fields take the command-line values.
+``crop``, ``paste_back``, ``face``, ``crop_scale``, ``drive``, ``drive_groups``; missing fields take the
+command-line values.
 The sampling defaults are SamplingConfig's (a flag left out is "not given").
 """
 
@@ -22,7 +23,10 @@ from .config import DTYPE_CHOICES, EMOTIONS, SOLVER_NAMES, SamplingConfig
 
 #: Job fields that are SamplingConfig fields.
 _SAMPLING_FIELDS = ("emotion", "a_cfg", "e_cfg", "nfe", "solver", "seed")
-_JOB_FIELDS = {"image", "audio", "output", "crop", "paste_back", "face", "crop_scale", *_SAMPLING_FIELDS}
+_JOB_FIELDS = {"image", "audio", "output", "crop", "paste_back", "face", "crop_scale", "drive", "drive_groups",
+               *_SAMPLING_FIELDS}
+#: What ``--drive`` takes from the video when ``--drive-groups`` is not given.
+DEFAULT_DRIVE_GROUPS = ("head",)
 _DEFAULTS = SamplingConfig()
 
 
@@ -38,12 +42,19 @@ class Job:
     paste_back: bool = False
     face: int = 0  #: which detected face, 0 = the largest
     crop_scale: float | None = None  #: None: the reference's 1.6
+    drive: str | None = None  #: a video whose face drives the groups below (lips from speech, head from video)
+    drive_groups: tuple[str, ...] = DEFAULT_DRIVE_GROUPS
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate", help="make a talking-head video from a portrait and speech",
-        description="Generate a talking-head MP4 (H.264 + AAC speech) from a portrait and a speech file.",
+        description="Generate a talking-head MP4 (H.264 + AAC speech) from a portrait and a speech file: the "
+                    "identity and the picture from --image, the motion sampled for --audio, the length and the "
+                    "sound from --audio. With --drive VIDEO the directions of --drive-groups (default: head) "
+                    "follow the video's face instead, relative to its first frame (played back and forth when "
+                    "shorter than the speech, cut when longer); the others, the mouth at least, stay with the "
+                    "speech.",
     )
     io = p.add_argument_group("inputs and output (one job)")
     io.add_argument("--image", help="portrait image (JPEG, PNG, WebP, ...)")
@@ -62,6 +73,13 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--crop-scale", type=float, default=None,
                    help="crop side in face-box sizes (default: 1.6, the reference's crop)")
     g.add_argument("--max-seconds", type=float, default=None, help="reject audio longer than this")
+    v = p.add_argument_group("head from a video")
+    v.add_argument("--drive", metavar="VIDEO", default=None,
+                   help="a video whose face gives the motion of --drive-groups (e.g. the head), relative to its "
+                        "first frame; the lips stay with the speech")
+    v.add_argument("--drive-groups", metavar="GROUPS", default=None,
+                   help="comma-separated direction groups taken from --drive: mouth, eyes, head, other "
+                        "(default: head)")
     m = p.add_argument_group("model")
     add_model_arguments(m)
     p.set_defaults(func=run)
@@ -134,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
             result = pipe.generate(
                 job.image, job.audio, job.output, job.sampling, crop=job.crop, paste_back=job.paste_back,
                 face=job.face, crop_scale=job.crop_scale, batch_size=args.batch_size,
-                max_seconds=args.max_seconds, progress=not args.quiet,
+                max_seconds=args.max_seconds, progress=not args.quiet, drive=job.drive,
+                drive_groups=job.drive_groups,
             )
         except (ValueError, OSError) as exc:  # bad input: report, skip, go on with the next job
             failures += 1
@@ -149,7 +168,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _jobs_from_args(args: argparse.Namespace) -> list[Job]:
+    if args.drive_groups and not args.drive and not args.jobs:
+        raise ValueError("--drive-groups: needs --drive VIDEO (the video the groups come from)")
     defaults = dict(crop=args.crop, paste_back=args.paste_back, face=args.face, crop_scale=args.crop_scale,
+                    drive=args.drive, drive_groups=args.drive_groups,
                     **{name: getattr(args, name) for name in _SAMPLING_FIELDS})
     if args.jobs:
         if args.image or args.audio or args.output:
@@ -191,6 +213,8 @@ _PARSE = {"emotion": lambda v: str(v).lower(), "a_cfg": float, "e_cfg": float, "
 
 def _make_job(values: dict[str, Any], where: str) -> Job:
     """A validated Job; SamplingConfig checks the sampling fields (its message names the field)."""
+    from .video_in import parse_groups
+
     try:
         sampling = _DEFAULTS.with_overrides(**{name: None if values.get(name) in (None, "") else
                                                _PARSE[name](values[name]) for name in _SAMPLING_FIELDS})
@@ -198,10 +222,13 @@ def _make_job(values: dict[str, Any], where: str) -> Job:
         if face < 1:
             raise ValueError(f"face: 1 is the largest face, got {face}")
         scale = values.get("crop_scale")
+        groups = values.get("drive_groups")
         job = Job(
             image=str(values["image"]), audio=str(values["audio"]), output=str(values["output"]),
             sampling=sampling, crop=_as_bool(values["crop"]), paste_back=_as_bool(values["paste_back"]),
             face=face - 1, crop_scale=None if scale in (None, "") else float(scale),
+            drive=str(values["drive"]) if values.get("drive") else None,
+            drive_groups=DEFAULT_DRIVE_GROUPS if groups in (None, "") else parse_groups(groups),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing field {exc.args[0]!r}") from None
