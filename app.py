@@ -10,9 +10,11 @@ Environment: ``FLOAT_CHECKPOINT_DIR`` (weights), ``FLOAT_AUTO_DOWNLOAD`` (0: nev
 ``FLOAT_DEVICE``, ``FLOAT_DTYPE``, ``FLOAT_MAX_SECONDS`` (longest speech, default 60, 0 = no
 limit), ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (read by Gradio itself).
 
-Tabs: **Studio** (portrait + speech -> video, motion editing), **Live** (streaming), **Call**.
+Tabs: **Studio** (portrait + speech -> video, motion editing), **Video** (a video as input:
+drive, lips from speech + head from video, dub), **Live** (streaming), **Call**.
 API endpoints of the Studio tab (``gradio_client``, see README.md): ``/analyze``,
-``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``.
+``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``; of the Video
+tab (docs/video.md): ``/drive``, ``/dub``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from float_studio.call import build_call_tab
 from float_studio.live import build_live_tab
 from float_studio.model import PipelineHolder
 from float_studio.ui import build_studio_tab
+from float_studio.video_tab import build_video_tab
 
 log = logging.getLogger("float_studio")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -43,6 +46,8 @@ def build_demo(holder: PipelineHolder | None = None) -> gr.Blocks:
             retry = gr.Button("Retry loading", size="sm", visible=False, scale=0, elem_id="float-retry")
         with gr.Tab("Studio", id="studio"):
             studio = build_studio_tab(holder)
+        with gr.Tab("Video", id="video"):
+            build_video_tab(holder)
         with gr.Tab("Live", id="live"):
             build_live_tab(holder)
         with gr.Tab("Call", id="call"):

@@ -8,7 +8,8 @@ Modules:
     handlers  what each Studio event does, as plain functions (no Gradio)
     plots     plotly figures (lambda(t) generated vs edited, emotion bars and timeline),
               direction labels and slider ranges
-    ui        the Studio tab's layout and wiring
+    ui        the Studio tab's layout and wiring, and the motion-editing panel it shares
+    video_tab the Video tab (a video as input: drive, head from video, dub): handlers and layout
     live      the Live tab (streaming)
     call      the Call tab and its HTTP routes
     server    how ``app.py`` serves the Blocks app

@@ -1,4 +1,5 @@
-"""The Studio tab of FLOAT Studio: portrait + speech -> video, live motion controls.
+"""The Studio tab of FLOAT Studio (portrait + speech -> video, live motion controls) and the
+motion-editing panel it shares with the Video tab (:func:`build_edit_panel`).
 
 Layout and wiring only: every event calls a plain function of :mod:`float_studio.handlers`
 and turns its result into component updates here. Long actions (analysis, generation,
@@ -107,7 +108,7 @@ def gallery() -> tuple[list[list[str]], list[list[str]]]:
 PROGRESS_INTERVAL = 0.25
 
 
-def _bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
+def progress_bar(progress: gr.Progress, spans: dict[str, tuple[float, float]]) -> ProgressCallback:
     """One ``gr.Progress`` bar over the stages in ``spans``, updated at most every
     :data:`PROGRESS_INTERVAL` seconds (the engine reports every vector-field evaluation:
     hundreds per second on a small model, more than a page should re-render). Stop is
@@ -127,6 +128,254 @@ def _edits(preset: str | None, curves: list[dict] | None, values: tuple[Any, ...
     return h.Edits(st.offsets_array(values, num_dirs), preset or None, h.curves_from_rows(curves or []))
 
 
+#: ``preview(holder, session, frame, edits, paste_back)``: the edited frame (or None when stale).
+PreviewFn = Callable[[PipelineHolder, st.Session, Any, h.Edits, bool], Any]
+#: ``apply(holder, session, edits, paste_back, progress)``: (video path, summary Markdown).
+ApplyFn = Callable[[PipelineHolder, st.Session, h.Edits, bool, ProgressCallback], tuple[str, str]]
+
+
+@dataclass
+class EditPanel:
+    """The motion-editing panel's components and helpers (see :func:`build_edit_panel`)."""
+
+    preview: gr.Image
+    frame: gr.Slider
+    lambda_plot: gr.Plot
+    sliders: list[gr.Slider]
+    stop_apply: gr.Button
+    apply_event: Any
+    #: after a new generation: the slider updates (ranges from its motion, labels from its directions)
+    slider_updates: Callable[..., list[Any]]
+    #: ``describe_after(event)``: measure the directions after ``event`` succeeds (returns the event)
+    describe_after: Callable[..., Any]
+
+
+def build_edit_panel(holder: PipelineHolder, session: gr.State, paste_back: gr.Checkbox, video: gr.Video,
+                     summary: gr.Markdown, num_dirs: int, *, preview: PreviewFn, apply: ApplyFn,
+                     prefix: str = "float", api: bool = True, preview_label: str = "Preview (edited frame)",
+                     ) -> EditPanel:
+    """Lay out and wire the "Edit the motion" panel of a tab whose session holds a
+    :class:`~float_studio.state.Generation` (the Studio tab, the Video tab).
+
+    The λ sliders, the presets and the curves edit the session's current generation; the preview
+    decodes the frame under the scrubber with ``preview``; **Apply to video** re-renders with
+    ``apply`` into ``video`` and ``summary``. Element ids start with ``prefix``; ``api`` names the
+    Studio's public endpoints (/describe_directions, /preview, /set_preset, /edit_curves,
+    /apply_edits), otherwise every event of the panel is private.
+    """
+    preset = gr.State(None)
+    curves = gr.State([])
+
+    def named(name: str) -> dict[str, Any]:
+        return dict(api_name=name) if api else dict(api_visibility="private")
+
+    gr.Markdown("### Edit the motion\nEach λ slider adds an offset along one direction of the "
+                "orthonormal motion basis, in every frame; after a generation the sliders are grouped "
+                "by what each direction moves in this portrait (hover a slider's note for the shares). "
+                "Presets and curves edit over time. The preview re-decodes only the frame under the "
+                "scrubber; **Apply to video** re-renders every frame from the cached motion, without "
+                "sampling again.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            preview_image = gr.Image(label=preview_label, type="numpy", format="png", height=300,
+                                     interactive=False, elem_id=f"{prefix}-preview", elem_classes=["float-preview"])
+            frame = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
+                              info="Scrub through the clip; the preview shows this frame.", elem_id=f"{prefix}-frame")
+            with gr.Row():
+                reset = gr.Button("Reset edits", size="sm", elem_id=f"{prefix}-reset")
+                apply_button = gr.Button("Apply to video", variant="primary", size="sm", elem_id=f"{prefix}-apply")
+                stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id=f"{prefix}-stop-apply")
+        with gr.Column(scale=6):
+            lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id=f"{prefix}-lambda-plot")
+    with gr.Row(elem_id=f"{prefix}-presets"):
+        preset_note = gr.Markdown("**Preset:** none", elem_id=f"{prefix}-preset-note")
+        preset_buttons = [gr.Button(name.capitalize(), size="sm", elem_id=f"{prefix}-preset-{name.replace(' ', '-')}")
+                          for name in h.PRESET_NAMES]
+        no_preset = gr.Button("No preset", size="sm", elem_id=f"{prefix}-preset-none")
+    # The sliders stay in index order in the page (the API takes the offsets in that order);
+    # CSS `order` classes on their cells, set after the directions are measured, show them
+    # grouped, each group after its heading. (Each slider has its own Column: Gradio puts
+    # neighbouring sliders into one form box, which could not be reordered.)
+    with gr.Row(elem_classes="float-lambda-sliders", elem_id=f"{prefix}-lambda-sliders"):
+        headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
+                                elem_id=f"{prefix}-group-{group}")
+                    for group, title in plots.GROUP_TITLES.items()]
+        cells, sliders = [], []
+        for m in range(num_dirs):
+            with gr.Column(min_width=170, elem_classes=["float-lambda-cell"], elem_id=f"{prefix}-cell-{m + 1}") as cell:
+                sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
+                                         info=plots.direction_tooltip(None), interactive=False,
+                                         elem_id=f"{prefix}-lambda-{m + 1}", elem_classes=["float-lambda"]))
+            cells.append(cell)
+    with gr.Accordion("Edits over time (curves)", open=False, elem_id=f"{prefix}-curves"):
+        with gr.Row():
+            curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(num_dirs)], value=1,
+                                    label="Direction", elem_id=f"{prefix}-curve-direction")
+            curve_kind = gr.Radio(list(UI_CURVE_KINDS), value="ramp", label="Shape",
+                                  info="constant/pulse: the value on [start, end); ramp: 0 at start to the "
+                                       "value at end, then held.")
+            curve_value = gr.Number(value=1.0, label="Value (λ offset)")
+            curve_start = gr.Number(value=0, precision=0, minimum=0, label="Start frame")
+            curve_end = gr.Number(value=None, precision=0, minimum=1, label="End frame (empty: clip end)")
+        with gr.Row():
+            add_curve = gr.Button("Add curve", size="sm", elem_id=f"{prefix}-add-curve")
+            clear_curves = gr.Button("Clear curves", size="sm")
+        curve_list = gr.JSON(value=[], label="Curves (λ is 1-based; frames at 25 fps)",
+                             elem_id=f"{prefix}-curve-list")
+
+    # ---------------------------------------------------------------- handlers
+    def pipe_fps() -> float:
+        return holder.get().config.fps
+
+    def slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
+        """Ranges from the motion; labels and notes from the measured directions."""
+        out = []
+        for m, r in enumerate(plots.slider_ranges(gen.lambdas)):
+            info = gen.directions[m] if gen.directions else None
+            extra: dict[str, Any] = dict(value=0) if reset else {}
+            if info is not None:
+                extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info))
+            out.append(gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, interactive=True,
+                                 **extra))
+        return out
+
+    def cell_updates(gen: st.Generation) -> list[Any]:
+        """Each slider cell's group and CSS order: after the headings of its own and the earlier
+        groups (see heading_updates)."""
+        order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))}
+        groups = list(plots.GROUP_TITLES)
+        return [gr.update(elem_classes=["float-lambda-cell", f"float-group-{d.group}",
+                                        f"float-order-{order[m] + groups.index(d.group) + 1}"])
+                for m, d in enumerate(gen.directions)]
+
+    def heading_updates(gen: st.Generation) -> list[Any]:
+        """Group headings with their counts; heading i sits before its group's sliders."""
+        if not gen.directions:
+            return [gr.update(visible=False) for _ in headings]
+        counts = {g: sum(d.group == g for d in gen.directions) for g in plots.GROUP_TITLES}
+        out, pos = [], 0
+        for group, title in plots.GROUP_TITLES.items():
+            out.append(gr.update(value=f"#### {title} ({counts[group]})", visible=counts[group] > 0,
+                                 elem_classes=["float-group-title", f"float-order-{pos}"]))
+            pos += counts[group] + 1
+        return out
+
+    @gpu(duration=60)
+    @ui_errors
+    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Measure what each direction moves in this portrait; label and group the sliders."""
+        gen = h.describe_directions(holder, sess, progress_bar(progress, {"directions": (0.0, 1.0)}))
+        if gen is None:
+            return (*[gr.skip()] * (2 * num_dirs + len(headings) + 2),)
+        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
+        return (*slider_updates(gen), *cell_updates(gen), *heading_updates(gen), gr.update(choices=choices),
+                plots.lambda_figure(gen.lambdas, pipe_fps(), 0, directions=gen.directions))
+
+    @gpu(duration=20)
+    @ui_errors
+    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
+                   paste: bool, *values: float) -> Any:
+        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
+        frame_png = preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
+        return gr.skip() if frame_png is None else frame_png
+
+    @ui_errors
+    def on_plot(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
+                *values: float) -> Any:
+        gen = sess.current
+        if gen is None:
+            return gr.skip()
+        offsets = h.edit_offsets(gen, _edits(preset_name, curve_rows, values, num_dirs))
+        return plots.lambda_figure(gen.lambdas, pipe_fps(), int(index or 0), offsets, directions=gen.directions)
+
+    def on_reset() -> tuple[Any, ...]:
+        return (None, [], [], "**Preset:** none", *[0.0] * num_dirs)
+
+    def preset_setter(name: str | None) -> Callable[[], tuple[Any, str]]:
+        def set_preset() -> tuple[Any, str]:
+            return name, f"**Preset:** {name or 'none'}"
+
+        set_preset.__name__ = f"set_preset_{(name or 'none').replace(' ', '_')}"
+        return set_preset
+
+    @ui_errors
+    def on_set_preset(name: str) -> tuple[Any, str]:
+        """Choose a motion preset ("lips only", "calmer head", "more expressive" or "none")."""
+        key = str(name or "none").strip().lower()
+        if key != "none" and key not in h.PRESET_NAMES:
+            raise ValueError(f"preset: expected 'none' or one of {', '.join(h.PRESET_NAMES)}, got {name!r}")
+        return preset_setter(None if key == "none" else key)()
+
+    @ui_errors
+    def on_add_curve(rows: list[dict], direction: int, kind: str, value: float, start: float,
+                     end: float | None) -> tuple[list[dict], list[dict]]:
+        row = {"direction": int(direction or 1), "kind": kind, "value": value, "start": int(start or 0),
+               "end": None if end in (None, "") else int(end)}
+        new = [*(rows or []), row]
+        h.curves_from_rows(new)  # validate now, with a message naming the curve
+        return new, new
+
+    @ui_errors
+    def on_edit_curves(curves_json: str) -> tuple[list[dict], list[dict]]:
+        """Replace the edit curves: a JSON list of {direction (1-based), kind, value, start, end}."""
+        rows = json.loads(curves_json or "[]")
+        if not isinstance(rows, list):
+            raise ValueError("curves: expected a JSON list of objects")
+        h.curves_from_rows(rows)
+        return rows, rows
+
+    @gpu(duration=120)
+    @ui_errors
+    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
+                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
+        edits = _edits(preset_name, curve_rows, values, num_dirs)
+        path, text = apply(holder, sess, edits, paste, progress_bar(progress, h.RENDER_SPANS))
+        return path, text, sess
+
+    # ---------------------------------------------------------------- wiring
+    edit_inputs = [session, preset, curves]
+    gr.on([s.input for s in sliders] + [frame.input], on_preview, [*edit_inputs, frame, paste_back, *sliders],
+          preview_image, **named("preview"), trigger_mode="always_last", show_progress="hidden",
+          concurrency_limit=2, concurrency_id="preview")
+    replot = [s.release for s in sliders] + [frame.release]
+    gr.on(replot, on_plot, [*edit_inputs, frame, *sliders], lambda_plot, api_visibility="private",
+          trigger_mode="always_last", show_progress="hidden")
+    after_edit = dict(fn=on_preview, inputs=[*edit_inputs, frame, paste_back, *sliders], outputs=preview_image,
+                      api_visibility="private", show_progress="hidden")
+    plot_after = dict(fn=on_plot, inputs=[*edit_inputs, frame, *sliders], outputs=lambda_plot,
+                      api_visibility="private", show_progress="hidden")
+    for name, button in zip(h.PRESET_NAMES, preset_buttons):
+        button.click(preset_setter(name), None, [preset, preset_note], api_visibility="private",
+                     show_progress="hidden").then(**after_edit).then(**plot_after)
+    no_preset.click(preset_setter(None), None, [preset, preset_note], api_visibility="private",
+                    show_progress="hidden").then(**after_edit).then(**plot_after)
+    if api:  # hidden inputs that give gradio_client users the presets and curves
+        set_preset_api = gr.Textbox(visible=False)
+        set_preset_api.submit(on_set_preset, set_preset_api, [preset, preset_note], api_name="set_preset")
+        curves_api = gr.Textbox(visible=False)
+        curves_api.submit(on_edit_curves, curves_api, [curves, curve_list], api_name="edit_curves")
+    add_curve.click(on_add_curve, [curves, curve_dir, curve_kind, curve_value, curve_start, curve_end],
+                    [curves, curve_list], api_visibility="private").then(**after_edit).then(**plot_after)
+    clear_curves.click(lambda: ([], []), None, [curves, curve_list], api_visibility="private").then(
+        **after_edit).then(**plot_after)
+    paste_back.change(**after_edit)
+    reset.click(on_reset, None, [preset, curves, curve_list, preset_note, *sliders], api_visibility="private",
+                show_progress="hidden").then(**after_edit).then(**plot_after)
+    apply_event = apply_button.click(on_apply, [*edit_inputs, paste_back, *sliders], [video, summary, session],
+                                     **named("apply_edits"), concurrency_limit=1, concurrency_id="render",
+                                     show_progress_on=[video])
+
+    def describe_after(event: Any) -> Any:
+        return event.success(on_describe, [session], [*sliders, *cells, *headings, curve_dir, lambda_plot],
+                             **named("describe_directions"), concurrency_limit=1, concurrency_id="render",
+                             show_progress="minimal")
+
+    return EditPanel(preview=preview_image, frame=frame, lambda_plot=lambda_plot, sliders=sliders,
+                     stop_apply=stop_apply, apply_event=apply_event, slider_updates=slider_updates,
+                     describe_after=describe_after)
+
+
 @dataclass
 class StudioTab:
     """The components of the Studio tab that ``app.py`` wires to app-level events."""
@@ -138,15 +387,13 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     """Lay out the Studio tab (inside ``with gr.Tab("Studio"):``) and wire its events.
 
     Every per-user value lives in the ``gr.State`` :class:`~float_studio.state.Session`;
-    the edit preset and curves in their own ``gr.State`` values.
+    the edit preset and curves in their own ``gr.State`` values (:func:`build_edit_panel`).
     """
     # Only the slider count is needed before the model loads; every other size is read from
     # the loaded pipeline when an event runs.
     num_dirs = holder.get().config.motion_dim if holder.loaded else FloatConfig.official().motion_dim
     # Each browser session gets a deep copy of this value: a fresh Session (Session.__deepcopy__).
     session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
-    preset = gr.State(None)
-    curves = gr.State([])
 
     with gr.Row(equal_height=False):
         # ------------------------------------------------------------ inputs
@@ -212,95 +459,18 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
             summary = gr.Markdown(label="Summary", elem_id="float-summary")
 
     # ---------------------------------------------------------------- motion editing
-    gr.Markdown("### Edit the motion\nEach λ slider adds an offset along one direction of the "
-                "orthonormal motion basis, in every frame; after a generation the sliders are grouped "
-                "by what each direction moves in this portrait (hover a slider's note for the shares). "
-                "Presets and curves edit over time. The preview re-decodes only the frame under the "
-                "scrubber; **Apply to video** re-renders every frame from the cached motion, without "
-                "sampling again.")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4):
-            preview = gr.Image(label="Preview (edited frame)", type="numpy", format="png", height=300,
-                               interactive=False, elem_id="float-preview")
-            frame = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
-                              info="Scrub through the clip; the preview shows this frame.", elem_id="float-frame")
-            with gr.Row():
-                reset = gr.Button("Reset edits", size="sm", elem_id="float-reset")
-                apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id="float-apply")
-                stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id="float-stop-apply")
-        with gr.Column(scale=6):
-            lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id="float-lambda-plot")
-    with gr.Row(elem_id="float-presets"):
-        preset_note = gr.Markdown("**Preset:** none", elem_id="float-preset-note")
-        preset_buttons = [gr.Button(name.capitalize(), size="sm", elem_id=f"float-preset-{name.replace(' ', '-')}")
-                          for name in h.PRESET_NAMES]
-        no_preset = gr.Button("No preset", size="sm", elem_id="float-preset-none")
-    # The sliders stay in index order in the page (the API takes the offsets in that order);
-    # CSS `order` classes on their cells, set after the directions are measured, show them
-    # grouped, each group after its heading. (Each slider has its own Column: Gradio puts
-    # neighbouring sliders into one form box, which could not be reordered.)
-    with gr.Row(elem_classes="float-lambda-sliders", elem_id="float-lambda-sliders"):
-        headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
-                                elem_id=f"float-group-{group}")
-                    for group, title in plots.GROUP_TITLES.items()]
-        cells, sliders = [], []
-        for m in range(num_dirs):
-            with gr.Column(min_width=170, elem_classes=["float-lambda-cell"], elem_id=f"float-cell-{m + 1}") as cell:
-                sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
-                                         info=plots.direction_tooltip(None), interactive=False,
-                                         elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"]))
-            cells.append(cell)
-    with gr.Accordion("Edits over time (curves)", open=False, elem_id="float-curves"):
-        with gr.Row():
-            curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(num_dirs)], value=1,
-                                    label="Direction", elem_id="float-curve-direction")
-            curve_kind = gr.Radio(list(UI_CURVE_KINDS), value="ramp", label="Shape",
-                                  info="constant/pulse: the value on [start, end); ramp: 0 at start to the "
-                                       "value at end, then held.")
-            curve_value = gr.Number(value=1.0, label="Value (λ offset)")
-            curve_start = gr.Number(value=0, precision=0, minimum=0, label="Start frame")
-            curve_end = gr.Number(value=None, precision=0, minimum=1, label="End frame (empty: clip end)")
-        with gr.Row():
-            add_curve = gr.Button("Add curve", size="sm", elem_id="float-add-curve")
-            clear_curves = gr.Button("Clear curves", size="sm")
-        curve_list = gr.JSON(value=[], label="Curves (λ is 1-based; frames at 25 fps)", elem_id="float-curve-list")
-
-    # ---------------------------------------------------------------- handlers
     def pipe_fps() -> float:
         return holder.get().config.fps
 
-    def slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
-        """Ranges from the motion; labels and notes from the measured directions."""
-        out = []
-        for m, r in enumerate(plots.slider_ranges(gen.lambdas)):
-            info = gen.directions[m] if gen.directions else None
-            extra: dict[str, Any] = dict(value=0) if reset else {}
-            if info is not None:
-                extra.update(label=plots.direction_label(info, m), info=plots.direction_tooltip(info))
-            out.append(gr.update(minimum=-float(r), maximum=float(r), step=float(r) / 100, interactive=True,
-                                 **extra))
-        return out
+    def apply_edits(holder_: PipelineHolder, sess: st.Session, edits: h.Edits, paste: bool,
+                    report: ProgressCallback) -> tuple[str, str]:
+        rendered = h.apply_edits(holder_, sess, edits, paste, report)
+        for w in rendered.warnings:
+            gr.Warning(w)
+        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, pipe_fps())
 
-    def cell_updates(gen: st.Generation) -> list[Any]:
-        """Each slider cell's group and CSS order: after the headings of its own and the earlier
-        groups (see heading_updates)."""
-        order = {m: i for i, m in enumerate(plots.grouped_order(gen.directions))}
-        groups = list(plots.GROUP_TITLES)
-        return [gr.update(elem_classes=["float-lambda-cell", f"float-group-{d.group}",
-                                        f"float-order-{order[m] + groups.index(d.group) + 1}"])
-                for m, d in enumerate(gen.directions)]
-
-    def heading_updates(gen: st.Generation) -> list[Any]:
-        """Group headings with their counts; heading i sits before its group's sliders."""
-        if not gen.directions:
-            return [gr.update(visible=False) for _ in headings]
-        counts = {g: sum(d.group == g for d in gen.directions) for g in plots.GROUP_TITLES}
-        out, pos = [], 0
-        for group, title in plots.GROUP_TITLES.items():
-            out.append(gr.update(value=f"#### {title} ({counts[group]})", visible=counts[group] > 0,
-                                 elem_classes=["float-group-title", f"float-order-{pos}"]))
-            pos += counts[group] + 1
-        return out
+    panel = build_edit_panel(holder, session, paste_back, video, summary, num_dirs, preview=h.preview,
+                             apply=apply_edits)
 
     @ui_errors
     def on_status() -> str:
@@ -322,7 +492,7 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     def on_analyze(sess: st.Session, speech: str | None, emo: str,
                    progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:
         """Analyse the speech (cached per session); returns the emotion plot and the timeline."""
-        view = h.analyze(holder, sess, speech, emo, _bar(progress, {"speech": (0.0, 1.0)}))
+        view = h.analyze(holder, sess, speech, emo, progress_bar(progress, {"speech": (0.0, 1.0)}))
         return (None, None) if view is None else (view.bars, view.timeline)
 
     @ui_errors
@@ -341,7 +511,7 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
         """Analyse (cached), sample motion (cached per settings), render; streams the seed and
         the emotion plots as soon as the speech is analysed."""
         sampling = st.sampling_from_ui(a, e, steps, solver_name, emo, seed_value)
-        report = _bar(progress, h.GENERATE_SPANS)
+        report = progress_bar(progress, h.GENERATE_SPANS)
         skip = gr.skip()
         steps_iter = h.generate(holder, sess, image, speech, crop_on, sampling, int(face or 0), crop_scale, report)
         analysed = next(steps_iter)
@@ -360,83 +530,8 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
             h.preview(holder, sess, 0, h.Edits(np.zeros(num_dirs, np.float32)), paste),
             plots.lambda_figure(gen.lambdas, fps, 0, directions=gen.directions),
             analysed.emotion.bars, analysed.emotion.timeline,
-            *slider_updates(gen, reset=True),
+            *panel.slider_updates(gen, reset=True),
         )
-
-    @gpu(duration=60)
-    @ui_errors
-    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Measure what each direction moves in this portrait; label and group the sliders."""
-        gen = h.describe_directions(holder, sess, _bar(progress, {"directions": (0.0, 1.0)}))
-        if gen is None:
-            return (*[gr.skip()] * (2 * num_dirs + len(headings) + 2),)
-        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
-        return (*slider_updates(gen), *cell_updates(gen), *heading_updates(gen), gr.update(choices=choices),
-                plots.lambda_figure(gen.lambdas, pipe_fps(), 0, directions=gen.directions))
-
-    @gpu(duration=20)
-    @ui_errors
-    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
-                   paste: bool, *values: float) -> Any:
-        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
-        frame_png = h.preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
-        return gr.skip() if frame_png is None else frame_png
-
-    @ui_errors
-    def on_plot(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
-                *values: float) -> Any:
-        gen = sess.current
-        if gen is None:
-            return gr.skip()
-        offsets = h.edit_offsets(gen, _edits(preset_name, curve_rows, values, num_dirs))
-        return plots.lambda_figure(gen.lambdas, pipe_fps(), int(index or 0), offsets, directions=gen.directions)
-
-    def on_reset() -> tuple[Any, ...]:
-        return (None, [], [], "**Preset:** none", *[0.0] * num_dirs)
-
-    def preset_setter(name: str | None) -> Callable[[], tuple[Any, str]]:
-        def set_preset() -> tuple[Any, str]:
-            return name, f"**Preset:** {name or 'none'}"
-
-        set_preset.__name__ = f"set_preset_{(name or 'none').replace(' ', '_')}"
-        return set_preset
-
-    @ui_errors
-    def on_set_preset(name: str) -> tuple[Any, str]:
-        """Choose a motion preset ("lips only", "calmer head", "more expressive" or "none")."""
-        key = str(name or "none").strip().lower()
-        if key != "none" and key not in h.PRESET_NAMES:
-            raise ValueError(f"preset: expected 'none' or one of {', '.join(h.PRESET_NAMES)}, got {name!r}")
-        return preset_setter(None if key == "none" else key)()
-
-    @ui_errors
-    def on_add_curve(rows: list[dict], direction: int, kind: str, value: float, start: float,
-                     end: float | None) -> tuple[list[dict], list[dict]]:
-        row = {"direction": int(direction or 1), "kind": kind, "value": value, "start": int(start or 0),
-               "end": None if end in (None, "") else int(end)}
-        new = [*(rows or []), row]
-        h.curves_from_rows(new)  # validate now, with a message naming the curve
-        return new, new
-
-    @ui_errors
-    def on_edit_curves(curves_json: str) -> tuple[list[dict], list[dict]]:
-        """Replace the edit curves: a JSON list of {direction (1-based), kind, value, start, end}."""
-        rows = json.loads(curves_json or "[]")
-        if not isinstance(rows, list):
-            raise ValueError("curves: expected a JSON list of objects")
-        h.curves_from_rows(rows)
-        return rows, rows
-
-    @gpu(duration=120)
-    @ui_errors
-    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
-                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
-        edits = _edits(preset_name, curve_rows, values, num_dirs)
-        rendered = h.apply_edits(holder, sess, edits, paste, _bar(progress, h.RENDER_SPANS))
-        for w in rendered.warnings:
-            gr.Warning(w)
-        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, pipe_fps()), sess
 
     def on_stop(sess: st.Session) -> None:
         h.stop(sess)
@@ -455,45 +550,13 @@ def build_studio_tab(holder: PipelineHolder) -> StudioTab:
     generate_event = generate.click(
         on_generate,
         [session, portrait, audio, crop, paste_back, a_cfg, e_cfg, nfe, solver, emotion, seed, face, crop_scale],
-        [video, summary, seed, session, frame, preview, lambda_plot, emotion_plot, timeline_plot, *sliders],
+        [video, summary, seed, session, panel.frame, panel.preview, panel.lambda_plot, emotion_plot, timeline_plot,
+         *panel.sliders],
         api_name="generate", concurrency_limit=1, concurrency_id="render", show_progress_on=[video],
     )
-    describe_event = generate_event.success(
-        on_describe, [session], [*sliders, *cells, *headings, curve_dir, lambda_plot],
-        api_name="describe_directions",
-        concurrency_limit=1, concurrency_id="render", show_progress="minimal")
-    edit_inputs = [session, preset, curves]
-    gr.on([s.input for s in sliders] + [frame.input], on_preview, [*edit_inputs, frame, paste_back, *sliders],
-          preview, api_name="preview", trigger_mode="always_last", show_progress="hidden",
-          concurrency_limit=2, concurrency_id="preview")
-    replot = [s.release for s in sliders] + [frame.release]
-    gr.on(replot, on_plot, [*edit_inputs, frame, *sliders], lambda_plot, api_visibility="private",
-          trigger_mode="always_last", show_progress="hidden")
-    after_edit = dict(fn=on_preview, inputs=[*edit_inputs, frame, paste_back, *sliders], outputs=preview,
-                      api_visibility="private", show_progress="hidden")
-    plot_after = dict(fn=on_plot, inputs=[*edit_inputs, frame, *sliders], outputs=lambda_plot,
-                      api_visibility="private", show_progress="hidden")
-    for name, button in zip(h.PRESET_NAMES, preset_buttons):
-        button.click(preset_setter(name), None, [preset, preset_note], api_visibility="private",
-                     show_progress="hidden").then(**after_edit).then(**plot_after)
-    no_preset.click(preset_setter(None), None, [preset, preset_note], api_visibility="private",
-                    show_progress="hidden").then(**after_edit).then(**plot_after)
-    set_preset_api = gr.Textbox(visible=False)
-    set_preset_api.submit(on_set_preset, set_preset_api, [preset, preset_note], api_name="set_preset")
-    curves_api = gr.Textbox(visible=False)
-    curves_api.submit(on_edit_curves, curves_api, [curves, curve_list], api_name="edit_curves")
-    add_curve.click(on_add_curve, [curves, curve_dir, curve_kind, curve_value, curve_start, curve_end],
-                    [curves, curve_list], api_visibility="private").then(**after_edit).then(**plot_after)
-    clear_curves.click(lambda: ([], []), None, [curves, curve_list], api_visibility="private").then(
-        **after_edit).then(**plot_after)
-    paste_back.change(**after_edit)
-    reset.click(on_reset, None, [preset, curves, curve_list, preset_note, *sliders], api_visibility="private",
-                show_progress="hidden").then(**after_edit).then(**plot_after)
-    apply_event = apply.click(on_apply, [*edit_inputs, paste_back, *sliders], [video, summary, session],
-                              api_name="apply_edits", concurrency_limit=1, concurrency_id="render",
-                              show_progress_on=[video])
-    for button in (stop, stop_apply):
-        button.click(on_stop, [session], None, cancels=[generate_event, describe_event, apply_event, analyze_event],
+    describe_event = panel.describe_after(generate_event)
+    for button in (stop, panel.stop_apply):
+        button.click(on_stop, [session], None,
+                     cancels=[generate_event, describe_event, panel.apply_event, analyze_event],
                      queue=False, api_visibility="private")
     return StudioTab(generate=generate)
-
