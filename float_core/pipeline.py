@@ -524,8 +524,8 @@ class FloatPipeline:
         analysis of the same inputs.
 
         ``drive``: a video (or its :meth:`analyse_video`) whose face gives the coefficients of the
-        directions in the groups ``drive_groups`` (names of :data:`~float_core.directions.GROUPS`, e.g. ``("head",)``: the
-        lips from the speech, the head from the video), relative to its first frame
+        directions in the groups ``drive_groups`` (names of :data:`~float_core.directions.GROUPS`,
+        e.g. ``("head",)``: the lips from the speech, the head from the video), relative to its first frame
         (:mod:`float_core.video_in`); played back and forth when shorter than the speech, cut
         when longer. Sampling is unchanged (the speech motion is the same as without ``drive``
         for the same seed); the groups are the portrait's :meth:`describe_directions`
@@ -557,7 +557,7 @@ class FloatPipeline:
         timings["sampling"] = time.perf_counter() - t0
         notes = [prepared.source.message]
         if drive is not None:
-            from .video_in import transfer_groups
+            from .video_in import group_note, transfer_groups
 
             t0 = time.perf_counter()
             video = self._video_motion(drive, crop=crop, crop_scale=crop_scale, progress=report)
@@ -565,7 +565,7 @@ class FloatPipeline:
             motion = transfer_groups(motion, video, drive_groups, directions, self.basis,
                                      source_lambda=prepared.source_lambda)  # relative, as LIA
             timings["video"] = time.perf_counter() - t0
-            notes.append(video.message)
+            notes += [video.message, group_note(directions, drive_groups)]
         timings["render"] = self.render_video(out_path, prepared.source, motion, audio=prepared.speech.waveform,
                                               edits=edits, batch_size=batch_size, progress=report,
                                               paste_back=paste_back)
@@ -654,9 +654,10 @@ class FloatPipeline:
         tracked crop square, feathered and colour matched, so pixels outside the square are the
         input frame's. The MP4 follows the speech's length (the video played back and forth when
         shorter, cut when longer), at the video's resolution, with the new audio. ``video`` may
-        be an :meth:`analyse_video` result with a reference frame, to reuse it.
+        be an :meth:`analyse_video` result with a reference frame, to reuse it (its face, crop
+        scale and reference are the analysis').
         """
-        from .video_in import DubCompositor, parse_groups, ping_pong, transfer_groups
+        from .video_in import DubCompositor, group_note, parse_groups, ping_pong, transfer_groups
 
         groups = parse_groups(groups_from_video)
         cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
@@ -669,6 +670,9 @@ class FloatPipeline:
         if motion_video.reference_source is None or motion_video.crop_boxes is None:
             raise ValueError("dub: the video analysis needs the face track and a reference frame "
                              "(analyse_video(video, reference_frame='auto'))")
+        if reference_frame is not None and reference_frame != motion_video.reference:
+            raise ValueError(f"reference_frame: the analysed video's reference is frame {motion_video.reference}; "
+                             f"analyse it with reference_frame={reference_frame}")
         timings["video"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         prepared = Prepared(motion_video.reference_source, self.prepare_audio(audio, max_seconds=max_seconds))
@@ -686,8 +690,8 @@ class FloatPipeline:
         timings["render"] = self.render_video(out_path, prepared.source, motion, audio=prepared.speech.waveform,
                                               edits=edits, batch_size=batch_size, progress=report,
                                               composite=compositor.frames)
-        return self._result(out_path, motion, start, timings, [motion_video.message], emotion=emotion_vec,
-                            sampling=cfg)
+        return self._result(out_path, motion, start, timings, [motion_video.message, group_note(directions, groups)],
+                            emotion=emotion_vec, sampling=cfg)
 
     def render_video(self, out_path: str | os.PathLike[str], source: SourceImage | Prepared, motion: Tensor, *,
                      audio: np.ndarray | None = None, edits: Tensor | Sequence[float] | None = None,

@@ -33,6 +33,7 @@ DUB_DESCRIPTION = (
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``drive`` and ``dub`` (:mod:`float_core.cli`)."""
     p = _command(subparsers, "drive", "animate a portrait with the face motion of a video (reenactment)",
                  DRIVE_DESCRIPTION, image="portrait image (JPEG, PNG, WebP, ...)",
                  video="driving video of a face (MP4, MOV, MKV, WebM; phone videos too)")

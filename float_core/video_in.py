@@ -88,7 +88,9 @@ __all__ = [
     "choose_reference",
     "drive_motion",
     "group_mask",
+    "group_note",
     "iter_frames_at_fps",
+    "missing_groups",
     "mix_motion",
     "open_video",
     "parse_groups",
@@ -525,7 +527,9 @@ def analyse_video(pipe: "FloatPipeline", video: VideoInput, *, crop: bool = True
 
     if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
         raise ValueError(f"detect_every: must be a whole number >= 1, got {detect_every!r}")
-    if reference_frame is not None and not (reference_frame == "auto" or isinstance(reference_frame, (int, np.integer))):
+    if isinstance(face, bool) or not isinstance(face, (int, np.integer)) or face < 0:
+        raise ValueError(f"face: 0 is the largest face, 1 the next, ...; got {face!r}")
+    if reference_frame is not None and reference_frame != "auto" and not isinstance(reference_frame, (int, np.integer)):
         raise ValueError(f"reference_frame: expected a frame index, 'auto' or None, got {reference_frame!r}")
     path = Path(video)
     report = as_progress(progress)
@@ -672,6 +676,21 @@ def group_mask(directions: Sequence["DirectionInfo"], groups: str | Iterable[str
     return torch.tensor([d.group in chosen for d in directions], dtype=torch.bool)
 
 
+def missing_groups(directions: Sequence["DirectionInfo"], groups: str | Iterable[str]) -> tuple[str, ...]:
+    """The groups of ``groups`` with no direction in this portrait (nothing to take from a video)."""
+    present = {d.group for d in directions}
+    return tuple(g for g in parse_groups(groups) if g not in present)
+
+
+def group_note(directions: Sequence["DirectionInfo"], groups: str | Iterable[str]) -> str | None:
+    """A note for the user when some of ``groups`` have no direction in this portrait, else None."""
+    missing = missing_groups(directions, groups)
+    if not missing:
+        return None
+    return (f"no direction of this portrait moves mostly the {' or '.join(missing)} (describe_directions), so "
+            f"nothing of that comes from the video")
+
+
 def mix_motion(motion: Tensor, target_lambdas: Tensor, mask: Tensor, basis: Tensor) -> Tensor:
     """``motion`` (T, d) with the coefficients of the directions in ``mask`` (M,) replaced by
     ``target_lambdas`` (T, M); the other coefficients and the part outside span(V) unchanged
@@ -725,6 +744,7 @@ class FrameReader:
         self._k = -1  # the last 25 fps index produced by sequential reading (no timestamps)
 
     def close(self) -> None:
+        """Close the file (a later read opens it again)."""
         if self._container is not None:
             self._container.close()
         self._container = self._frames = self._current = None

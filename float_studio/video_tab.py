@@ -83,6 +83,7 @@ def check_video(video_path: str | None) -> str:
 
 
 def parse_mode(mode: str | None) -> str:
+    """A mode value of :data:`MODES` (any case), or a ValueError listing them."""
     key = str(mode or "drive").strip().lower()
     if key not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
@@ -270,8 +271,11 @@ def summary_markdown(gen: VideoGeneration, seconds: float, edited: bool = False,
     parts = [f"{what}: **{gen.num_frames} frames** ({gen.num_frames / fps:.1f} s) in {seconds:.1f} s",
              f"video {gen.video.num_frames} frames"]
     if gen.mode != "drive":
+        from float_core.video_in import group_note
+
         parts.append(f"from the video: {', '.join(gen.groups)}")
         parts.append(f"seed **{gen.sampling.seed}**" if gen.sampling is not None else "")
+        parts.append(group_note(gen.directions, gen.groups) or "")
     if gen.video.message:
         parts.append(gen.video.message)
     return " · ".join(p for p in parts if p)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
@@ -40,3 +42,24 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     err = (actual.detach().float() - expected.float()).abs().max().item()
     assert err <= atol, f"max abs error {err:.3g} > {atol:g}"
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` torch threads (the process-wide intra-op pool), then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module whose work is many tiny ops (video frames one by one through
+    the tiny model): on a loaded 2-core machine two OpenMP threads wait on each other at every
+    op; the video tests took 155 s with two threads and 24 s with one, at the same load. The
+    tests compare paths within one setting, so the thread count does not change their results."""
+    with torch_threads(1):
+        yield

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_torch_thread  # noqa: F401 - the fixture of pytestmark
 import soundfile as sf
 
 from float_core.cli import main
@@ -13,6 +14,7 @@ from float_core.config import FPS, SAMPLE_RATE
 from float_core.media.video import probe_video
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VIDEO_FRAMES = 10
 SPEECH_FRAMES = 18  #: longer than the video: played back and forth
 MODEL = ["--checkpoint", "tiny-random", "-q"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_torch_thread  # noqa: F401 - the fixture of pytestmark
 import torch
 
 from float_core.config import FPS, SAMPLE_RATE
@@ -18,6 +19,7 @@ from float_core.media.video import VideoWriter, probe_video
 from float_core.video_in import VideoError, drive_motion, ping_pong, smooth_track
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIDE = 192  #: test videos are SIDE x SIDE (the astronaut's face is ~45 px wide)
 MOVING_FRAMES = 30  #: 1.2 s
 SPEECH_FRAMES = 45  #: 1.8 s: longer than the moving video (ping-pong)
@@ -216,7 +218,8 @@ def test_a_4k_video_is_handled_with_memory_bounded_by_a_few_frames(pipe, portrai
     assert video.num_frames == 3 and (video.width, video.height) == (3840, 2160)
     x1, y1, x2, y2 = detect_faces(portrait)[0].box
     scale = 2160 / SIDE
-    x, y = (video.track.boxes[0, 0] + video.track.boxes[0, 2]) / 2, (video.track.boxes[0, 1] + video.track.boxes[0, 3]) / 2
+    bx1, by1, bx2, by2 = video.track.boxes[0]
+    x, y = (bx1 + bx2) / 2, (by1 + by2) / 2
     assert abs(x - (840 + scale * (x1 + x2) / 2)) < 60 and abs(y - scale * (y1 + y2) / 2) < 60  # full-resolution box
     assert peak < 4 * frame.nbytes, f"peak {peak / 2**20:.0f} MB of Python/NumPy memory for 25 MB frames"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_torch_thread  # noqa: F401 - the fixture of pytestmark
 import torch
 
 os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
@@ -22,6 +23,7 @@ from float_studio import video_tab as vt  # noqa: E402
 from float_studio.model import PipelineHolder  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VIDEO_FRAMES, SPEECH_FRAMES, SIDE = 12, 20, 160
 SAMPLING = st.sampling_from_ui(2.0, 1.0, 2, "euler", "auto", 3)
 
@@ -95,6 +97,13 @@ def test_head_from_video_mixes_the_chosen_groups(holder, pipe, media, session):
     # the speech-driven rest is the Studio's sampling of the same inputs and seed
     studio = h.sample_generation(pipe, session, 0, gen.source_key, gen.source, gen.speech_key, gen.speech, SAMPLING)
     assert np.allclose(gen.lambdas[:, ~eyes.numpy()], studio.lambdas[:, ~eyes.numpy()], atol=2e-5)
+    assert "nothing of that" not in vt.summary_markdown(gen, 1.0)
+    # this portrait has no "head" direction: the summary says so, and nothing comes from the video
+    head = vt.run(holder, session, "hybrid", media["video"], image=media["portrait"], speech_path=media["speech"],
+                  groups=["head"], sampling=SAMPLING)
+    note = "mostly the head (describe_directions), so nothing of that comes from the video"
+    assert note in vt.summary_markdown(head, 1.0)
+    assert np.allclose(head.lambdas, studio.lambdas, atol=2e-5)
 
 
 def test_dub_composites_into_the_video_and_the_studio_edits_act_on_it(holder, media, session):
