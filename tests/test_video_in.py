@@ -375,3 +375,20 @@ def test_bad_videos_are_clear_errors_and_leave_no_file(pipe, portrait, media, ba
     with pytest.raises(ValueError, match="groups"):
         pipe.dub(video, media["speech"], tmp_path / "dub.mp4", groups_from_video=("hair",), progress=False)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+# ============================================================================ device discipline
+def test_video_paths_on_a_simulated_accelerator_equal_the_cpu(pipe, portrait, media, still, directions, tmp_path):
+    """No implicit host conversion and no sync in the video paths (float_core.testing), same motion."""
+    from float_core.testing import SimulatedAccelerator
+
+    with SimulatedAccelerator() as acc:
+        dev = acc.pipeline(pipe)
+        mark = acc.mark()
+        video = dev.analyse_video(media["still"], reference_frame="auto")
+        assert acc.since(mark) == []  # not one sync while decoding, tracking and encoding
+        assert torch.equal(video.motion.cpu(), still.motion)
+        assert dev.drive(portrait, video, tmp_path / "d.mp4", progress=False).num_frames == 12
+        dubbed = dev.dub(video, str(media["short"]), tmp_path / "u.mp4", nfe=1, seed=0, directions=directions,
+                         progress=False)
+        assert dubbed.num_frames == 15 and probe_video(tmp_path / "u.mp4")["width"] == SIDE
