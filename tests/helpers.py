@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -45,10 +46,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-
 
 
 @contextlib.contextmanager
-def torch_threads(count: int):
-    """Run the block with ``count`` torch threads (the process-wide intra-op pool), then restore."""
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for the tiny model's small kernels, restored afterwards.
+
+    On a loaded 2-core machine two OpenMP threads made a 64 px tiny-model frame ~40x slower
+    (92 ms against 2 ms per frame measured side by side in one process): every small kernel
+    waits for the second thread's time slice. Results are compared only within one setting.
+    """
     threads = torch.get_num_threads()
-    torch.set_num_threads(count)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -56,10 +62,9 @@ def torch_threads(count: int):
 
 
 @pytest.fixture(scope="module")
-def one_torch_thread():
-    """One torch thread for a module whose work is many tiny ops (video frames one by one through
-    the tiny model): on a loaded 2-core machine two OpenMP threads wait on each other at every
-    op; the video tests took 155 s with two threads and 24 s with one, at the same load. The
-    tests compare paths within one setting, so the thread count does not change their results."""
-    with torch_threads(1):
+def one_thread_module():
+    """:func:`one_torch_thread` for a whole module whose work is many tiny ops (video frames one by
+    one through the tiny model): the video tests took 155 s with two threads and 24-28 s with one,
+    at the same load on the 2 cores."""
+    with one_torch_thread():
         yield

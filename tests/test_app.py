@@ -437,9 +437,9 @@ def test_video_api_example_in_the_docs_runs(served, monkeypatch):
     code = code.replace('"http://127.0.0.1:7860/"', repr(served[0])).replace("nfe=10", "nfe=2")
     monkeypatch.chdir(root)  # the example's paths are relative to the checkout
     scope: dict = {}
-    from helpers import torch_threads
+    from helpers import one_torch_thread
 
-    with torch_threads(1):  # frame-by-frame tiny ops (see helpers.one_torch_thread)
+    with one_torch_thread():  # frame-by-frame tiny ops (see helpers.one_thread_module)
         exec(compile(code, "docs/video.md", "exec"), scope)  # noqa: S102 - our own documentation
     dubbed, driven = (Path(v["video"] if isinstance(v, dict) else v) for v in (scope["dubbed"], scope["driven"]))
     info = probe_video(dubbed)

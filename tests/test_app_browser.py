@@ -265,9 +265,9 @@ def test_video_tab_dubs_the_example_and_the_video_plays(page, app_url):
     page.fill("#video-nfe input[type=number]", "2")
     page.keyboard.press("Enter")
     _shot(page, "07-video-inputs.png")
-    from helpers import torch_threads
+    from helpers import one_torch_thread
 
-    with torch_threads(1):  # the server's frame-by-frame tiny ops (see helpers.one_torch_thread)
+    with one_torch_thread():  # the server's frame-by-frame tiny ops (see helpers.one_thread_module)
         page.click("#video-run-dub")
         page.wait_for_selector("#video-output video[src*='.mp4']", timeout=180_000)
     assert "100 frames" in page.inner_text("#video-summary")  # the speech's 4.0 s, at 25 fps

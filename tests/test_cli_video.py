@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_torch_thread  # noqa: F401 - the fixture of pytestmark
+from helpers import one_thread_module  # noqa: F401 - the fixture of pytestmark
 import soundfile as sf
 
 from float_core.cli import main
@@ -14,7 +14,7 @@ from float_core.config import FPS, SAMPLE_RATE
 from float_core.media.video import probe_video
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 VIDEO_FRAMES = 10
 SPEECH_FRAMES = 18  #: longer than the video: played back and forth
 MODEL = ["--checkpoint", "tiny-random", "-q"]

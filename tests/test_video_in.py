@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_torch_thread  # noqa: F401 - the fixture of pytestmark
+from helpers import one_thread_module  # noqa: F401 - the fixture of pytestmark
 import torch
 
 from float_core.config import FPS, SAMPLE_RATE
@@ -19,7 +19,7 @@ from float_core.media.video import VideoWriter, probe_video
 from float_core.video_in import VideoError, drive_motion, ping_pong, smooth_track
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 SIDE = 192  #: test videos are SIDE x SIDE (the astronaut's face is ~45 px wide)
 MOVING_FRAMES = 30  #: 1.2 s
 SPEECH_FRAMES = 45  #: 1.8 s: longer than the moving video (ping-pong)

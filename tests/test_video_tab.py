@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_torch_thread  # noqa: F401 - the fixture of pytestmark
+from helpers import one_thread_module  # noqa: F401 - the fixture of pytestmark
 import torch
 
 os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
@@ -23,7 +23,7 @@ from float_studio import video_tab as vt  # noqa: E402
 from float_studio.model import PipelineHolder  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 VIDEO_FRAMES, SPEECH_FRAMES, SIDE = 12, 20, 160
 SAMPLING = st.sampling_from_ui(2.0, 1.0, 2, "euler", "auto", 3)
 
