@@ -7,14 +7,17 @@ when absent, fetched from the Hugging Face Hub with progress bars; when that fai
 still starts, shows a banner saying what to download and where, and disables generation.
 
 Environment: ``FLOAT_CHECKPOINT_DIR`` (weights), ``FLOAT_AUTO_DOWNLOAD`` (0: never download),
-``FLOAT_DEVICE``, ``FLOAT_DTYPE``, ``FLOAT_MAX_SECONDS`` (longest speech, default 60, 0 = no
-limit), ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (read by Gradio itself).
+``FLOAT_DEVICE``, ``FLOAT_DTYPE``, the limits ``FLOAT_MAX_SECONDS`` (longest speech, 60 s),
+``FLOAT_MAX_LIVE_SECONDS`` (longest microphone stream or call, 300 s) and
+``FLOAT_MAX_UPLOAD_MB`` (50), ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (read by Gradio
+itself). Deployment (Spaces hardware, ZeroGPU, limits): docs/deployment.md.
 
 Tabs: **Studio** (portrait + speech -> video, motion editing), **Video** (a video as input:
-drive, lips from speech + head from video, dub), **Live** (streaming), **Call**.
-API endpoints of the Studio tab (``gradio_client``, see README.md): ``/analyze``,
+drive, lips from speech + head from video, dub; docs/video.md), **Conversation** (several
+portraits in one video, docs/conversation.md), **Live** (streaming), **Call**.
+API endpoints of the Studio tab (``gradio_client``, see docs/app.md): ``/analyze``,
 ``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``; of the Video
-tab (docs/video.md): ``/drive``, ``/dub``.
+tab: ``/drive``, ``/dub``; of the Conversation tab: ``/converse``.
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ from typing import Any
 
 import gradio as gr
 
-from float_studio import server
+from float_studio import gpu  # noqa: F401 - first: on ZeroGPU, `spaces` must precede CUDA
+from float_studio import limits, server
 from float_studio.call import build_call_tab
+from float_studio.conversation_tab import build_conversation_tab
 from float_studio.live import build_live_tab
 from float_studio.model import PipelineHolder
 from float_studio.ui import build_studio_tab
 from float_studio.video_tab import build_video_tab
 
-log = logging.getLogger("float_studio")
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
@@ -48,6 +52,8 @@ def build_demo(holder: PipelineHolder | None = None) -> gr.Blocks:
             studio = build_studio_tab(holder)
         with gr.Tab("Video", id="video"):
             build_video_tab(holder)
+        with gr.Tab("Conversation", id="conversation"):
+            build_conversation_tab(holder)
         with gr.Tab("Live", id="live"):
             build_live_tab(holder)
         with gr.Tab("Call", id="call"):
@@ -70,9 +76,10 @@ def build_demo(holder: PipelineHolder | None = None) -> gr.Blocks:
 
 
 def launch_kwargs() -> dict[str, Any]:
-    """Theme and CSS (Gradio 6 takes them in ``launch()``, not in ``Blocks()``)."""
+    """Theme and CSS (Gradio 6 takes them in ``launch()``, not in ``Blocks()``) and the upload
+    cap (``FLOAT_MAX_UPLOAD_MB``: Gradio refuses larger uploads with HTTP 413)."""
     return dict(theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="sky"),
-                css_paths=[ASSETS / "style.css"], show_error=True)
+                css_paths=[ASSETS / "style.css"], show_error=True, max_file_size=limits.max_upload_bytes())
 
 
 #: The one pipeline of this process, loaded lazily and shared read-only by every session.
@@ -82,7 +89,7 @@ demo = build_demo(PIPELINE)
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Load (downloading the weights with progress bars when absent) before serving, so the
-    # first visitor does not wait; a failure becomes the banner and disables generation.
-    if not PIPELINE.available():
-        log.warning("starting without a model: %s", PIPELINE.error)
+    # first visitor does not wait (and, on ZeroGPU, so that the weights are packed for the GPU
+    # workers); a failure is logged in one line and becomes the banner.
+    PIPELINE.available()
     server.launch(demo, PIPELINE, **launch_kwargs())

@@ -1,15 +1,16 @@
 // FLOAT Studio "Call" tab: the browser side of a WebRTC call with the portrait.
 // Runs as the gr.HTML component's js_on_load (`element` is the component's root) and defines
 // window.floatCall = {start, hangup}, which the Call / Hang up buttons invoke. Protocol
-// (README "Call (WebRTC)"): GET call/config for the ICE servers, then POST call/offer with the
+// (docs/call.md): GET call/config for the ICE servers, then POST call/offer with the
 // complete offer (no trickle ICE) and apply the answer; events arrive on the "events" channel.
 (() => {
   const $ = (id) => element.querySelector("#" + id);
   const ui = {
     video: $("float-call-video"), state: $("float-call-state"), latency: $("float-call-latency"),
     fps: $("float-call-fps"), speaking: $("float-call-speaking"), error: $("float-call-error"),
-    transcript: $("float-call-transcript"),
+    transcript: $("float-call-transcript"), countdown: $("float-call-countdown"), warning: $("float-call-warning"),
   };
+  const COUNTDOWN_S = 30; // the last seconds of a call are counted down (FLOAT_MAX_LIVE_SECONDS)
   let call = null; // {pc, mic, channel, id, mode}
 
   // The app's base URL (Gradio may be mounted under a sub-path).
@@ -37,6 +38,7 @@
   function onEvent(ev) {
     if (ev.type === "state") {
       setState(ev.state);
+      if (ev.state === "closed") ui.countdown.textContent = "";
       if (ev.state === "closed" && ev.reason && !/hung up/.test(ev.reason)) showError("Call ended: " + ev.reason);
     } else if (ev.type === "transcript") {
       addLine(ev.role, ev.text, ev.turn);
@@ -53,6 +55,9 @@
       if (ev.latency_ms != null) ui.latency.textContent = `${ev.latency_ms} ms (speech in → mouth out)`;
       else if (ev.delay_ms != null) ui.latency.textContent = `${ev.delay_ms} ms (your audio in → its frame out)`;
       ui.speaking.textContent = ev.speaking ? "Speaking" : "Idle";
+      ui.countdown.textContent = ev.remaining_s != null && ev.remaining_s <= COUNTDOWN_S
+        ? `The call ends in ${Math.ceil(ev.remaining_s)} s (calls last at most ${ev.max_seconds} s).` : "";
+      ui.warning.textContent = ev.realtime || ""; // generation slower than real time: the delay to expect
     }
   }
 
@@ -83,6 +88,7 @@
     ui.transcript.innerHTML = "";
     ui.latency.textContent = "-";
     ui.fps.textContent = "-";
+    ui.countdown.textContent = ui.warning.textContent = "";
     setState("starting");
     const c = call = { mode, name };
     try {
@@ -90,6 +96,7 @@
       const cfgRes = await fetch(url("call/config"));
       if (!cfgRes.ok) throw new Error("The call service is not available on this server (HTTP " + cfgRes.status + ").");
       const cfg = await cfgRes.json();
+      if (cfg.available === false) throw new Error(cfg.reason);
       if (mode === "assistant" && !cfg.assistant.available) throw new Error(cfg.assistant.reason);
       if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia)
         throw new Error("This page cannot use the microphone (it needs https or localhost).");

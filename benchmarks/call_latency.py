@@ -1,11 +1,11 @@
-"""Call latency benchmark (issue 10): puppet speech-in -> mouth-out, assistant end-of-question -> answer.
+"""Call latency benchmark: puppet speech-in -> mouth-out, assistant end-of-question -> answer.
 
     python benchmarks/call_latency.py                          # tiny and official, both modes
     python benchmarks/call_latency.py --sizes tiny --modes puppet --seconds 12
 
 Each (size, mode) runs the Call routes (:func:`float_studio.call.mount_call_routes`) on a
 FastAPI app served by uvicorn on 127.0.0.1 with random weights (``float_core.bench.random_model``:
-the released weights cannot be downloaded here) and calls them with the aiortc client of
+the timings depend only on the model size) and calls them with the aiortc client of
 :mod:`float_studio.call.client` (the same WebRTC stack as a browser, over loopback):
 
 * **puppet**: the caller sends 1 s of silence then the example speech (tiled) in real time.

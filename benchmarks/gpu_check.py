@@ -223,7 +223,7 @@ def measure_speed(pipe: FloatPipeline, wave: np.ndarray, seconds: float) -> dict
         windows = -(-prepared.num_frames // pipe.config.num_frames)
         decode_s, _ = _timed(lambda: sum(f.shape[0] for f in pipe.render(prepared, motion, batch_size=batch)),
                              device)
-        emotion = pipe.resolve_emotion(prepared, "happy")  # a device tensor: the CUDA crash of issue 12
+        emotion = pipe.resolve_emotion(prepared, "happy")  # a device tensor (once crashed on CUDA)
         e2e_s, result = _timed(lambda: pipe.generate(EXAMPLE_PORTRAIT, wave, out_path, crop=False, nfe=10,
                                                      seed=0, emotion=emotion, progress=False), device)
         if not out_path.is_file() or result.num_frames != prepared.num_frames:

@@ -1,4 +1,4 @@
-"""Peak memory of a whole `generate` run versus audio length (issue 3: 10 min within 1.5x of 10 s).
+"""Peak memory of a whole `generate` run versus audio length (the aim: 10 min within 1.5x of 10 s).
 
 Each length runs in a fresh subprocess with the tiny random model and writes a real MP4 from
 a synthetic speech-like signal; the child reports its own peak resident memory.
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 
 def _child(seconds: float, nfe: int) -> None:
@@ -43,6 +44,27 @@ def _child(seconds: float, nfe: int) -> None:
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def measure_lengths(script: str, lengths: list[float], extra: list[str], label: str = "audio",
+                    details: Callable[[dict], str] = lambda row: "") -> int:
+    """Run ``script --_child SECONDS *extra`` in a fresh, offline interpreter per length (each
+    child prints one JSON line with its own peak memory) and print a row per length and the
+    peak-memory ratio of the longest to the shortest. Returns the exit code."""
+    rows = []
+    for seconds in lengths:
+        proc = subprocess.run([sys.executable, script, "--_child", str(seconds), *extra], capture_output=True,
+                              text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if proc.returncode:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            return 1
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['seconds']:7.0f} s {label}: {r['frames']:6d} frames, peak RSS {r['peak_rss_mb']:7.1f} MB, "
+              f"wall {r['wall_s']:6.1f} s{details(r)}")
+    if len(rows) > 1:
+        print(f"peak memory ratio longest/shortest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 600.0])
@@ -52,20 +74,7 @@ def main() -> int:
     if args._child is not None:
         _child(args._child, args.nfe)
         return 0
-    rows = []
-    for seconds in args.seconds:
-        proc = subprocess.run([sys.executable, __file__, "--_child", str(seconds), "--nfe", str(args.nfe)],
-                              capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        if proc.returncode:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            return 1
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"{r['seconds']:7.0f} s audio: {r['frames']:6d} frames, peak RSS {r['peak_rss_mb']:7.1f} MB, "
-              f"wall {r['wall_s']:6.1f} s")
-    if len(rows) > 1:
-        print(f"peak memory ratio longest/shortest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
-    return 0
+    return measure_lengths(__file__, args.seconds, ["--nfe", str(args.nfe)])
 
 
 if __name__ == "__main__":

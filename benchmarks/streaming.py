@@ -5,7 +5,7 @@
     python benchmarks/streaming.py --features-only       # live sliding-span features vs whole clip
 
 For every (size, dtype), in a fresh subprocess (so peak RSS is its own), with random weights
-(``float_core.bench.random_model``: the released weights cannot be downloaded here):
+(``float_core.bench.random_model``: the timings depend only on the model size):
 
 * **file**: ``stream(array)`` of ``--seconds`` of speech: time to first frame (TTFF), steady
   fps (frames after the first chunk over the time after it), real-time factor (wall / media).
@@ -240,7 +240,7 @@ def main() -> None:
                 pipe, args.feature_seconds), "peak_rss_mb": peak_rss_mb()} | {"file": {
                     "ttff_s": float("nan"), "steady_fps": float("nan"), "rtf": float("nan"), "frames": 0}})
         return
-    print(f"machine: {os.cpu_count()} CPUs (shared with other jobs: timings are noisy), torch "
+    print(f"machine: {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; random weights")
     for size in args.sizes:
         for dtype in args.dtypes:

@@ -31,6 +31,9 @@ _LAZY = {
     "StreamOptions": "streaming",
     "StreamChunk": "streaming",
     "StreamIterator": "streaming",
+    "Script": "conversation",
+    "ConversationResult": "conversation",
+    "synthesize": "tts",
     "VideoMotion": "video_in",
 }
 

@@ -1,6 +1,6 @@
 """Command line: ``float-studio COMMAND ...`` or ``python -m float_core COMMAND ...``.
 
-Commands: generate, drive, dub, stream, download, convert, bench, train. Each lives next to the code it
+Commands: generate, drive, dub, stream, converse, download, convert, bench, train. Each lives next to the code it
 drives and either registers itself through an ``add_subparser(subparsers)`` function that
 sets ``func`` (a callable taking the parsed namespace and returning an exit code), or has a
 ``main(argv)`` of its own that receives every argument after the command's name (bench,
@@ -20,6 +20,7 @@ _PROVIDERS: tuple[str | tuple[str, str, str], ...] = (
     "float_core.generate_cli",  # generate (media pipeline)
     "float_core.video_cli",  # drive, dub (a video as input)
     "float_core.stream_cli",  # stream (windows as they are solved)
+    "float_core.conversation_cli",  # converse (several portraits in one video)
     "float_core.weights",  # download, convert
     ("bench", "float_core.bench", "per-stage timings of the engine (benchmark)"),
     ("train", "float_core.train.cli", "train FLOAT: prepare data, stage 1, stage 2, demo"),

@@ -1,4 +1,4 @@
-"""Model and sampling configuration (paper Sec. 5.2, A.4; facts in shared/reference/ARCHITECTURE.md).
+"""Model and sampling configuration (paper Sec. 5.2, A.4; sizes as in the released checkpoint).
 
 Every size in the engine comes from :class:`FloatConfig`. ``FloatConfig.official()`` is the
 released checkpoint; ``FloatConfig.tiny()`` is a few-MB random model for tests and the app's
@@ -243,6 +243,13 @@ DTYPE_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 #: implementations under these names; the names live here so that validation and command-line
 #: choices need no torch import).
 SOLVER_NAMES: tuple[str, ...] = ("euler", "midpoint", "rk4")
+
+
+#: Compositions of a conversation's video (``float_core.conversation.Layout``): side by side, a
+#: grid, or the current speaker large (here so that command-line choices need no torch import).
+LAYOUTS: tuple[str, ...] = ("row", "grid", "speaker")
+#: Seconds of silence between two consecutive lines of a conversation's script.
+DEFAULT_GAP: float = 0.3
 
 
 def canonical_emotion(emotion: Any) -> None | str | tuple[float, ...]:

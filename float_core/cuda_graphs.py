@@ -1,4 +1,4 @@
-"""CUDA graphs for the flow matching transformer's vector field (issue 12, GPU path).
+"""CUDA graphs for the flow matching transformer's vector field (the GPU path).
 
 One guided FMT evaluation (paper Eq. 13; 3 branches x 60 frames at the official size) is
 ~56 GFLOP in ~100 small kernels: on a large GPU its launch overhead, not its arithmetic,

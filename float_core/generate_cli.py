@@ -59,7 +59,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     io = p.add_argument_group("inputs and output (one job)")
     io.add_argument("--image", help="portrait image (JPEG, PNG, WebP, ...)")
     io.add_argument("--audio", help="speech (wav, flac, mp3, ogg, m4a, webm or a video's audio track)")
-    io.add_argument("-o", "--output", help="output .mp4 path")
+    io.add_argument("-o", "--out", "--output", dest="output", help="output .mp4 path")
     io.add_argument("--jobs", metavar="FILE",
                     help="batch mode: a CSV (header: image,audio,output[,emotion,a_cfg,...]) or JSON list of jobs")
     g = p.add_argument_group("generation")
@@ -129,22 +129,29 @@ def add_model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def pipeline_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~float_core.pipeline.FloatPipeline` of the model flags (:func:`add_model_arguments`);
+    says what runs on stderr unless ``--quiet``. Raises ValueError (missing weights, bad device or dtype)."""
+    from .pipeline import FloatPipeline
+
+    pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
+                                         device=args.device, dtype=args.dtype)
+    if not args.quiet:
+        print(f"running on {pipe.describe()}", file=sys.stderr)
+    return pipe
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         jobs = _jobs_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .pipeline import FloatPipeline
-
     try:
-        pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
-                                             device=args.device, dtype=args.dtype)
+        pipe = pipeline_from_args(args)
     except ValueError as exc:  # WeightsError and bad device/dtype: say what to do, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(f"running on {pipe.describe()}", file=sys.stderr)
     failures = 0
     for index, job in enumerate(jobs, 1):
         label = f"[{index}/{len(jobs)}] " if len(jobs) > 1 else ""
@@ -175,10 +182,10 @@ def _jobs_from_args(args: argparse.Namespace) -> list[Job]:
                     **{name: getattr(args, name) for name in _SAMPLING_FIELDS})
     if args.jobs:
         if args.image or args.audio or args.output:
-            raise ValueError("--jobs: give either --jobs or --image/--audio/--output, not both")
+            raise ValueError("--jobs: give either --jobs or --image/--audio/--out, not both")
         return [_make_job({**defaults, **row}, f"--jobs row {i}") for i, row in enumerate(read_jobs(args.jobs), 1)]
     missing = [flag for flag, value in (("--image", args.image), ("--audio", args.audio),
-                                        ("--output", args.output)) if not value]
+                                        ("--out", args.output)) if not value]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (or use --jobs FILE for a batch)")
     return [_make_job(dict(defaults, image=args.image, audio=args.audio, output=args.output), "arguments")]

@@ -1,6 +1,6 @@
 """FLOAT inference pipeline: portrait + speech -> motion latents -> frames -> video.
 
-Data flows one way (DESIGN.md): ``prepare`` (image and audio analysis, cached by callers)
+Data flows one way: ``prepare`` (image and audio analysis, cached by callers)
 -> ``sample_motion`` (flow matching in the motion latent space, paper Sec. 4.2) ->
 ``render`` (motion auto-encoder decoder, Sec. 4.1, optionally with lambda edits) -> video.
 Every step is a function of its inputs and settings; the pipeline object holds only the
@@ -33,6 +33,7 @@ from .precision import Precision, auto_reason, autocast, native_bf16, native_fp1
 from .progress import ProgressLike, as_progress
 
 if TYPE_CHECKING:
+    from .conversation import ConversationResult, Script
     from .directions import DirectionInfo
     from .streaming import StreamIterator
     from .video_in import VideoInput, VideoMotion
@@ -73,6 +74,7 @@ class GenerationResult:
     motion: Tensor | None = None  #: sampled motion latents (T, d)
     message: str | None = None
     sampling: SamplingConfig | None = None  #: the settings used
+    speaking: np.ndarray | None = None  #: with ``idle``: bool (T,), the frames voice activity marks speech
 
     @property
     def fps(self) -> float:
@@ -178,6 +180,27 @@ class FloatPipeline:
         config = FloatConfig.for_checkpoint(sources.checkpoint)
         model = load_model(config, sources, device="cpu")
         return cls(model, device=device, dtype=dtype, cuda_graphs=cuda_graphs)
+
+    def save_pretrained(self, folder: str | os.PathLike[str], safetensors: bool = True) -> Path:
+        """Write the model so that :meth:`from_pretrained` ``(folder)`` loads it back unchanged.
+
+        One file with every tensor in the released checkpoint's key names (``float.safetensors``,
+        or ``float.pth`` with ``safetensors=False``), the two wav2vec2 encoders included, plus
+        ``float_config.json`` for a non-official size (e.g. a model trained at another size).
+        Written atomically; a folder that already holds the other format's file is refused
+        (``from_pretrained`` would not know which one to read). Returns the weights file.
+        """
+        from .weights import FLOAT_CHECKPOINT_NAME, save_weights
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"save_pretrained: {folder} is a file; give a folder")
+        name = "float.safetensors" if safetensors else FLOAT_CHECKPOINT_NAME
+        other = folder / (FLOAT_CHECKPOINT_NAME if safetensors else "float.safetensors")
+        if other.exists():
+            raise ValueError(f"save_pretrained: {folder} already holds {other.name}; save to another folder "
+                             f"or remove it first")
+        return save_weights(self.model.state_dict(), self.config, folder / name)
 
     @classmethod
     def tiny_random(cls, seed: int = 0, device: str | torch.device | None = None,
@@ -429,11 +452,37 @@ class FloatPipeline:
         """
         return self._decode(prepared, validate_motion(motion, self.config.style_dim))
 
-    def _decode(self, prepared: Prepared | SourceImage, motion: Tensor) -> Tensor:
+    def _decode(self, prepared: Prepared | SourceImage, motion: Tensor, keep: int | None = None) -> Tensor:
         """:meth:`decode_frames` of already validated motion (no device sync: render's loop)."""
         source = prepared.source if isinstance(prepared, Prepared) else prepared
         latents = source.identity_latent[None] + motion.to(source.identity_latent)
-        return self.decoder(latents, list(source.features))
+        return self.decoder(latents, list(source.features), keep=keep)
+
+    def _render_batch(self, prepared: Prepared | SourceImage, motion: Tensor, offsets: Tensor | None,
+                      start: int, batch_size: int, keep: int | None = None) -> Tensor:
+        """uint8 frames (k, H, W, 3) on the device of the render batch starting at ``start``
+        (only its frame ``keep`` when given), the one batch rule of :meth:`render` and
+        :meth:`preview_frame`."""
+        chunk = motion[start:start + batch_size]
+        delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
+        return uint8_frames(self._decode(prepared, apply_lambda_offsets(chunk, self.basis, delta), keep=keep))
+
+    @torch.no_grad()
+    def preview_frame(self, prepared: Prepared | SourceImage, motion: Tensor, index: int,
+                      edits: Tensor | Sequence[float] | None = None, batch_size: int = 8) -> np.ndarray:
+        """Frame ``index`` (H, W, 3) uint8 exactly as :meth:`render` with the same ``edits`` and
+        ``batch_size`` delivers it, bit for bit in every precision, decoding only what that
+        frame needs (its batch's low levels, then the frame alone; see
+        :class:`~float_core.models.decoder_inference.InferenceDecoder`)."""
+        motion = validate_motion(motion, self.config.style_dim)
+        total = int(motion.shape[0])
+        if not 0 <= index < total:
+            raise ValueError(f"index: the motion has frames 0..{total - 1}, got {index}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        offsets = as_lambda_offsets(edits, self.config.motion_dim, total)
+        start = index // batch_size * batch_size
+        return self._render_batch(prepared, motion, offsets, start, batch_size, keep=index - start).cpu().numpy()[0]
 
     def render(self, prepared: Prepared | SourceImage, motion: Tensor,
                edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
@@ -463,10 +512,8 @@ class FloatPipeline:
         in_flight = 1 if copies.asynchronous else 0
         pending: list[tuple[Any, int]] = []
         for start in range(0, total, batch_size):
-            chunk = motion[start:start + batch_size]
-            delta = offsets if offsets is None or offsets.ndim == 1 else offsets[start:start + batch_size]
-            chunk = apply_lambda_offsets(chunk, self.basis, delta)
-            pending.append((copies.start(uint8_frames(self._decode(prepared, chunk))), start + chunk.shape[0]))
+            frames = self._render_batch(prepared, motion, offsets, start, batch_size)
+            pending.append((copies.start(frames), start + frames.shape[0]))
             while len(pending) > in_flight or (pending and pending[-1][1] == total):
                 copy, done = pending.pop(0)
                 yield copy.result()
@@ -512,8 +559,9 @@ class FloatPipeline:
         edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
         max_seconds: float | None = None, progress: ProgressLike = True,
         prepared: Prepared | None = None, face: int = 0, crop_scale: float | None = None,
-        drive: "VideoInput | None" = None, drive_groups: str | Sequence[str] = ("head",),
-        directions: Sequence["DirectionInfo"] | None = None, **overrides: Any,
+        idle: bool = False, drive: "VideoInput | VideoMotion | None" = None,
+        drive_groups: str | Sequence[str] = ("head",), directions: Sequence["DirectionInfo"] | None = None,
+        **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
 
@@ -521,7 +569,9 @@ class FloatPipeline:
         a temporary file and moved into place only when complete. ``paste_back`` puts the
         generated face back into the original photo (needs ``crop``). ``face`` and
         ``crop_scale`` are as in :meth:`prepare_image`. Pass ``prepared`` to reuse an earlier
-        analysis of the same inputs.
+        analysis of the same inputs. ``idle``: silence mode, as :meth:`stream`'s (frames that
+        voice activity marks silent get the null audio condition, :func:`float_core.vad.silence_mode`;
+        the flags are the result's ``speaking``).
 
         ``drive``: a video (or its :meth:`analyse_video`) whose face gives the coefficients of the
         directions in the groups ``drive_groups`` (names of :data:`~float_core.directions.GROUPS`,
@@ -552,6 +602,12 @@ class FloatPipeline:
         t0 = time.perf_counter()
         if cfg.dynamic_emotion:  # computed once, used by the result and the sampler
             prepared = self.with_emotion_timeline(prepared)
+        speaking = None
+        if idle:
+            from .vad import silence_mode
+
+            speech, speaking = silence_mode(prepared.speech)
+            prepared = Prepared(prepared.source, speech)
         emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
         motion = self.sample_motion(prepared, cfg, progress=report)
         timings["sampling"] = time.perf_counter() - t0
@@ -569,7 +625,8 @@ class FloatPipeline:
         timings["render"] = self.render_video(out_path, prepared.source, motion, audio=prepared.speech.waveform,
                                               edits=edits, batch_size=batch_size, progress=report,
                                               paste_back=paste_back)
-        return self._result(out_path, motion, start, timings, notes, emotion=emotion_vec, sampling=cfg)
+        return self._result(out_path, motion, start, timings, notes, emotion=emotion_vec, sampling=cfg,
+                            speaking=speaking)
 
     # ------------------------------------------------------------------ video in
     def analyse_video(self, video: "VideoInput", *, crop: bool = True, face: int = 0,
@@ -734,3 +791,48 @@ class FloatPipeline:
                                 seconds=motion.shape[0] / self.config.fps, wall_seconds=time.perf_counter() - start,
                                 timings=timings, motion=motion, message="; ".join(n for n in notes if n) or None,
                                 **fields)
+
+    def converse(
+        self, portraits: Sequence[ImageInput | SourceImage], speech: "Script | Sequence[Any] | str | os.PathLike[str]",
+        out_path: str | os.PathLike[str], *, names: Sequence[str] | str | None = None, layout: str = "row",
+        sampling: SamplingConfig | None = None, progress: ProgressLike = None, **options: Any,
+    ) -> "ConversationResult":
+        """Several portraits in one video: each speaks its own speech and, in silence mode,
+        listens while the others talk (:mod:`float_core.conversation`).
+
+        Every character is animated exactly as ``generate(portrait, its track, idle=True)``
+        with its own seed, derived from the one seed (:func:`~float_core.conversation.character_seed`):
+        frames where its track is silent (voice activity) use the null audio condition, so it
+        never mouths another character's voice, and its frames depend only on its own track.
+
+        Args:
+            portraits: N images (paths, RGB arrays, or :class:`SourceImage` from :meth:`prepare_image`).
+            speech: N tracks (paths, float32 16 kHz arrays, ``None`` for a character who only
+                listens; shorter ones are padded with silence), one multi-channel file (channel
+                i is character i), or a :class:`~float_core.conversation.Script` (spoken by
+                ``voices``).
+            out_path: the MP4 (H.264 + AAC), written to a temporary file and moved into place
+                when complete.
+            names: the characters' names in portrait order (a list or "Ana,Ben"); default the
+                script's speakers in order of appearance, else "Character 1", ...
+            layout: "row" (side by side), "grid", or "speaker" (the current speaker large, the
+                others small; it switches with hysteresis, see
+                :func:`~float_core.conversation.speaker_timeline`).
+            sampling: the :class:`SamplingConfig` of every character (its seed is the
+                conversation's; None: random, reported in the result).
+            progress: ``True`` (tqdm), None, or ``progress(stage, done, total)`` with stages
+                "portraits", "voices" (script lines spoken), "speech", "sampling", "rendering".
+            options: ``voices`` ({name: voice spec}, :mod:`float_core.tts`), ``captions``
+                (True: name captions, lit while speaking), ``crop`` (True), ``tile_size``
+                (pixels; default the model's frame size), ``gap`` (seconds between script
+                lines, 0.3), ``batch_size`` (8), ``max_seconds``, and sampling overrides
+                (``seed=``, ``nfe=``, ...).
+
+        Returns:
+            A :class:`~float_core.conversation.ConversationResult`: the speaking flags (N, T),
+            the layout used, the seeds, the motion, timings.
+        """
+        from .conversation import converse
+
+        return converse(self, portraits, speech, out_path, names=names, layout=layout, sampling=sampling,
+                        progress=progress, **options)

@@ -1,9 +1,9 @@
-"""Mixed precision: which stage computes in which dtype (issue 12, README "Performance").
+"""Mixed precision: which stage computes in which dtype (docs/performance.md).
 
 One pipeline dtype (``FloatPipeline(dtype=...)``, CLI ``--dtype``) maps to a per-stage
 :class:`Precision` (``FloatPipeline(precision=...)`` sets one directly). The rule is measured,
-not assumed, against the bar of issue 12 (per-frame PSNR >= 45 dB against the all-float32
-pipeline). Official size, seeded random weights with flow-scaled ToFlow as in
+not assumed, against a bar of per-frame PSNR >= 45 dB against the all-float32
+pipeline. Official size, seeded random weights with flow-scaled ToFlow as in
 ``benchmarks/decoder_speed.py``, 2 s of CMU ARCTIC speech, NFE 10; first, each stage alone
 (4 frames spread over the clip):
 

@@ -41,7 +41,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--image", required=True, help="portrait image (JPEG, PNG, WebP, ...)")
     io.add_argument("--audio", required=True,
                     help="speech file, or '-' for raw 16 kHz mono s16le PCM on stdin (live)")
-    io.add_argument("--out", "-o", required=True, help="output .mp4 (fragmented MP4, written as it goes)")
+    io.add_argument("-o", "--out", required=True, help="output .mp4 (fragmented MP4, written as it goes)")
     io.add_argument("--hls", metavar="DIR", default=None,
                     help="also write a live HLS playlist DIR/stream.m3u8 with one-second segments")
     g = p.add_argument_group("generation")

@@ -410,18 +410,15 @@ class _Run:
 
     # ---- known speech (a path, an array or a DrivingAudio): exactly the offline path
     def _sample_known(self) -> None:
-        from .vad import detect_speech
+        from .vad import silence_mode
 
         pipe, opts = self.pipe, self.options
         speech = self.audio if isinstance(self.audio, DrivingAudio) else pipe.prepare_audio(self.audio)
         total = speech.num_frames
         wave = np.zeros(total * self.spf, np.float32)
         wave[:min(wave.size, speech.waveform.size)] = speech.waveform[:wave.size]
-        if opts.idle:
-            flags = detect_speech(wave, threshold=opts.vad_threshold, min_silence_ms=opts.min_silence_ms)[:total]
-            mask = torch.from_numpy(flags).to(speech.audio_features)[:, None]
-            # The null audio condition on silent frames (paper Eq. 13: w_a dropped to zero).
-            speech = dataclasses.replace(speech, audio_features=speech.audio_features * mask)
+        if opts.idle:  # the null audio condition on silent frames (paper Eq. 13: w_a dropped to zero)
+            speech, flags = silence_mode(speech, threshold=opts.vad_threshold, min_silence_ms=opts.min_silence_ms)
         else:
             flags = np.ones(total, bool)
         prepared = Prepared(self.source, speech)

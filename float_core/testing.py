@@ -1,4 +1,4 @@
-"""A simulated accelerator on the CPU, so tests see what CUDA would refuse (issue 12, item 1).
+"""A simulated accelerator on the CPU, so tests see what CUDA would refuse.
 
 Nothing else in this project runs off the CPU in CI, so a CUDA-only failure (``np.asarray`` of
 a device tensor, a host tensor mixed into a device op, a sync in every sampling step) would go
@@ -13,8 +13,8 @@ unseen. :class:`SimulatedAccelerator` makes the CPU behave like a separate devic
 * Explicit transfers (``t.cpu()``, ``t.to("cpu")``, ``t.to(torch.device("cpu"))``) return a
   plain host tensor (a copy, as CUDA's are) and are counted in :attr:`SimulatedAccelerator.transfers`.
 
-What happens to each implicit host conversion of a device tensor (decided for issue 12, which
-bans implicit conversions and per-step syncs):
+What happens to each implicit host conversion of a device tensor (the engine allows no implicit
+conversions and no per-step syncs):
 
 ============================================  ===========  ======================================
 conversion                                     CUDA         here

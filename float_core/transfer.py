@@ -1,4 +1,4 @@
-"""Explicit host <-> device transfers, asynchronous on CUDA (issue 12, "device discipline").
+"""Explicit host <-> device transfers, asynchronous on CUDA ("device discipline").
 
 Every copy between the host and the accelerator in the engine goes through ``.cpu()`` or
 ``.to(device)``; nothing converts a device tensor implicitly (``np.asarray``, ``.numpy()``,

@@ -1,6 +1,6 @@
 """Voice activity per 40 ms video frame: which frames are speech, which are silence.
 
-The streaming engine's silence mode (TalkingMachines' speaking/silence modes, seeds/003) needs
+The streaming engine's silence mode (TalkingMachines' speaking/silence modes) needs
 to know, frame by frame, whether the driving audio is speech: silent frames get the null audio
 condition (FLOAT's classifier-free training zeroes w_a, paper Sec. 4.2 / Eq. 13), so the face
 idles instead of mouthing noise. Energy alone cannot tell a noisy microphone from speech, so
@@ -22,6 +22,7 @@ chunk between calls, so it is not shared between streams (build one per user / c
 from __future__ import annotations
 
 import importlib.util
+import dataclasses
 import io
 import logging
 import math
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 
 from .config import SAMPLE_RATE, SAMPLES_PER_FRAME
+from .inputs import DrivingAudio
 
-__all__ = ["VoiceActivity", "detect_speech", "silero_model_path"]
+__all__ = ["VoiceActivity", "detect_speech", "silence_mode", "silero_model_path"]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +217,32 @@ def detect_speech(wave: np.ndarray, **options: object) -> np.ndarray:
     padded = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
     padded[:wave.size] = wave
     return VoiceActivity(**options).push(padded)  # type: ignore[arg-type]
+
+
+def silence_mode(speech: DrivingAudio, *, threshold: float = 0.5,
+                 min_silence_ms: float = 300.0) -> tuple[DrivingAudio, np.ndarray]:
+    """Silence mode on known speech: the frames' speaking flags and the speech whose silent
+    frames carry the null audio condition.
+
+    TalkingMachines' speaking/silence modes on FLOAT: a frame the detector marks silent gets
+    w_a = 0, the condition that classifier-free training drops (paper Sec. 4.2, Eq. 13), so the
+    face idles (blinks, small head motion, mouth at rest) instead of mouthing noise or someone
+    else's voice. The one rule of every path that knows its speech in advance (a stream of a
+    file, ``generate(idle=True)``, each character of a conversation).
+
+    Args:
+        speech: the analysed speech (its waveform and its (T, d_a) features).
+        threshold, min_silence_ms: as :class:`VoiceActivity`.
+
+    Returns:
+        (the speech with silent frames' features zeroed, speaking flags bool (T,)).
+    """
+    total = speech.num_frames
+    flags = np.zeros(total, bool)
+    detected = detect_speech(speech.waveform, threshold=threshold, min_silence_ms=min_silence_ms)[:total]
+    flags[:detected.size] = detected
+    mask = torch.from_numpy(flags).to(speech.audio_features)[:, None]
+    return dataclasses.replace(speech, audio_features=speech.audio_features * mask), flags
 
 
 def _as_samples(samples: np.ndarray) -> np.ndarray:

@@ -99,6 +99,7 @@ __all__ = [
     "transfer_groups",
     "upright",
     "video_audio",
+    "video_seconds",
     "video_stream",
 ]
 
@@ -493,13 +494,27 @@ def _checked_frames(num_frames: int, detect_every: int) -> int:
     return len(range(0, num_frames, detect_every)) + (1 if (num_frames - 1) % detect_every else 0)
 
 
-def _estimated_frames(container: Any, stream: Any) -> int:
-    """The 25 fps frame count expected from the container's duration (progress bars only)."""
+def _header_seconds(container: Any, stream: Any) -> float | None:
+    """The video stream's duration from the container's header (nothing decoded), or None."""
     if stream.duration and stream.time_base:
-        return max(1, int(stream.duration * stream.time_base * FPS))
+        return float(stream.duration * stream.time_base)
     if container.duration:
-        return max(1, int(container.duration / 1_000_000 * FPS))
-    return 1
+        return container.duration / 1_000_000
+    return None
+
+
+def video_seconds(video: VideoInput) -> float | None:
+    """How long a video is by its header (nothing decoded; None when the header does not say),
+    e.g. to refuse one over a limit before any work. Raises :class:`VideoError` as
+    :func:`open_video` does."""
+    with open_video(video) as container:
+        return _header_seconds(container, video_stream(container))
+
+
+def _estimated_frames(container: Any, stream: Any) -> int:
+    """The 25 fps frame count expected from the container's header (progress bars only)."""
+    seconds = _header_seconds(container, stream)
+    return 1 if seconds is None else max(1, int(seconds * FPS))
 
 
 def analyse_video(pipe: "FloatPipeline", video: VideoInput, *, crop: bool = True, face: int = 0,

@@ -1,7 +1,7 @@
 """Where the FLOAT weights come from, and how they are checked, loaded, downloaded and converted.
 
-One place answers every weights question (ARCHITECTURE.md, "Where the released weights are
-published" and "Hugging Face folder layouts"):
+One place answers every weights question (where the released weights are published, and the
+Hugging Face folder layouts):
 
 * :func:`resolve_sources` finds the files: a folder in the authors' layout, a single
   ``.pth``/``.safetensors`` file, ``$FLOAT_CHECKPOINT_DIR`` or ``./checkpoints``; the two
@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from .config import FloatConfig
+from .config import CONFIG_FILE_NAME, FloatConfig
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import torch
@@ -233,7 +233,7 @@ def _snapshot(repo_id: str, model: _HubModel) -> Path:
     except Exception as exc:  # every hub failure (offline, unknown id, network) means the same to the user
         raise WeightsError(
             f"cannot fetch the {model.label} {repo_id!r} from Hugging Face "
-            f"({type(exc).__name__}: {_first_line(exc)}).\n"
+            f"({type(exc).__name__}: {first_line(exc)}).\n"
             f"Put its files ({', '.join(model.files)}) in a folder and pass it with {model.option}, "
             f"or place them in checkpoints/{model.folder}/ (`python -m float_core download` fetches "
             f"everything).") from exc
@@ -251,13 +251,13 @@ def _hub_weights_file(folder: Path, model: _HubModel) -> Path:
                        f"Put the files of {model.hub_id} there: {', '.join(model.files)}.")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0].rstrip(".") if text else "no details"
 
 
 # --------------------------------------------------------------------------- reading files
-def _read_tensors(path: Path) -> dict[str, "torch.Tensor"]:
+def read_tensors(path: Path) -> dict[str, "torch.Tensor"]:
     """All tensors of a ``.safetensors`` or ``torch.save`` file, on the CPU.
 
     torch files are opened with ``weights_only=True`` (no code execution) and memory-mapped
@@ -290,7 +290,7 @@ def _read_tensors(path: Path) -> dict[str, "torch.Tensor"]:
 
 
 def _incomplete(path: Path, exc: BaseException) -> str:
-    return (f"{path} is incomplete or corrupt and cannot be read ({type(exc).__name__}: {_first_line(exc)}).\n"
+    return (f"{path} is incomplete or corrupt and cannot be read ({type(exc).__name__}: {first_line(exc)}).\n"
             f"Delete it and download it again (`python -m float_core download`).")
 
 
@@ -313,7 +313,7 @@ def _unwrap_state_dict(data: Any) -> dict[str, "torch.Tensor"] | None:
 
 def _hub_model_state_dict(folder: Path, model: _HubModel) -> dict[str, "torch.Tensor"]:
     """A wav2vec2 folder's weights renamed to float.pth naming; other heads (``lm_head``) dropped."""
-    raw = _read_tensors(_hub_weights_file(folder, model))
+    raw = read_tensors(_hub_weights_file(folder, model))
     return {model.target_prefix + k: v for k, v in raw.items() if k.startswith(model.keep)}
 
 
@@ -432,7 +432,7 @@ def load_state_dict(sources: WeightSources, config: FloatConfig) -> dict[str, "t
 def _load_state_dict(sources: WeightSources, params: Mapping[str, tuple[int, ...]],
                      buffers: Mapping[str, tuple[int, ...]]) -> dict[str, "torch.Tensor"]:
     """:func:`load_state_dict` with the expected shapes already known."""
-    state_dict = _rename_weight_norm(_read_tensors(sources.checkpoint), params)
+    state_dict = _rename_weight_norm(read_tensors(sources.checkpoint), params)
     for model, folder in ((_AUDIO, sources.audio_model), (_EMOTION, sources.emotion_model)):
         prefixes = tuple(model.target_prefix + p for p in model.keep)
         missing = [k for k in params if k.startswith(prefixes) and k not in state_dict]
@@ -538,7 +538,7 @@ def _no_random_init() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- download and convert
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     """Whether the Hugging Face Hub offline mode is on (env var read now, or at hub import time)."""
     from huggingface_hub import constants
 
@@ -573,48 +573,90 @@ def download_weights(repo_id: str | None = None, local_dir: str | os.PathLike[st
         return WeightsError(f"cannot download the FLOAT weights from Hugging Face ({repo_id}): {reason}.\n"
                             + _layout_advice(local_dir, download=False))
 
-    if _hub_offline():
+    if hub_offline():
         raise failure("offline mode is on (HF_HUB_OFFLINE=1)")
     try:
         snapshot_download(repo_id, local_dir=local_dir, token=token, tqdm_class=tqdm,
                           allow_patterns=["*.pth", "*.safetensors", "*.bin", "*.json"])
     except Exception as exc:  # connection, authentication, unknown repo: one message for all
-        raise failure(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        raise failure(f"{type(exc).__name__}: {first_line(exc)}") from exc
     try:  # the hub returns an existing local_dir unchanged when unreachable: check it is complete
         resolve_sources(local_dir)
     except WeightsError as exc:
-        raise failure(f"the download is incomplete ({_first_line(exc)})") from exc
+        raise failure(f"the download is incomplete ({first_line(exc)})") from exc
     return local_dir
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(temporary_name)`` next to ``path``, then rename: a crash never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(state_dict: Mapping[str, "torch.Tensor"], config: FloatConfig,
+                 path: str | os.PathLike[str]) -> Path:
+    """Write every parameter (float.pth naming) to ``path`` and the model size beside it.
+
+    ``path`` ends in ``.safetensors`` (safetensors) or ``.pth`` (``torch.save``, as the released
+    ``float.pth``). The tensors are validated against ``config`` first, copied to the CPU and
+    written under a temporary name, then renamed. A non-official ``config`` is written to
+    :data:`~float_core.config.CONFIG_FILE_NAME` in the same folder (a stale one is removed for
+    the official size), which is what ``FloatPipeline.from_pretrained`` reads back. The keys are
+    the released checkpoint's: every parameter plus the persistent buffers (FIR kernels, the
+    attention mask), which loading ignores and the constructors rebuild.
+
+    Raises:
+        ValueError: an unsupported suffix. WeightsError: the tensors do not fit ``config``.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix not in (".safetensors", ".pth"):
+        raise ValueError(f"weights file must end in .safetensors or .pth, got {path.name!r}")
+    validate_state_dict(state_dict, config)
+    keys = expected_shapes(config, include_buffers=True)
+    tensors, seen = {}, set()
+    for k, v in state_dict.items():
+        if k in keys:
+            v = v.detach().to("cpu").contiguous()
+            if v.data_ptr() in seen:  # safetensors refuses tensors sharing memory
+                v = v.clone()
+            seen.add(v.data_ptr())
+            tensors[k] = v
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    else:
+        _atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    sidecar = path.parent / CONFIG_FILE_NAME
+    if config != FloatConfig.official():
+        _atomic_write(sidecar, lambda tmp: config.save(tmp))
+    elif sidecar.exists():
+        sidecar.unlink()
+    return path
 
 
 def convert_to_safetensors(sources: WeightSources, config: FloatConfig,
                            out_path: str | os.PathLike[str]) -> Path:
-    """Write every parameter (float.pth naming) to one ``.safetensors`` file.
-
-    The file is written next to ``out_path`` under a temporary name and then renamed, so an
-    interrupted conversion never leaves a truncated file behind.
+    """Merge the checkpoint and the wav2vec2 folders into one validated ``.safetensors`` file
+    (:func:`save_weights`: atomic, with the config sidecar for a non-official size).
 
     Raises:
         ValueError: ``out_path`` does not end in ``.safetensors``.
         WeightsError: the sources are missing or invalid (checked before writing).
     """
-    from safetensors.torch import save_file
-
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
         raise ValueError(f"out_path must end in .safetensors, got {out_path.name!r}")
-    state_dict = load_state_dict(sources, config)
-    validate_state_dict(state_dict, config)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp_name, metadata={"format": "pt"})
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return out_path
+    return save_weights(load_state_dict(sources, config), config, out_path)
 
 
 # --------------------------------------------------------------------------- command line
@@ -638,9 +680,10 @@ def _run_download(args: argparse.Namespace) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> None:
-    config = FloatConfig.tiny() if args.config == "tiny" else FloatConfig.official()
     sources = resolve_sources(args.checkpoint, args.audio_model, args.emotion_model)
-    path = convert_to_safetensors(sources, config, args.output)
+    # The checkpoint's own size (a trained model's float_config.json), unless told otherwise.
+    config = FloatConfig.preset(args.config) if args.config else FloatConfig.for_checkpoint(sources.checkpoint)
+    path = convert_to_safetensors(sources, config, args.out)
     print(f"wrote {path}")
 
 
@@ -652,7 +695,8 @@ def add_subparser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParse
                     "Weights licence: CC BY-NC-ND 4.0 (non-commercial).")
     download.add_argument("--repo", default=None,
                           help=f"Hugging Face repository (default: ${WEIGHTS_REPO_ENV} or {DEFAULT_WEIGHTS_REPO})")
-    download.add_argument("--dir", default="checkpoints", type=Path, help="destination folder (default: checkpoints)")
+    download.add_argument("-o", "--out", "--dir", dest="dir", default="checkpoints", type=Path,
+                          help="destination folder (default: checkpoints)")
     download.add_argument("--token", default=None, help="Hugging Face token (default: the hub's login, $HF_TOKEN)")
     download.set_defaults(func=_cli(_run_download))
 
@@ -665,7 +709,8 @@ def add_subparser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParse
                               f"(default: ${CHECKPOINT_DIR_ENV} or ./checkpoints)")
     convert.add_argument("--audio-model", default=None, help="wav2vec2-base-960h folder or Hugging Face id")
     convert.add_argument("--emotion-model", default=None, help="speech-emotion model folder or Hugging Face id")
-    convert.add_argument("-o", "--output", required=True, type=Path, help="output .safetensors file")
-    convert.add_argument("--config", choices=("official", "tiny"), default="official",
-                         help="model configuration (default: official; tiny is for tests)")
+    convert.add_argument("-o", "--out", "--output", dest="out", required=True, type=Path,
+                         help="output .safetensors file (a non-official size also writes float_config.json beside it)")
+    convert.add_argument("--config", choices=("official", "tiny"), default=None,
+                         help="model size (default: the checkpoint's own: its float_config.json, else official)")
     convert.set_defaults(func=_cli(_run_convert))

@@ -25,9 +25,10 @@ from float_core.inputs import move_tensors
 from float_core.progress import ProgressCallback, silent
 
 from . import plots
+from .limits import check_speech, max_speech_seconds, speech_seconds
 from .model import PipelineHolder
-from .state import (Cancelled, Generation, Session, cached, cancellable, file_key, image_key,
-                    max_audio_seconds)
+from .speed import Throughput
+from .state import Cancelled, Generation, Session, cached, cancellable, file_key, image_key
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -40,6 +41,9 @@ GENERATE_SPANS: dict[str, tuple[float, float]] = {
     "portrait": (0.0, 0.05), "speech": (0.05, 0.1), "sampling": (0.1, 0.5), "rendering": (0.5, 1.0)}
 #: The same for re-rendering with edits (no analysis, no sampling).
 RENDER_SPANS: dict[str, tuple[float, float]] = {"rendering": (0.0, 1.0)}
+#: Frames per decoder call of every render, and the batch a preview decodes its frame in (so
+#: that the preview is the video's frame bit for bit: FloatPipeline.preview_frame).
+RENDER_BATCH = 8
 #: Names of the motion presets (float_core.directions.PRESETS), as the app's buttons say them.
 PRESET_NAMES: tuple[str, ...] = ("lips only", "calmer head", "more expressive")
 
@@ -127,10 +131,13 @@ def analyse_speech(pipe: "FloatPipeline", sess: Session, audio_path: str | None,
     cached by file content; also what the emotion plots show (``sess.speech``).
 
     Raises:
-        ValueError: no audio, an expired upload, unreadable or too-long audio.
+        ValueError: no audio, an expired upload, unreadable audio; a
+            :class:`~float_studio.limits.LimitError` for speech over ``FLOAT_MAX_SECONDS``
+            (measured from the file's header before decoding; the decoder checks again).
     """
-    limit = max_audio_seconds()
-    content = file_key(check_audio(audio_path))
+    limit = max_speech_seconds()
+    check_speech(check_audio(audio_path), limit)
+    content = file_key(audio_path)
     key = f"{content}:{limit}"
 
     def compute() -> "DrivingAudio":
@@ -222,12 +229,12 @@ def generate(holder: PipelineHolder, sess: Session, image: np.ndarray | None, au
     pipe = holder.get()
     with sess.action() as stop_event:
         yield from _generate(pipe, sess, image, audio_path, crop, sampling, face, crop_scale,
-                             cancellable(progress, stop_event))
+                             cancellable(progress, stop_event), holder.speed)
 
 
 def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, audio_path: str | None,
               crop: bool, sampling: SamplingConfig, face: int, crop_scale: float | None,
-              report: ProgressCallback) -> Iterator[Analysed | Generation]:
+              report: ProgressCallback, speed: Throughput) -> Iterator[Analysed | Generation]:
     version = sess.next_version()
     if image is None:  # both inputs checked before any work
         raise ValueError("Please add a portrait image first (upload, webcam or paste).")
@@ -241,16 +248,18 @@ def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, au
     # generation (cheap and pure: the per-window timeline is part of the speech analysis).
     used = pipe.resolve_emotion(prepared, sampling.emotion)
     yield Analysed(emotion_view(pipe, speech, sampling.emotion_label, used), source.message)
-    generation = sample_generation(pipe, sess, version, source_key, source, speech_key, speech, sampling, report)
+    generation = sample_generation(pipe, sess, version, source_key, source, speech_key, speech, sampling, report,
+                                   speed)
     sess.install(generation)
     yield generation
 
 
 def sample_generation(pipe: "FloatPipeline", sess: Session, version: int, source_key: str, source: "SourceImage",
                       speech_key: str, speech: "DrivingAudio", sampling: SamplingConfig,
-                      report: ProgressCallback = silent) -> Generation:
+                      report: ProgressCallback = silent, speed: Throughput | None = None) -> Generation:
     """The motion sampled for an analysed portrait and speech with ``sampling`` (cached per
-    session by both keys and the settings), as a :class:`Generation` (not yet installed)."""
+    session by both keys and the settings), as a :class:`Generation` (not yet installed);
+    ``speed`` records the sampling's throughput (the app's time estimates)."""
     import torch
 
     from float_core.inputs import Prepared
@@ -260,8 +269,11 @@ def sample_generation(pipe: "FloatPipeline", sess: Session, version: int, source
     motion_key = ("motion", source_key, speech_key, sampling)
     motion = sess.cache.get(motion_key, pipe.device)
     if motion is None:
+        t0 = time.perf_counter()
         with torch.no_grad():
             motion = torch.cat(list(pipe.iter_motion(prepared, sampling, progress=report)), dim=0)
+        if speed is not None:
+            speed.record_sampling(motion.shape[0] / pipe.config.fps, time.perf_counter() - t0, sampling.nfe)
         sess.cache.put(motion_key, motion)
     return Generation(
         version=version, source_key=source_key, speech_key=speech_key,
@@ -376,20 +388,12 @@ def preview(holder: PipelineHolder, sess: Session, frame_index: Any, edits: Edit
 
 
 def edited_frame(pipe: "FloatPipeline", gen: Generation, frame_index: Any, edits: Edits) -> tuple[int, np.ndarray]:
-    """(k, frame k of ``gen`` decoded with ``edits``, (S, S, 3) uint8); ``frame_index`` is
-    clipped to the clip. One decode, whatever the clip length."""
-    import torch
-
-    from float_core.editing import apply_lambda_offsets
-    from float_core.pipeline import frames_to_uint8
-
+    """(k, frame k of ``gen`` rendered with ``edits``, (S, S, 3) uint8); ``frame_index`` is
+    clipped to the clip. The render's own batch rule: the frame equals the video's frame bit for
+    bit, decoding only what that frame needs."""
     k = int(np.clip(int(frame_index or 0), 0, gen.num_frames - 1))
-    offsets = edit_offsets(gen, edits)
-    motion = gen.motion[k:k + 1].to(pipe.device)
-    if offsets is not None:
-        row = offsets if offsets.ndim == 1 else offsets[k]
-        motion = apply_lambda_offsets(motion, pipe.basis, torch.as_tensor(row, dtype=torch.float32))
-    return k, frames_to_uint8(pipe.decode_frames(move_tensors(gen.source, pipe.device), motion))[0]
+    return k, pipe.preview_frame(gen.source.to(pipe.device), gen.motion.to(pipe.device), k,
+                                 edits=edit_offsets(gen, edits), batch_size=RENDER_BATCH)
 
 
 def paste_back_transform(pipe: "FloatPipeline", sess: Session, gen: Generation) -> tuple[Any, str | None]:
@@ -417,7 +421,7 @@ class Rendered:
 
 
 def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = None, paste_back: bool = False,
-                 progress: ProgressCallback = silent, batch_size: int = 8,
+                 progress: ProgressCallback = silent, batch_size: int = RENDER_BATCH,
                  generation: Generation | None = None) -> Rendered:
     """Write the current generation (with ``edits``) to an MP4 with the speech muxed in.
 
@@ -444,7 +448,9 @@ def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = No
                     fps=int(pipe.config.fps), audio=(gen.speech.waveform, pipe.config.sample_rate),
                     transform=paste, progress=cancellable(progress, stop_event), total=gen.num_frames)
     sess.video_path = str(path)
-    return Rendered(str(path), gen, warnings, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    holder.speed.record_rendering(gen.num_frames / pipe.config.fps, seconds)
+    return Rendered(str(path), gen, warnings, seconds)
 
 
 def apply_edits(holder: PipelineHolder, sess: Session, edits: Edits, paste_back: bool = False,
@@ -455,6 +461,16 @@ def apply_edits(holder: PipelineHolder, sess: Session, edits: Edits, paste_back:
 
 
 # ---------------------------------------------------------------------------- messages
+def generation_estimate(holder: PipelineHolder, audio_path: str | None, nfe: int) -> str:
+    """"Generating takes about 45 s for this 3.7 s clip on this CPU": before long work, from the
+    measured throughput (:class:`~float_studio.speed.Throughput`); "" without usable speech."""
+    try:
+        seconds = speech_seconds(audio_path)
+    except ValueError:
+        return ""
+    return f"Generating takes {holder.speed.estimate(seconds, int(nfe))}." if seconds > 0 else ""
+
+
 def summary_markdown(gen: Generation, seconds: float, edited: bool, fps: float = 25.0) -> str:
     """A short result line: frames, duration, seed, emotion, wall time."""
     what = "Re-rendered with edits" if edited else "Generated"

@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .gpu import on_zero_gpu
+from .speed import Throughput
+
 if TYPE_CHECKING:
     from float_core.pipeline import FloatPipeline
 
@@ -44,6 +47,9 @@ class PipelineHolder:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self.attempts = 0
+        #: The measured speed of the pipeline (estimates, GPU request durations); on ZeroGPU
+        #: the model runs on CUDA although this process has no GPU of its own.
+        self.speed = Throughput("cuda" if on_zero_gpu() else "cpu")
 
     def get(self) -> "FloatPipeline":
         """The pipeline; raises RuntimeError with a readable message when it cannot be loaded."""
@@ -70,12 +76,15 @@ class PipelineHolder:
         try:
             self._pipe = self._loader()
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes a banner
-            log.exception("could not load the FLOAT pipeline")
+            # One line that says what to do; the details are on the page, the traceback at DEBUG.
+            log.error("%s", load_failure_line(exc))
+            log.debug("loading the FLOAT pipeline failed", exc_info=True)
             self.error = f"{type(exc).__name__}: {exc}"
             self._failed_at = time.monotonic()
             return
         self.load_seconds = time.perf_counter() - t0
         self.error = self._failed_at = None
+        self.speed.use_device(getattr(self._pipe, "device", "cpu"))
         log.info("FLOAT pipeline ready in %.1f s", self.load_seconds)
 
     @property
@@ -101,6 +110,19 @@ class PipelineHolder:
         kind = "tiny random test model" if cfg.image_size < 512 else "FLOAT"
         return (f"**Model:** {kind}, {cfg.image_size}x{cfg.image_size} px, {cfg.fps:g} fps, "
                 f"on {pipe.describe()}.")
+
+
+def load_failure_line(exc: BaseException) -> str:
+    """One log line for a failed load: what happened (the message's first line) and what to do."""
+    from float_core.weights import WeightsError
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    if isinstance(exc, WeightsError):
+        return (f"The FLOAT weights are missing ({first}). Run `python -m float_core download` online, or put "
+                f"the files the page lists under {checkpoint_dir()} (or set FLOAT_CHECKPOINT_DIR); the app serves "
+                "without a model until then (Retry loading on the page).")
+    return (f"Could not load the FLOAT pipeline ({type(exc).__name__}: {first}); the app serves without a model. "
+            "Run with log level DEBUG for the traceback.")
 
 
 def checkpoint_dir() -> Path:

@@ -175,3 +175,51 @@ def emotion_timeline_figure(windows: np.ndarray, used: np.ndarray, window_second
                       xaxis_title="time (s)", yaxis=dict(range=[0, 1.05], title="probability", tickformat=".0%"),
                       **_LAYOUT)
     return fig
+
+
+#: One colour per character of a conversation (the speaking-timeline plot), cycled.
+CHARACTER_COLORS = ("#4f46e5", "#0ea5e9", "#f59e0b", "#10b981", "#ef4444", "#a855f7")
+
+
+def speaking_timeline_figure(names: Sequence[str], speaking: np.ndarray, fps: float,
+                             speaker: np.ndarray | None = None) -> "go.Figure":
+    """Who speaks when in a conversation: one row per character with the spans its voice
+    activity marks speech (the rest of the time it idles in silence mode), and, for the
+    "speaker" layout, a row "Large tile" saying who is shown large.
+
+    Args:
+        names: the characters, in order (the first row at the top).
+        speaking: bool (N, T) speaking flags.
+        fps: frames per second (the time axis is in seconds).
+        speaker: int (T,) the large tile's character, or None.
+    """
+    import plotly.graph_objects as go
+
+    from float_core.conversation import speech_runs
+
+    flags = np.asarray(speaking, bool)
+    if flags.ndim != 2 or flags.shape[0] != len(names):
+        raise ValueError(f"speaking: expected ({len(names)}, frames) flags, got shape {flags.shape}")
+    rows = list(names) + (["Large tile"] if speaker is not None else [])
+    fig = go.Figure()
+
+    def spans(row: str, runs: list[tuple[int, int]], index: int, legend: bool) -> None:
+        fig.add_trace(go.Bar(
+            y=[row] * len(runs), x=[(b - a) / fps for a, b in runs], base=[a / fps for a, _ in runs],
+            orientation="h", name=names[index], legendgroup=names[index], showlegend=legend,
+            marker_color=CHARACTER_COLORS[index % len(CHARACTER_COLORS)],
+            hovertemplate=f"{names[index]}: %{{base:.2f}}-%{{x:.2f}} s<extra>{row}</extra>"))
+
+    for i, name in enumerate(names):
+        spans(name, speech_runs(flags[i]), i, True)
+    if speaker is not None:
+        on = np.asarray(speaker)
+        for i in range(len(names)):
+            spans("Large tile", speech_runs(on == i), i, False)
+    seconds = flags.shape[1] / fps
+    fig.update_layout(title=dict(text="Who speaks when<br><sub>bars: speaking (voice activity); elsewhere the "
+                                      "character listens (silence mode)</sub>"),
+                      barmode="overlay", xaxis=dict(title="time (s)", range=[0, seconds]),
+                      yaxis=dict(categoryorder="array", categoryarray=rows[::-1], type="category"),
+                      **{**_LAYOUT, "height": 120 + 40 * len(rows)})
+    return fig

@@ -1,6 +1,6 @@
 """OpenAI-compatible speech recognition, chat and speech synthesis for the Call tab's assistant.
 
-TalkingMachines (seeds/003, "Applications") puts a language model between the caller's voice
+TalkingMachines ("Applications") puts a language model between the caller's voice
 and the video server; here that model is any server speaking the OpenAI HTTP protocol, so local
 servers (llama.cpp ``server``, Ollama, faster-whisper-server / speaches, Kokoro-FastAPI) and
 hosted ones work alike. Each service is a base URL ending in ``/v1`` (or wherever the routes
@@ -28,16 +28,13 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from float_core.config import SAMPLE_RATE
+from float_core.tts import TTSError, TTSSettings, available_engines, synthesize
 
 __all__ = ["ServiceConfig", "ServiceError", "transcribe", "chat", "speak", "check_services",
            "assistant_unavailable_reason"]
@@ -117,7 +114,7 @@ def assistant_unavailable_reason(cfg: ServiceConfig) -> str | None:
         return (f"Assistant mode needs {' and '.join(missing)} (OpenAI-compatible speech recognition "
                 f"and chat servers, e.g. faster-whisper-server and llama.cpp/Ollama); puppet mode "
                 f"works without them.")
-    if cfg.tts_url is None and shutil.which("espeak-ng") is None:
+    if cfg.tts_url is None and available_engines()["espeak"] is not None:
         return ("Assistant mode needs a voice: set FLOAT_TTS_URL (an OpenAI-compatible /audio/speech "
                 "server such as Kokoro-FastAPI) or install espeak-ng (apt-get install espeak-ng).")
     return None
@@ -242,37 +239,15 @@ def spoken_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _decode(data: bytes, what: str) -> np.ndarray:
-    """Any audio container (WAV, MP3, Opus, ...) to 16 kHz mono float32, via the engine's decoder."""
-    from float_core.media.audio import AudioError, load_audio
-
-    with tempfile.TemporaryDirectory(prefix="float-tts-") as tmp:
-        path = Path(tmp) / "speech"
-        path.write_bytes(data)
-        try:
-            return load_audio(path, target_rate=SAMPLE_RATE)
-        except AudioError as exc:
-            raise ServiceError(f"{what} returned audio that cannot be decoded: {exc}") from None
-
-
 def speak(cfg: ServiceConfig, text: str) -> np.ndarray:
-    """Speech for ``text`` as 16 kHz mono float32: ``POST {tts}/audio/speech``, else espeak-ng."""
+    """Speech for ``text`` as 16 kHz mono float32: ``POST {tts}/audio/speech`` when ``tts_url`` is
+    set, else espeak-ng (both through :func:`float_core.tts.synthesize`)."""
     if not text.strip():
         return np.zeros(0, np.float32)
-    if cfg.tts_url is not None:
-        url = f"{cfg.tts_url}/audio/speech"
-        body = {"model": cfg.tts_model, "input": text, "voice": cfg.tts_voice, "response_format": "wav"}
-        response = _request(cfg, "text to speech", "FLOAT_TTS_URL", "POST", url, json=body)
-        return _decode(response.content, f"text to speech at {url}")
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise ServiceError("no text-to-speech: set FLOAT_TTS_URL or install espeak-ng (apt-get install espeak-ng)")
-    try:  # the text goes in on stdin, never through a shell
-        done = subprocess.run([exe, "--stdout", "-v", cfg.espeak_voice], input=text.encode("utf-8"),
-                              capture_output=True, timeout=cfg.timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise ServiceError(f"espeak-ng took longer than {cfg.timeout_s:g} s") from None
-    if done.returncode != 0 or not done.stdout:
-        raise ServiceError(f"espeak-ng failed (exit {done.returncode}): "
-                           f"{done.stderr.decode(errors='replace').strip()[:200]}")
-    return _decode(done.stdout, "espeak-ng")
+    settings = TTSSettings(url=cfg.tts_url, model=cfg.tts_model, api_key=cfg.api_key, timeout_s=cfg.timeout_s,
+                           espeak_voice=cfg.espeak_voice, url_voice=cfg.tts_voice)
+    voice = f"url:{cfg.tts_voice}" if cfg.tts_url is not None else f"espeak:{cfg.espeak_voice}"
+    try:
+        return synthesize(text, voice, settings=settings)
+    except TTSError as exc:
+        raise ServiceError(str(exc)) from None

@@ -4,7 +4,8 @@ Nothing here imports Gradio, so every function can be unit-tested directly. The 
 one :class:`Session` per browser session (in ``gr.State``); the loaded
 :class:`~float_core.pipeline.FloatPipeline` is shared read-only by all sessions.
 
-Caching follows DESIGN.md's one-way data flow. Each session keeps an :class:`LRUCache`
+Caching follows the engine's one-way data flow (portrait + speech -> prepared state -> motion
+-> frames). Each session keeps an :class:`LRUCache`
 (bounded in bytes, ``FLOAT_SESSION_CACHE_MB``) of
 
 * portrait analyses (:class:`~float_core.inputs.SourceImage`), keyed by the image content,
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
-from float_core.config import EMOTIONS, SOLVER_NAMES, SamplingConfig
+from float_core.config import EMOTIONS, SOLVER_NAMES, SamplingConfig, env_number
 from float_core.inputs import move_tensors
 from float_core.progress import ProgressCallback
 
@@ -63,8 +64,6 @@ E_CFG_RANGE: tuple[float, float] = (0.0, 10.0)
 #: The defaults of the controls: the one set in :class:`SamplingConfig`.
 DEFAULTS = SamplingConfig()
 MAX_SEED = 2**31 - 1
-#: Default longest accepted speech in seconds (``FLOAT_MAX_SECONDS`` overrides; 0 = no limit).
-DEFAULT_MAX_SECONDS = 60.0
 #: Bound of one session's analysis/motion cache (``FLOAT_SESSION_CACHE_MB`` overrides). An
 #: official-size portrait analysis is ~63 MB (the encoder's feature pyramid).
 DEFAULT_SESSION_CACHE_MB = 256.0
@@ -117,24 +116,9 @@ def _number(name: str, value: Any, low: float, high: float) -> float:
     return x
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        return float(raw) if raw.strip() else default
-    except ValueError:
-        log.warning("%s=%r is not a number; using %g", name, raw, default)
-        return default
-
-
-def max_audio_seconds() -> float | None:
-    """The longest accepted speech: ``$FLOAT_MAX_SECONDS`` (0 or negative: no limit) or 60 s."""
-    value = _env_number("FLOAT_MAX_SECONDS", DEFAULT_MAX_SECONDS)
-    return value if value > 0 else None
-
-
 def session_cache_bytes() -> int:
     """The byte bound of one session's cache: ``$FLOAT_SESSION_CACHE_MB`` (default 256)."""
-    return int(max(_env_number("FLOAT_SESSION_CACHE_MB", DEFAULT_SESSION_CACHE_MB), 0.0) * 2**20)
+    return int(env_number("FLOAT_SESSION_CACHE_MB", DEFAULT_SESSION_CACHE_MB, minimum=0.0) * 2**20)
 
 
 # ---------------------------------------------------------------------------- cancellation
@@ -184,6 +168,16 @@ class LRUCache:
     def __init__(self, max_bytes: int | None = None):
         self.max_bytes = session_cache_bytes() if max_bytes is None else int(max_bytes)
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (ZeroGPU sends a handler's arguments to its GPU worker process): the lock stays."""
+        with self._lock:
+            return {"max_bytes": self.max_bytes, "items": list(self._items.items())}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.max_bytes = state["max_bytes"]
+        self._items = OrderedDict(state["items"])
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, device: Any = None) -> Any:
@@ -291,6 +285,18 @@ class Session:
 
     def __deepcopy__(self, memo: dict) -> "Session":
         return Session(cache=LRUCache(self.cache.max_bytes))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable with its cache and generation, for ZeroGPU's GPU worker process (see
+        :mod:`float_studio.gpu`); the lock and the running actions' stop events stay here."""
+        state = dict(self.__dict__)
+        del state["_lock"], state["_actions"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._actions = set()
 
     @contextlib.contextmanager
     def action(self) -> Iterator[threading.Event]:

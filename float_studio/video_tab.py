@@ -94,8 +94,14 @@ def analyse_video(pipe: "FloatPipeline", sess: st.Session, video_path: str | Non
                   reference: int | str | None = None,
                   progress: ProgressCallback = silent) -> tuple[str, "VideoMotion"]:
     """The video's face motion (:meth:`FloatPipeline.analyse_video`), cached per session by
-    file content and settings (and shared for the example videos)."""
+    file content and settings (and shared for the example videos). A video longer than the
+    server's limit (``FLOAT_MAX_SECONDS``, read from its header) is refused before any work."""
+    from float_core.video_in import video_seconds
+
+    from .limits import check_speech_seconds
+
     path = check_video(video_path)
+    check_speech_seconds(video_seconds(path) or 0.0, what="The video")
     content = st.file_key(path)
     key = f"{content}:{int(bool(crop))}:{reference}"
     video = st.cached(sess.cache, ("video", key), pipe.device,
@@ -291,22 +297,41 @@ def video_gallery() -> list[list[str]]:
 
 
 # ---------------------------------------------------------------------------- layout and wiring
+def work_seconds(video: str | None = None, speech: str | None = None, **_: Any) -> float:
+    """Seconds of media a Video-tab request processes (its GPU request's size): the video, read
+    and encoded frame by frame, plus the speech; each at most the server's limit."""
+    from float_core.video_in import video_seconds
+
+    from .limits import limited_speech_seconds, max_speech_seconds
+
+    limit = max_speech_seconds()
+    seconds = (video_seconds(video) or 0.0) if video else 0.0
+    return (seconds if limit is None else min(seconds, limit)) + limited_speech_seconds(speech)
+
+
 def build_video_tab(holder: PipelineHolder) -> None:
     """Lay out the Video tab (inside ``with gr.Tab("Video"):``) and wire its events.
 
-    Public API endpoints: ``/drive`` (modes drive and hybrid) and ``/dub``; the edit panel's
-    events are private (the Studio tab's endpoints edit Studio generations).
+    Public API endpoints: ``/drive`` (modes drive and hybrid) and ``/dub``; the motion editor's
+    events are private (the Studio tab's endpoints edit Studio generations). The handlers that
+    run the model are GPU requests (:func:`float_studio.gpu.gpu_handler`) sized by
+    :func:`work_seconds`; they return the session, and Stop cancels their events.
     """
+    from types import SimpleNamespace
+
     import gradio as gr
 
     from float_core.config import FloatConfig
     from float_core.directions import GROUPS
 
     from . import plots
-    from .ui import build_edit_panel, gallery, gpu, progress_bar, ui_errors
+    from .gpu import gpu_handler
+    from .ui import (describe_after, editor_handlers, gallery, layout_editor, progress_bar, slider_updates,
+                     ui_errors, wire_editor)
 
     num_dirs = holder.get().config.motion_dim if holder.loaded else FloatConfig.official().motion_dim
-    session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
+    ui = SimpleNamespace(num_dirs=num_dirs)
+    ui.session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
     portraits, voices = gallery()
     videos = video_gallery()
     gr.Markdown("Use a video as input. **Drive**: the portrait moves as the face in the video. **Lips from "
@@ -315,59 +340,63 @@ def build_video_tab(holder: PipelineHolder) -> None:
                 "speech. See docs/video.md.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=6):
-            mode = gr.Radio([(label, key) for key, label in MODES.items()], value="drive", label="Mode",
-                            elem_id="video-mode")
+            ui.mode = gr.Radio([(label, key) for key, label in MODES.items()], value="drive", label="Mode",
+                               elem_id="video-mode")
             with gr.Row(equal_height=False):
-                with gr.Column() as portrait_box:
-                    portrait = gr.Image(label="Portrait", type="numpy", height=240, elem_id="video-portrait",
-                                        sources=["upload", "webcam", "clipboard"])
+                with gr.Column() as ui.portrait_box:
+                    ui.portrait = gr.Image(label="Portrait", type="numpy", height=240, elem_id="video-portrait",
+                                           sources=["upload", "webcam", "clipboard"])
                     if portraits:
-                        gr.Examples(portraits, inputs=[portrait], label="Example portraits", examples_per_page=8)
+                        gr.Examples(portraits, inputs=[ui.portrait], label="Example portraits", examples_per_page=8)
                 with gr.Column():
-                    video_in = gr.Video(label="Video (a face)", height=240, sources=["upload", "webcam"],
-                                        elem_id="video-input")
+                    ui.video_in = gr.Video(label="Video (a face)", height=240, sources=["upload", "webcam"],
+                                           elem_id="video-input")
                     if videos:
-                        gr.Examples(videos, inputs=[video_in], label="Example videos (examples/README.md)",
+                        gr.Examples(videos, inputs=[ui.video_in], label="Example videos (examples/README.md)",
                                     examples_per_page=8, elem_id="video-examples")
-            with gr.Column(visible=False) as speech_box:
-                speech = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
-                                  elem_id="video-speech")
+            with gr.Column(visible=False) as ui.speech_box:
+                ui.speech = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
+                                     elem_id="video-speech")
                 if voices:
-                    gr.Examples(voices, inputs=[speech], label="Example voices", examples_per_page=8,
+                    gr.Examples(voices, inputs=[ui.speech], label="Example voices", examples_per_page=8,
                                 elem_id="video-voice-examples")
-            groups = gr.CheckboxGroup(list(GROUPS), value=list(DEFAULT_GROUPS["hybrid"]), visible=False,
-                                      label="Taken from the video",
-                                      info="Direction groups whose motion follows the video; the rest follows "
-                                           "the speech.", elem_id="video-groups")
+            ui.groups = gr.CheckboxGroup(list(GROUPS), value=list(DEFAULT_GROUPS["hybrid"]), visible=False,
+                                         label="Taken from the video",
+                                         info="Direction groups whose motion follows the video; the rest follows "
+                                              "the speech.", elem_id="video-groups")
             with gr.Row():
-                relative = gr.Checkbox(True, label="Relative motion", elem_id="video-relative",
-                                       info="The portrait starts as it is and makes the video's changes "
-                                            "(off: it takes the video's pose).")
-                crop = gr.Checkbox(True, label="Crop to the face", elem_id="video-crop",
-                                   info="Detect and crop the face in the portrait and in every video frame.")
-                paste_back = gr.Checkbox(False, label="Paste back into the photo", elem_id="video-paste",
-                                         info="Blend the animated face back into the portrait photo.")
-                reference = gr.Number(-1, precision=0, minimum=-1, label="Reference frame", visible=False,
-                                      info="The frame whose face is the identity; -1: the first frontal, sharp "
-                                           "one.", elem_id="video-reference")
-            with gr.Accordion("Sampling (speech)", open=False, visible=False) as sampling_box:
+                ui.relative = gr.Checkbox(True, label="Relative motion", elem_id="video-relative",
+                                          info="The portrait starts as it is and makes the video's changes "
+                                               "(off: it takes the video's pose).")
+                ui.crop = gr.Checkbox(True, label="Crop to the face", elem_id="video-crop",
+                                      info="Detect and crop the face in the portrait and in every video frame.")
+                ui.paste_back = gr.Checkbox(False, label="Paste back into the photo", elem_id="video-paste",
+                                            info="Blend the animated face back into the portrait photo.")
+                ui.reference = gr.Number(-1, precision=0, minimum=-1, label="Reference frame", visible=False,
+                                         info="The frame whose face is the identity; -1: the first frontal, "
+                                              "sharp one.", elem_id="video-reference")
+            with gr.Accordion("Sampling (speech)", open=False, visible=False) as ui.sampling_box:
                 with gr.Row():
-                    a_cfg = gr.Slider(*st.A_CFG_RANGE, value=st.DEFAULTS.a_cfg, step=0.1, label="Audio guidance γa")
-                    e_cfg = gr.Slider(*st.E_CFG_RANGE, value=st.DEFAULTS.e_cfg, step=0.1, label="Emotion intensity γe")
+                    ui.a_cfg = gr.Slider(*st.A_CFG_RANGE, value=st.DEFAULTS.a_cfg, step=0.1,
+                                         label="Audio guidance γa")
+                    ui.e_cfg = gr.Slider(*st.E_CFG_RANGE, value=st.DEFAULTS.e_cfg, step=0.1,
+                                         label="Emotion intensity γe")
                 with gr.Row():
-                    nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
-                                    elem_id="video-nfe")
-                    seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",
-                                     info="-1 draws one (written back here).", elem_id="video-seed")
+                    ui.nfe = gr.Slider(*st.NFE_RANGE, value=st.DEFAULTS.nfe, step=1, label="Steps (NFE)",
+                                       elem_id="video-nfe")
+                    ui.seed = gr.Number(value=0, precision=0, minimum=-1, maximum=st.MAX_SEED, label="Seed",
+                                        info="-1 draws one (written back here).", elem_id="video-seed")
         with gr.Column(scale=5):
             with gr.Row():
-                run_drive = gr.Button("Animate", variant="primary", elem_id="video-run-drive", scale=3)
-                run_dub = gr.Button("Dub", variant="primary", visible=False, elem_id="video-run-dub", scale=3)
-                stop = gr.Button("Stop", variant="stop", elem_id="video-stop", scale=1)
-            video_out = gr.Video(label="Result", height=380, autoplay=True, interactive=False,
-                                 buttons=["download"], elem_id="video-output")
-            summary = gr.Markdown(elem_id="video-summary")
+                ui.run_drive = gr.Button("Animate", variant="primary", elem_id="video-run-drive", scale=3)
+                ui.run_dub = gr.Button("Dub", variant="primary", visible=False, elem_id="video-run-dub", scale=3)
+                ui.stop = gr.Button("Stop", variant="stop", elem_id="video-stop", scale=1)
+            ui.video = gr.Video(label="Result", height=380, autoplay=True, interactive=False, buttons=["download"],
+                                elem_id="video-output")
+            ui.summary = gr.Markdown(elem_id="video-summary")
+    layout_editor(ui, prefix="float-video", preview_label="Preview: input frame | edited output frame")
 
+    # ---------------------------------------------------------------- handlers
     def pipe_fps() -> float:
         return holder.get().config.fps
 
@@ -378,9 +407,7 @@ def build_video_tab(holder: PipelineHolder) -> None:
             gr.Warning(w)
         return rendered.path, summary_markdown(rendered.generation, rendered.seconds, True, pipe_fps())
 
-    panel = build_edit_panel(holder, session, paste_back, video_out, summary, num_dirs, preview=preview,
-                             apply=apply_edits, prefix="float-video", api=False,
-                             preview_label="Preview: input frame | edited output frame")
+    fn = editor_handlers(holder, num_dirs, len(ui.headings), preview=preview, apply=apply_edits)
 
     def on_mode(choice: str) -> tuple[Any, ...]:
         key = parse_mode(choice)
@@ -390,10 +417,6 @@ def build_video_tab(holder: PipelineHolder) -> None:
                 gr.update(visible=key == "drive"), gr.update(visible=key != "dub"), gr.update(visible=key != "dub"),
                 gr.update(visible=key == "dub"), gr.update(visible=speech_on), gr.update(visible=key != "dub"),
                 gr.update(visible=key == "dub"))
-
-    mode_outputs = [portrait_box, speech_box, groups, relative, crop, paste_back, reference, sampling_box,
-                    run_drive, run_dub]
-    mode.change(on_mode, mode, mode_outputs, queue=False, api_visibility="private")
 
     def finish(sess: st.Session, gen: VideoGeneration, paste: bool, report: ProgressCallback,
                seed_value: Any) -> tuple[Any, ...]:
@@ -406,9 +429,9 @@ def build_video_tab(holder: PipelineHolder) -> None:
                 gr.update(minimum=0, maximum=max(gen.num_frames - 1, 1), value=0, interactive=True),
                 preview(holder, sess, 0, h.Edits(np.zeros(num_dirs, np.float32)), paste),
                 plots.lambda_figure(gen.lambdas, pipe_fps(), 0, directions=gen.directions),
-                *panel.slider_updates(gen, reset=True))
+                *slider_updates(gen, reset=True))
 
-    @gpu(duration=180)
+    @gpu_handler(holder.speed, work_seconds)
     @ui_errors
     def on_drive(sess: st.Session, image: np.ndarray | None, video: str | None, speech: str | None, mode: str,
                  groups: list[str], relative: bool, crop: bool, paste_back: bool, a_cfg: float, e_cfg: float,
@@ -424,7 +447,7 @@ def build_video_tab(holder: PipelineHolder) -> None:
                   crop=bool(crop), sampling=sampling, progress=report)
         return finish(sess, gen, bool(paste_back), report, sampling.seed if sampling is not None else seed)
 
-    @gpu(duration=180)
+    @gpu_handler(holder.speed, work_seconds)
     @ui_errors
     def on_dub(sess: st.Session, video: str | None, speech: str | None, groups: list[str],
                reference_frame: float | None, a_cfg: float, e_cfg: float, nfe: float, seed: float,
@@ -438,20 +461,20 @@ def build_video_tab(holder: PipelineHolder) -> None:
                   sampling=sampling, progress=report)
         return finish(sess, gen, False, report, sampling.seed)
 
-    outputs = [video_out, summary, seed, session, panel.frame, panel.preview, panel.lambda_plot, *panel.sliders]
-    drive_event = run_drive.click(
-        on_drive, [session, portrait, video_in, speech, mode, groups, relative, crop, paste_back, a_cfg, e_cfg, nfe,
-                   seed], outputs, api_name="drive", concurrency_limit=1, concurrency_id="render",
-        show_progress_on=[video_out])
-    dub_event = run_dub.click(
-        on_dub, [session, video_in, speech, groups, reference, a_cfg, e_cfg, nfe, seed], outputs, api_name="dub",
-        concurrency_limit=1, concurrency_id="render", show_progress_on=[video_out])
-    describes = [panel.describe_after(drive_event), panel.describe_after(dub_event)]
-
-    def on_stop(sess: st.Session) -> None:
-        h.stop(sess)
-
-    for button in (stop, panel.stop_apply):
-        button.click(on_stop, [session], None, cancels=[drive_event, dub_event, *describes, panel.apply_event],
+    # ---------------------------------------------------------------- wiring
+    ui.mode.change(on_mode, ui.mode, [ui.portrait_box, ui.speech_box, ui.groups, ui.relative, ui.crop, ui.paste_back,
+                                      ui.reference, ui.sampling_box, ui.run_drive, ui.run_dub],
+                   queue=False, api_visibility="private")
+    outputs = [ui.video, ui.summary, ui.seed, ui.session, ui.frame, ui.preview, ui.lambda_plot, *ui.sliders]
+    drive_event = ui.run_drive.click(
+        on_drive, [ui.session, ui.portrait, ui.video_in, ui.speech, ui.mode, ui.groups, ui.relative, ui.crop,
+                   ui.paste_back, ui.a_cfg, ui.e_cfg, ui.nfe, ui.seed], outputs, api_name="drive",
+        concurrency_limit=1, concurrency_id="render", show_progress_on=[ui.video])
+    dub_event = ui.run_dub.click(
+        on_dub, [ui.session, ui.video_in, ui.speech, ui.groups, ui.reference, ui.a_cfg, ui.e_cfg, ui.nfe, ui.seed],
+        outputs, api_name="dub", concurrency_limit=1, concurrency_id="render", show_progress_on=[ui.video])
+    describes = [describe_after(ui, fn, event, api=False) for event in (drive_event, dub_event)]
+    apply_event = wire_editor(ui, fn, api=False)
+    for button in (ui.stop, ui.stop_apply):
+        button.click(fn.on_stop, [ui.session], None, cancels=[drive_event, dub_event, *describes, apply_event],
                      queue=False, api_visibility="private")
-

@@ -1,4 +1,4 @@
-"""The Call tab's WebRTC server (issue 10): a real aiortc client calls ``POST /call/offer``.
+"""The Call tab's WebRTC server: a real aiortc client calls ``POST /call/offer``.
 
 The app runs as ``app.py`` serves it (:func:`float_studio.server.launch`) on 127.0.0.1 with the
 tiny random model (64x64 frames). ICE uses host candidates only (no STUN/TURN).
@@ -81,9 +81,9 @@ def served(request):
 def manager(served):
     """The call manager, checked to be left with no call and no call thread after the test."""
     _, mgr = served
-    defaults = (mgr.max_calls, mgr.idle_timeout_s, mgr.services_config)
+    defaults = (mgr.max_calls, mgr.idle_timeout_s, mgr.services_config, mgr.max_seconds)
     yield mgr
-    mgr.max_calls, mgr.idle_timeout_s, mgr.services_config = defaults
+    mgr.max_calls, mgr.idle_timeout_s, mgr.services_config, mgr.max_seconds = defaults
     assert wait_until(lambda: not mgr.calls and not _call_threads(), 15), (mgr.calls, _call_threads())
     # ... and no task of a call (mic reader, watchdog, stats, aiortc's own) left on the media loop
     assert wait_until(lambda: not _media_tasks(mgr), 10), _media_tasks(mgr)
@@ -313,3 +313,23 @@ def test_two_calls_are_isolated(served, manager):
     assert first.status["state"] == second.status["state"] == "connected"
     assert first.status["frames"]["generated"] > 0 and second.status["frames"]["generated"] > 0
     assert second.video_times[-1] > marks["short"] + 1.5  # still receiving after the first hung up
+
+
+def test_a_call_ends_at_its_maximum_length_after_a_countdown(served, manager):
+    """FLOAT_MAX_LIVE_SECONDS: the stats count the call's remaining seconds down (the page shows
+    the last 30 s), then the server hangs up and says why."""
+    url, _ = served
+    assert manager.max_seconds == 300  # the default
+    manager.max_seconds = 2.0
+
+    def closed(rec) -> bool:
+        return any(e.get("type") == "state" and e.get("state") == "closed" for e in rec.events)
+
+    rec = asyncio.run(place_call(url, PORTRAIT, SpeechTrack(np.zeros(1, np.float32)), seconds=15.0, crop=False,
+                                 nfe=1, until=closed))
+    assert closed(rec), rec.events[-3:]
+    stats = [e for e in rec.events if e["type"] == "stats"]
+    assert stats and all(e["max_seconds"] == 2.0 and 0 <= e["remaining_s"] <= 2.0 for e in stats), stats
+    assert all("generated_fps" in e and "realtime" in e for e in stats)  # the below-real-time warning's fields
+    reason = next(e["reason"] for e in rec.events if e.get("state") == "closed")
+    assert "maximum length" in reason and "2 s" in reason and "FLOAT_MAX_LIVE_SECONDS" in reason

@@ -1,4 +1,4 @@
-"""Assistant mode end to end (issue 10): caller speech -> VAD turn -> ASR -> chat -> TTS -> portrait.
+"""Assistant mode end to end: caller speech -> VAD turn -> ASR -> chat -> TTS -> portrait.
 
 The services are a local OpenAI-compatible server on 127.0.0.1
 (:mod:`float_studio.call.stub_services`: real multipart / JSON protocol, fixed answers, espeak-ng

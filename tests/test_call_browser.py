@@ -1,4 +1,4 @@
-"""The Call tab in a real browser (issue 10): headless Debian Chromium with a fake microphone.
+"""The Call tab in a real browser: headless Debian Chromium with a fake microphone.
 
 Chromium's ``--use-fake-device-for-media-stream`` microphone (a beep) and
 ``--use-fake-ui-for-media-stream`` (permission granted) let the page's own WebRTC client

@@ -1,4 +1,4 @@
-"""`python -m float_core generate` end to end with the tiny random model (issue 3)."""
+"""`python -m float_core generate` end to end with the tiny random model."""
 
 import json
 import math
@@ -100,7 +100,7 @@ def test_csv_jobs_and_argument_errors(tmp_path, speech, capsys):
     assert main(["generate", "--checkpoint", "tiny-random", "--jobs", str(csv_path)]) == 2
     assert "solver: must be one of" in capsys.readouterr().err
     assert main(["generate", "--image", "a.png"]) == 2
-    assert "missing --audio, --output" in capsys.readouterr().err
+    assert "missing --audio, --out" in capsys.readouterr().err
 
 
 def test_module_entry_point_help():

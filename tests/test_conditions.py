@@ -1,4 +1,4 @@
-"""Audio and emotion condition encoders against the reference fixtures (ARCHITECTURE.md, paper 4.2)."""
+"""Audio and emotion condition encoders against the reference fixtures (paper Sec. 4.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Device discipline (issue 12, item 1): every path runs on a simulated accelerator.
+"""Device discipline: every path runs on a simulated accelerator.
 
 :class:`float_core.testing.SimulatedAccelerator` makes the CPU behave like a separate device:
 implicit host conversions of device tensors raise, host tensors mixed into device ops raise,
@@ -26,6 +26,7 @@ from float_core.testing import (
     SimulatedAccelerator,
     iter_device_tensors,
 )
+from helpers import one_torch_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "portrait_astronaut.png"
@@ -104,7 +105,7 @@ def test_pipeline_lives_on_the_accelerator(dev_pipe, prepared):
 # ---------------------------------------------------------------------------- engine paths
 @pytest.mark.parametrize("emotion", ["happy", [1, 0, 0, 0, 0, 0, 2], "device-tensor"])
 def test_generate_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared, emotion, tmp_path):
-    """The CUDA crash of issue 12: generate() resolved a device-tensor emotion with np.asarray."""
+    """Guards a CUDA crash: generate() once resolved a device-tensor emotion with np.asarray."""
     cpu, dev = prepared
     given = acc.tensor([0.0, 1, 0, 0, 0, 0, 0]) if emotion == "device-tensor" else emotion
     result = dev_pipe.generate(None, None, tmp_path / "dev.mp4", prepared=dev, emotion=given,
@@ -114,6 +115,17 @@ def test_generate_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, prepared, e
     assert isinstance(result.motion, DeviceTensor) and isinstance(result.emotion, DeviceTensor)
     assert torch.equal(result.motion.cpu(), cpu_pipe.sample_motion(cpu, emotion=same, nfe=2, seed=3))
     assert torch.equal(result.emotion.cpu(), cpu_pipe.resolve_emotion(cpu, same))
+
+
+def test_converse_on_accelerator_equals_cpu(acc, cpu_pipe, dev_pipe, wave, tmp_path):
+    """A conversation (silence mode, per-character seeds, speaker layout) on the device."""
+    images = [IMAGE, ROOT / "examples" / "portrait_grace_hopper.jpg"]
+    with one_torch_thread():
+        dev = dev_pipe.converse(images, [wave, None], tmp_path / "dev.mp4", layout="speaker", nfe=1, seed=2)
+        cpu = cpu_pipe.converse(images, [wave, None], tmp_path / "cpu.mp4", layout="speaker", nfe=1, seed=2)
+    assert dev.num_frames == 15 and all(isinstance(m, DeviceTensor) for m in dev.motion)
+    assert all(torch.equal(d.cpu(), c) for d, c in zip(dev.motion, cpu.motion))
+    np.testing.assert_array_equal(dev.speaking, cpu.speaking)
 
 
 def test_full_generate_with_crop_paste_back_and_edits(acc, dev_pipe, wave, tmp_path):

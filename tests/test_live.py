@@ -82,3 +82,72 @@ def test_stop_ends_a_stream_that_would_run_forever(pipe, portrait) -> None:
             threading.Timer(0.2, session.halt).start()  # the Stop button, from another thread
     assert states[-1] == "stopped"
     session.cleanup()
+
+
+def test_a_server_without_ffmpeg_is_told_what_to_install(monkeypatch) -> None:
+    """Gradio's streaming video needs ffmpeg and ffprobe; without them the tab says so at once
+    (instead of a stream that never plays)."""
+    import shutil
+
+    from float_studio.live import player_unavailable_reason
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "ffprobe" else real(name))
+    reason = player_unavailable_reason()
+    assert reason is not None and "ffprobe" in reason and "apt-get install ffmpeg" in reason
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert player_unavailable_reason() is None
+
+
+def test_a_microphone_stream_stops_at_its_limit_and_says_why(pipe, portrait) -> None:
+    """FLOAT_MAX_LIVE_SECONDS (here 1 s): a stream that would run forever stops."""
+    session = LiveSession()
+    session.mic_state = "waiting"  # nobody speaks: idle frames from the clock, until the limit
+    for _, stats in run_live(pipe, portrait, session.mic_chunks(), SamplingConfig(seed=0, nfe=1), session,
+                             live=True, max_seconds=1.0):
+        pass
+    assert stats.state == "limit" and stats.elapsed >= 1.0 and stats.frames > 0
+    assert "Stopped: the maximum length of a live session, 1 s, was reached (FLOAT_MAX_LIVE_SECONDS)" in \
+        stats.markdown()
+    session.cleanup()
+
+
+def test_the_stats_count_down_the_last_30_seconds() -> None:
+    from float_studio.live import LiveStats
+
+    stats = LiveStats(state="streaming", frames=100, elapsed=260.0, first_frame=1.0, live=True, limit=300.0)
+    assert "ends in" not in stats.markdown()
+    stats.elapsed = 288.4
+    assert "This stream ends in 12 s (live sessions last at most 300 s, FLOAT_MAX_LIVE_SECONDS)" in stats.markdown()
+
+
+def test_text_and_uploads_are_held_to_the_speech_limit(monkeypatch) -> None:
+    """FLOAT_MAX_SECONDS for the Live tab: text clearly too long is refused before it is spoken,
+    spoken text is measured, an upload is measured from its header."""
+    import float_studio.live as live
+    from float_studio.limits import LimitError
+
+    monkeypatch.setenv("FLOAT_MAX_SECONDS", "1")
+    spoken = []
+    monkeypatch.setattr(live, "speak", lambda text, voice: spoken.append(text) or np.zeros(24000, np.float32))
+    with pytest.raises(LimitError, match="characters.*at most 1 s of speech"):
+        live.live_speech("Text", "x" * 26, "espeak-ng", None, LiveSession())
+    assert spoken == []  # refused before synthesis
+    with pytest.raises(LimitError, match=r"The spoken text is 1\.5 s long; this server accepts at most 1 s"):
+        live.live_speech("Text", "Hello there", "espeak-ng", None, LiveSession())
+    with pytest.raises(LimitError, match=r"The speech is 4\.0 s long.*FLOAT_MAX_SECONDS"):
+        live.live_speech("Upload", "", "espeak-ng", str(ROOT / "examples" / "arctic_a0007.wav"), LiveSession())
+    monkeypatch.setenv("FLOAT_MAX_SECONDS", "60")
+    speech, seconds = live.live_speech("Upload", "", "espeak-ng", str(ROOT / "examples" / "arctic_a0007.wav"),
+                                       LiveSession())
+    assert seconds == pytest.approx(4.0)
+
+
+def test_the_stats_say_when_the_stream_is_slower_than_real_time() -> None:
+    from float_studio.live import LiveStats
+
+    stats = LiveStats(state="streaming", frames=60, elapsed=12.0, first_frame=2.0, frames_at_first=10)
+    assert stats.fps == 5.0 and "below real time (25 fps)" in stats.markdown()
+    assert "pauses to buffer" in stats.markdown()  # known speech: the player waits
+    fast = LiveStats(state="streaming", frames=260, elapsed=12.0, first_frame=2.0, frames_at_first=10)
+    assert fast.fps == 25.0 and "below real time" not in fast.markdown()

@@ -134,9 +134,9 @@ def test_render_holds_one_batch_at_a_time(pipe, prepared, monkeypatch):
     calls = []
     original = pipe.decoder
 
-    def spy(latents, feats):
+    def spy(latents, feats, keep=None):
         calls.append(latents.shape[0])
-        return original(latents, feats)
+        return original(latents, feats, keep=keep)
 
     monkeypatch.setattr(pipe, "decoder", spy)
     motion = torch.zeros(20, pipe.config.style_dim)
@@ -152,3 +152,68 @@ def test_bad_motion_is_rejected(pipe, prepared):
         pipe.decode_frames(prepared, torch.zeros(3, 5))
     with pytest.raises(ValueError, match="batch_size"):
         next(pipe.render(prepared, torch.zeros(3, pipe.config.style_dim), batch_size=0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_preview_frame_is_the_rendered_frame_bit_for_bit(prepared, dtype):
+    """A one-frame preview and the frame ``render`` delivers are the same computation (the
+    render batch's low levels, then the frame alone), so they are equal in every precision,
+    with constant and per-frame edits, at the start, inside and at the end of a batch."""
+    pipe = FloatPipeline.tiny_random(device="cpu", dtype=dtype)
+    source = pipe.prepare_image(np.asarray(prepared.source.original if prepared.source.original is not None
+                                           else np.full((64, 64, 3), 128, np.uint8)), crop=False)
+    motion = source.source_motion[None] + 0.3 * torch.randn(21, pipe.config.style_dim,
+                                                            generator=torch.Generator().manual_seed(0))
+    per_frame = torch.linspace(-2, 2, 21)[:, None] * torch.ones(21, pipe.config.motion_dim)
+    for edits in (None, torch.full((pipe.config.motion_dim,), 0.7), per_frame):
+        video = np.concatenate(list(pipe.render(source, motion, edits=edits, batch_size=8)))
+        for index in (0, 5, 8, 20):
+            assert np.array_equal(pipe.preview_frame(source, motion, index, edits=edits, batch_size=8), video[index])
+    with pytest.raises(ValueError, match="frames 0..20"):
+        pipe.preview_frame(source, motion, 21)
+
+
+@pytest.mark.parametrize("emotion", [
+    np.array([0, 0, 0, 1, 0, 0, 0], np.float32), [0, 0, 0, 1, 0, 0, 0], (0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0),
+    torch.tensor([0, 0, 0, 1, 0, 0, 0.0]), "happy", "HAPPY"])
+def test_every_documented_emotion_form_samples_the_same_motion(pipe, prepared, emotion):
+    """A name, a list, a tuple (unnormalised), an ndarray and a tensor of the same one-hot give
+    one canonical setting and the same motion; SamplingConfig.dynamic_emotion is a plain bool."""
+    from float_core import SamplingConfig
+
+    cfg = SamplingConfig(emotion=emotion, nfe=2, seed=3)
+    assert cfg.dynamic_emotion is False
+    assert cfg.emotion in ("happy", (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0))
+    expected = pipe.sample_motion(prepared, nfe=2, seed=3, emotion="happy")
+    assert torch.equal(pipe.sample_motion(prepared, cfg), expected)
+
+
+def test_generate_accepts_an_ndarray_emotion(pipe, prepared, tmp_path):
+    result = pipe.generate(None, None, tmp_path / "out.mp4", prepared=prepared, nfe=1, seed=0, progress=None,
+                           emotion=np.array([0, 0, 0, 1, 0, 0, 0], np.float32))
+    assert result.sampling.emotion == (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+    assert torch.equal(result.emotion, torch.tensor([0, 0, 0, 1.0, 0, 0, 0]))
+    assert (tmp_path / "out.mp4").is_file()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_guidance_is_refused_before_the_first_window(pipe, prepared, bad):
+    """Validated once, by SamplingConfig, wherever sampling starts (the FMT does not re-check)."""
+    from float_core.sampling import iter_motion_windows
+
+    with pytest.raises(ValueError, match="e_cfg: must be a finite number"):
+        pipe.sample_motion(prepared, e_cfg=bad)
+    windows = iter_motion_windows(pipe.model.fmt, prepared.audio_features[None], prepared.source_motion[None],
+                                  prepared.emotion_probs[None], e_cfg=bad)
+    with pytest.raises(ValueError, match="e_cfg: must be a finite number"):
+        next(windows)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros(7), "positive sum"), ([1, 2], "7 finite non-negative"), ([float("nan")] * 7, "finite"),
+    ("joyful", "expected 'auto', 'dynamic' or one of"), (object(), "probabilities")])
+def test_bad_emotions_are_refused_once_with_the_accepted_forms(bad, message):
+    from float_core import SamplingConfig
+
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(emotion=bad)

@@ -1,4 +1,4 @@
-"""`python -m float_core stream` end to end with the tiny random model (issue 9)."""
+"""`python -m float_core stream` end to end with the tiny random model."""
 
 from __future__ import annotations
 

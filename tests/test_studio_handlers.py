@@ -10,9 +10,9 @@ import pytest
 
 os.environ.setdefault("FLOAT_TEST_MODEL", "tiny-random")
 
-from studio_helpers import same_frame  # noqa: E402
 
 from float_core.config import EMOTIONS, SamplingConfig  # noqa: E402
+from studio_helpers import same_frame  # noqa: E402
 from float_studio import handlers as h  # noqa: E402
 from float_studio import plots  # noqa: E402
 from float_studio import state as st  # noqa: E402
@@ -94,17 +94,6 @@ def test_the_controls_defaults_are_samplingconfigs():
 def test_negative_seed_draws_a_concrete_random_seed():
     seeds = {st.sampling_from_ui(2, 1, 10, "euler", "auto", -1).seed for _ in range(4)}
     assert all(s is not None and 0 <= s < st.MAX_SEED for s in seeds) and len(seeds) > 1
-
-
-def test_max_audio_seconds(monkeypatch):
-    monkeypatch.delenv("FLOAT_MAX_SECONDS", raising=False)
-    assert st.max_audio_seconds() == st.DEFAULT_MAX_SECONDS
-    monkeypatch.setenv("FLOAT_MAX_SECONDS", "12.5")
-    assert st.max_audio_seconds() == 12.5
-    monkeypatch.setenv("FLOAT_MAX_SECONDS", "0")
-    assert st.max_audio_seconds() is None
-    monkeypatch.setenv("FLOAT_MAX_SECONDS", "lots")
-    assert st.max_audio_seconds() == st.DEFAULT_MAX_SECONDS
 
 
 def test_offsets_array_validates():
@@ -318,7 +307,7 @@ def test_preview_equals_the_rendered_frame_with_the_same_edits(holder, pipe, gen
     base = h.preview(holder, generated, k, zero_edits(pipe))
     prepared = gen.prepared()
     rendered = np.concatenate(list(pipe.render(prepared, gen.motion)))
-    assert base.shape == (64, 64, 3) and base.dtype == np.uint8 and same_frame(base, rendered[k])
+    assert base.shape == (64, 64, 3) and base.dtype == np.uint8 and np.array_equal(base, rendered[k])
     sliders = np.zeros(pipe.config.motion_dim, np.float32)
     sliders[[0, 5]] = [2.0, -1.5]
     curves = h.curves_from_rows([{"direction": 3, "kind": "pulse", "value": 2.5, "start": 5, "end": 10}])
@@ -327,11 +316,13 @@ def test_preview_equals_the_rendered_frame_with_the_same_edits(holder, pipe, gen
     assert offsets.shape == (gen.num_frames, pipe.config.motion_dim)
     rendered_edit = np.concatenate(list(pipe.render(prepared, gen.motion, edits=offsets)))
     edited = h.preview(holder, generated, k, edits)
-    assert same_frame(edited, rendered_edit[k]) and np.abs(edited.astype(int) - base.astype(int)).mean() > 1.0
+    assert np.array_equal(edited, rendered_edit[k]) and np.abs(edited.astype(int) - base.astype(int)).mean() > 1.0
     outside = h.preview(holder, generated, 12, edits)  # the pulse is over: only the sliders apply
     slider_only = np.concatenate(list(pipe.render(prepared, gen.motion, edits=sliders)))
+    # per-frame offsets (T, M) vs one (M,) row: the same numbers through gemm vs gemv, so up
+    # to float rounding (a few pixels one level apart), not bit for bit
     assert same_frame(outside, slider_only[12])
-    assert same_frame(h.preview(holder, generated, 10_000, zero_edits(pipe)), rendered[-1])  # clamped
+    assert np.array_equal(h.preview(holder, generated, 10_000, zero_edits(pipe)), rendered[-1])  # clamped
 
 
 def test_a_ramp_curve_changes_lambda_linearly_over_its_frames(generated):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ("generate", "drive", "dub", "stream", "download", "convert", "bench", "train")
+SUBCOMMANDS = ("generate", "drive", "dub", "stream", "converse", "download", "convert", "bench", "train")
 
 
 def _requirements(path: Path) -> set[str]:
@@ -35,7 +35,7 @@ def test_pyproject_lists_the_requirements_files_dependencies():
     assert dev == _requirements(ROOT / "requirements-dev.txt")
     assert "float-studio[app,train]" in extras["dev"]
     assert meta["scripts"]["float-studio"] == "float_core.cli:main"
-    ui = {"gradio", "plotly", "aiortc"}
+    ui = {"gradio", "plotly", "aiortc", "spaces"}
     assert not {re.split(r"[=<>]", d)[0] for d in meta["dependencies"]} & ui  # the UI is the app extra
 
 

@@ -52,7 +52,7 @@ def _frame(pipe, gen: st.Generation, k: int) -> np.ndarray:
 
 # ============================================================================ ordering
 def test_preview_during_a_regeneration_never_mixes_two_generations(pipe, speech, monkeypatch):
-    """The race of issue 11: a slider dragged while a re-generation with a new portrait runs.
+    """A race: a slider dragged while a re-generation with a new portrait runs.
 
     The re-generation is held inside its motion sampling, after the new portrait was analysed.
     The old app kept the new portrait in the session at that point and decoded the old motion
@@ -102,16 +102,16 @@ def test_a_preview_overtaken_by_a_new_generation_is_reported_stale(pipe, speech,
     first, second = _portraits()
     *_, old = h.generate(holder, sess, first, speech, False, SamplingConfig(nfe=2, seed=1))
     *_, newer = h.generate(holder, st.Session(), second, speech, False, SamplingConfig(nfe=2, seed=2))
-    decode = pipe.decode_frames
+    decode = pipe.preview_frame
 
     def decode_then_replace(*args, **kwargs):
         out = decode(*args, **kwargs)
         sess.install(st.Generation(**{**newer.__dict__, "version": sess.next_version()}))
         return out
 
-    monkeypatch.setattr(pipe, "decode_frames", decode_then_replace)
+    monkeypatch.setattr(pipe, "preview_frame", decode_then_replace)
     assert h.preview(holder, sess, 2, h.Edits(np.zeros(20, np.float32))) is None  # not shown
-    monkeypatch.setattr(pipe, "decode_frames", decode)
+    monkeypatch.setattr(pipe, "preview_frame", decode)
     assert h.preview(holder, sess, 2, h.Edits(np.zeros(20, np.float32))) is not None
 
 

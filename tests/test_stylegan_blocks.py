@@ -1,4 +1,4 @@
-"""StyleGAN2 building blocks against the reference fixtures (ARCHITECTURE.md "Building blocks")."""
+"""StyleGAN2 building blocks against the reference fixtures (paper Sec. 4.1, A.1)."""
 
 from __future__ import annotations
 

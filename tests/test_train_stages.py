@@ -1,11 +1,11 @@
-"""End-to-end training on a tiny synthetic dataset, on CPU with the tiny config (issue: training).
+"""End-to-end training on a tiny synthetic dataset, on CPU with the tiny config.
 
 The whole path of a researcher's run: synthetic talking-face videos (mouth opening follows the
 audio envelope) -> ``prepare`` (with broken files) -> stage 1 -> precompute latents with the
 stage-1 export -> stage 2 -> the export loads in ``FloatPipeline`` and generates a video.
 Each stage must lower its loss, and a resumed run must reproduce the losses of an uninterrupted
 one exactly. Stage 2 trained a little longer must learn the audio-to-mouth relation above an
-untrained model's level (the number is recorded in the issue note).
+untrained model's level (docs/performance.md lists measured values).
 """
 
 from __future__ import annotations
@@ -226,16 +226,27 @@ def test_stage1_uses_landmark_boxes_when_prepared(dataset, stage1_run, tmp_path)
     assert abs(with_landmarks["g/comp_lp"] - fixed["g/comp_lp"]) > 1e-4
 
 
-def test_bf16_autocast_step_is_close_to_float32(latents, stage1_run, stage2_run, tmp_path):
-    """--mixed-precision bf16 (the GPU default; also available on CPU) computes the same loss
-    to bf16 precision: close to the float32 run's, but not bit-identical. From step 4 on: the
-    FMT's embedders and final layer run float32 even under autocast (float_core.precision), and
-    its blocks (DiT-initialised: zero gates, zero output layer) first move the loss there
-    (steps 1-3 measured bit-equal, step 4 differs by ~4e-7 relative)."""
+def test_bf16_autocast_step_is_close_to_float32(latents, stage1_run, stage2_run, tmp_path, monkeypatch):
+    """--mixed-precision bf16 (the GPU default; also available on CPU) really runs the FMT's
+    block matmuls in bf16 (Linear outputs are bf16; the residual stream stays float32) and computes the same loss to bf16 precision. The
+    FMT's embedders and final layer stay float32 under autocast (float_core.precision), so the
+    loss stays within 3 % of the float32 run's; whether it is also bit-equal at a given step
+    depends on the CPU's bf16 kernels (on AVX2 step 4 differs by ~4e-7 relative), so that is not
+    asserted."""
+    dtypes: set[torch.dtype] = set()
+    forward = torch.nn.Linear.forward
+
+    def spy(self, *args):
+        out = forward(self, *args)
+        dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", spy)
     out = _train("stage2", latents, tmp_path / "bf16", "--base", str(stage1_run), "--steps", "4", "--batch-size", "8",
                  "--lr", "1e-3", "--log-every", "1", "--save-every", "0", "--mixed-precision", "bf16")
+    assert torch.bfloat16 in dtypes, dtypes
     bf16, fp32 = _losses(out)[4], _losses(stage2_run)[4]
-    assert bf16 != fp32 and abs(bf16 - fp32) < 0.03 * fp32, (bf16, fp32)
+    assert np.isfinite(bf16) and abs(bf16 - fp32) < 0.03 * fp32, (bf16, fp32)
 
 
 def test_demo_command_runs_the_whole_path(tmp_path, capsys):

@@ -181,7 +181,7 @@ def test_cli_download_offline_exits_1_with_the_message(tmp_path):
 
 
 def test_load_model_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16"):
+    with pytest.raises(ValueError, match="dtype: expected .auto. or one of float32, bfloat16, float16"):
         load_model(OFFICIAL, state_dict={}, dtype="float64")
     with pytest.raises(ValueError, match="either sources or state_dict"):
         load_model(OFFICIAL, WeightSources(Path("x.pth")), state_dict={})
@@ -274,7 +274,8 @@ def test_missing_wav2vec2_folder_says_where_to_put_it(tiny_model, tmp_path):
 def test_convert_round_trip_through_one_safetensors_file(tiny_model, tmp_path):
     root = _write_authors_layout(tiny_model, tmp_path / "checkpoints")
     out = convert_to_safetensors(resolve_sources(root), TINY, tmp_path / "out" / "float.safetensors")
-    assert sorted(p.name for p in out.parent.iterdir()) == ["float.safetensors"]  # no temp file left
+    # no temp file left; the tiny size is recorded beside the weights
+    assert sorted(p.name for p in out.parent.iterdir()) == ["float.safetensors", "float_config.json"]
     single = resolve_sources(out)
     assert single.checkpoint == out and single.audio_model is None and single.emotion_model is None
     _assert_same_tensors(load_state_dict(single, TINY), _parameters(tiny_model))
@@ -283,7 +284,7 @@ def test_convert_round_trip_through_one_safetensors_file(tiny_model, tmp_path):
 def test_cli_convert(tiny_model, tmp_path, capsys):
     root = _write_authors_layout(tiny_model, tmp_path / "checkpoints")
     out = tmp_path / "tiny.safetensors"
-    assert cli.main(["convert", "--checkpoint", str(root), "--config", "tiny", "-o", str(out)]) == 0
+    assert cli.main(["convert", "--checkpoint", str(root), "--config", "tiny", "--out", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     _assert_same_tensors(load_state_dict(WeightSources(out), TINY), _parameters(tiny_model))
     assert cli.main(["convert", "--checkpoint", str(tmp_path / "nowhere"), "-o", str(out)]) == 1
@@ -329,3 +330,31 @@ def test_full_size_random_checkpoint_loads_without_warnings(tmp_path):
         assert torch.equal(loaded[key], value), key
     # The constructor's band (True = blocked; |i - j| <= 2 allowed), not the file's all-True mask.
     assert loaded["fmt.alignment_mask"].sum() == 60 * 60 - (60 * 5 - 6)
+
+
+@pytest.mark.parametrize("safetensors", [True, False])
+def test_save_pretrained_round_trip_of_a_trained_non_official_size(tmp_path, safetensors):
+    """A model of another size, as training exports it, goes through save_pretrained and
+    from_pretrained unchanged (every tensor, the size, the numbers it computes); convert keeps
+    its float_config.json without being told the size."""
+    from float_core.models.float_model import FloatModel
+    from float_core.pipeline import FloatPipeline
+    from float_core.train.loop import export_weights
+
+    config = FloatConfig.tiny().replace(fmt_depth=1, num_frames=8)
+    trained = FloatPipeline(FloatModel(config), device="cpu")
+    with torch.no_grad():
+        trained.model.fmt.decoder.linear.bias.add_(1.0)  # a change that must survive
+    run = tmp_path / "run"
+    export_weights(trained.model.state_dict(), config, run)
+    loaded = FloatPipeline.from_pretrained(run, device="cpu")
+    saved = loaded.save_pretrained(tmp_path / "saved", safetensors=safetensors)
+    assert saved.name == ("float.safetensors" if safetensors else "float.pth")
+    again = FloatPipeline.from_pretrained(tmp_path / "saved", device="cpu")
+    assert again.config == config
+    _assert_same_tensors(_parameters(again.model), _parameters(trained.model))
+    with pytest.raises(ValueError, match="already holds"):
+        again.save_pretrained(tmp_path / "saved", safetensors=not safetensors)
+    out = tmp_path / "converted" / "model.safetensors"
+    assert cli.main(["convert", "--checkpoint", str(run), "-o", str(out)]) == 0
+    assert FloatPipeline.from_pretrained(out, device="cpu").config == config

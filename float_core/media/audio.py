@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "load_audio"]
+__all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "audio_seconds", "load_audio", "load_audio_channels"]
 
 #: A waveform whose absolute peak stays below this (about -80 dBFS) is silent.
 SILENCE_PEAK = 1e-4
@@ -37,8 +37,9 @@ class AudioWarning(UserWarning):
     """The speech input is usable but suspicious (e.g. silent)."""
 
 
-def _decode_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream of ``path`` to a mono float32 array at its native rate."""
+def _decode_file(path: Path, max_seconds: float | None, mix: bool = True) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream of ``path`` to a mono float32 array at its native rate
+    (``mix=False``: every channel, (channels, samples))."""
     import av
 
     if not path.is_file():
@@ -63,16 +64,41 @@ def _decode_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
         try:
             for frame in container.decode(stream):
                 for out in to_float.resample(frame):
-                    mono = out.to_ndarray().mean(axis=0, dtype=np.float32)
-                    chunks.append(mono)
-                    total += mono.size
+                    planes = out.to_ndarray()
+                    chunk = planes.mean(axis=0, dtype=np.float32) if mix else planes.astype(np.float32, copy=False)
+                    chunks.append(chunk)
+                    total += chunk.shape[-1]
                 if limit is not None and total > limit:
                     raise AudioError(_too_long_message(total / rate, max_seconds, partial=True))
         except av.FFmpegError as exc:
             raise AudioError(f"cannot decode audio in {path.name}: {exc}") from exc
     if not chunks:
-        return np.zeros(0, dtype=np.float32), int(rate)
-    return np.concatenate(chunks), int(rate)
+        return np.zeros(0 if mix else (stream.codec_context.channels or 1, 0), dtype=np.float32), int(rate)
+    return np.concatenate(chunks, axis=-1), int(rate)
+
+
+def audio_seconds(path: str | Path) -> float | None:
+    """The duration of the first audio stream of a file, read from its header (nothing is
+    decoded, so this is cheap whatever the file's length), or None when the header does not say.
+
+    Raises:
+        AudioError: the file is missing, unreadable or has no audio track.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path.name} has no audio track")
+            stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
+    except (av.FFmpegError, OSError) as exc:
+        raise AudioError(f"cannot open {path.name} as audio or video: {exc}") from exc
 
 
 def _too_long_message(seconds: float, max_seconds: float | None, partial: bool = False) -> str:
@@ -174,3 +200,26 @@ def load_audio(
     out = _resample(wave, rate, target_rate)
     # Always hand back a fresh, writable array the caller owns.
     return np.array(out, dtype=np.float32, copy=True)
+
+
+def load_audio_channels(
+    path: str | Path, *, target_rate: int = 16000, max_seconds: float | None = None
+) -> np.ndarray:
+    """Every channel of an audio file, each resampled to ``target_rate``: float32 (channels, samples).
+
+    The same decoder and resampler as :func:`load_audio`, without the down-mix (e.g. a
+    two-person recording with one voice per channel).
+
+    Raises:
+        AudioError: as :func:`load_audio`.
+    """
+    if target_rate <= 0:
+        raise AudioError(f"target_rate must be positive, got {target_rate}")
+    path = Path(path)
+    planes, rate = _decode_file(path, max_seconds, mix=False)
+    if planes.shape[-1] == 0:
+        raise AudioError(f"{path.name} contains no audio samples")
+    if max_seconds is not None and planes.shape[-1] / rate > max_seconds:
+        raise AudioError(_too_long_message(planes.shape[-1] / rate, max_seconds))
+    return np.stack([np.array(_resample(np.ascontiguousarray(p), rate, target_rate), dtype=np.float32)
+                     for p in planes])

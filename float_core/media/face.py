@@ -72,6 +72,7 @@ __all__ = [
     "detect_faces",
     "draw_crop_preview",
     "extract_crop",
+    "resize_square",
 ]
 
 Box = tuple[float, float, float, float]
@@ -302,8 +303,9 @@ def crop_box_for_face(box: Sequence[float], scale: float = CROP_SCALE) -> CropBo
     return CropBox(x0=cx - half, y0=cy - half, size=2 * half)
 
 
-def _resize_square(image: np.ndarray, side: int) -> np.ndarray:
-    """Resize to side x side: area (box) filter when shrinking, bicubic when enlarging."""
+def resize_square(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize an (h, w, 3) uint8 image to side x side: area (box) filter when shrinking, bicubic
+    when enlarging; the image itself when it already has that size."""
     h, w = image.shape[:2]
     if (h, w) == (side, side):
         return image
@@ -335,7 +337,7 @@ def extract_crop(image: np.ndarray, box: CropBox, size: int = 512) -> np.ndarray
         raise ValueError(f"crop box {box} lies entirely outside the {image.shape[1]}x{image.shape[0]} image")
     rows, cols, brows, bcols = ov
     canvas[brows, bcols] = image[rows, cols]
-    return np.ascontiguousarray(_resize_square(canvas, size))
+    return np.ascontiguousarray(resize_square(canvas, size))
 
 
 def crop_portrait(
@@ -364,7 +366,7 @@ def crop_portrait(
     if size < 2:
         raise ValueError(f"size must be at least 2, got {size}")
     if not crop:
-        return CropResult(_resize_square(image, size).copy(), None, 0, None)
+        return CropResult(resize_square(image, size).copy(), None, 0, None)
     faces = detect_faces(image, detector)
     if not faces:
         raise NoFaceError(NO_FACE_MESSAGE)
@@ -460,7 +462,7 @@ class PasteBack:
             raise ValueError(
                 f"frame must be ({self.size}, {self.size}, 3) uint8, got {frame.shape} {frame.dtype}"
             )
-        fg = _resize_square(np.ascontiguousarray(frame), self.box.size)[self._brows, self._bcols]
+        fg = resize_square(np.ascontiguousarray(frame), self.box.size)[self._brows, self._bcols]
         if self._mean is not None:
             shift = self._mean - fg.reshape(-1, 3).mean(axis=0, dtype=np.float64)
             fg = np.clip(fg + shift.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)

@@ -1,7 +1,7 @@
 """Driving conditions: wav2vec2 audio features w_a and speech-emotion probabilities w_e.
 
-Paper Sec. 4.2 ("Driving Conditions", "Speech-driven Emotional Labels") and ARCHITECTURE.md
-"Audio and emotion conditions". Both encoders are built on Hugging Face's
+Paper Sec. 4.2 ("Driving Conditions", "Speech-driven Emotional Labels"), as the reference
+implementation computes them. Both encoders are built on Hugging Face's
 :class:`~transformers.Wav2Vec2Model` so that the public checkpoints
 (``facebook/wav2vec2-base-960h`` and ``r-f/wav2vec-english-speech-emotion-recognition``) and the
 ``audio_encoder.*`` / ``emotion_encoder.*`` tensors of ``float.pth`` load under their own names.
@@ -16,11 +16,12 @@ Audio path (per clip, 16 kHz, already normalised with :func:`normalize_audio`)::
 Emotion path: the unpadded normalised clip -> xlsr-53 wav2vec2 -> mean over time
 -> dense -> tanh -> out_proj -> softmax -> w_e (B, 7) in :data:`~float_core.config.EMOTIONS` order.
 
-Both models see the whole clip ("runs once on the whole normalised clip", ARCHITECTURE.md), but
+Both models see the whole clip (the reference runs them once on the whole normalised clip), but
 their conv feature extractors run :data:`CONV_CHUNK_FRAMES` output frames at a time
 (:func:`chunked_conv_features`, exact up to float rounding): their first layers' activations
-are sized by the sample rate, so a whole long clip would dominate memory (issue 3: a 10-minute
-clip within 1.5x the peak memory of a 10-second one). The transformers still see every frame at once.
+are sized by the sample rate, so a whole long clip would dominate memory (the aim: a
+10-minute clip within 1.5x the peak memory of a 10-second one, benchmarks/long_audio_memory.py).
+The transformers still see every frame at once.
 
 Everything here is deterministic in eval mode: dropout, LayerDrop and SpecAugment masking are
 training-only in ``Wav2Vec2Model``. Works with transformers 4.52 (the reference) and 5.x.
@@ -93,7 +94,7 @@ def normalize_audio(waveform: Tensor) -> Tensor:
     """Zero mean, unit variance per clip, as ``Wav2Vec2FeatureExtractor(do_normalize=True)``.
 
     ``(x - mean) / sqrt(var + 1e-7)`` with the population variance, over the last dimension
-    (ARCHITECTURE.md: the whole clip is normalised once, before padding). The statistics are
+    (as in the reference: the whole clip is normalised once, before padding). The statistics are
     accumulated in float64 while the samples stay in their own dtype: the sums run over blocks
     of :data:`STATS_BLOCK_SAMPLES` (:func:`_blockwise_sum`), because ``sum(dtype=float64)`` of a
     whole long clip first makes a float64 copy of it (10 minutes at 16 kHz: ~77 MB per sum). The
@@ -164,7 +165,7 @@ def pad_audio(waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -
 def linear_interpolation(features: Tensor, num_frames: int) -> Tensor:
     """Resample (B, N, C) features to (B, num_frames, C) linearly along time (align_corners=True).
 
-    This aligns the ~50 Hz wav2vec2 conv frames with the 25 fps video frames (ARCHITECTURE.md:
+    This aligns the ~50 Hz wav2vec2 conv frames with the 25 fps video frames (as in the reference:
     done BEFORE the feature projection and the transformer encoder). With align_corners the
     first and last frames are kept exactly.
     """
@@ -494,8 +495,8 @@ class EmotionEncoder(nn.Module):
     """Speech-driven emotion probabilities w_e (paper Sec. 4.2, "Speech-driven Emotional Labels").
 
     Child ``wav2vec2_for_emotion`` (:class:`SpeechEmotionClassifier`, xlsr-53 large officially).
-    The model sees the whole normalised clip once, unpadded (ARCHITECTURE.md). Labels are in
-    :data:`~float_core.config.EMOTIONS` order.
+    The model sees the whole normalised clip once, unpadded (as in the reference implementation).
+    Labels are in :data:`~float_core.config.EMOTIONS` order.
     """
 
     def __init__(self, config: FloatConfig):

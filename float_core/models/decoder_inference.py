@@ -3,8 +3,7 @@
 :class:`~float_core.models.motion_autoencoder.Synthesis` is the reference formulation
 (per-sample weights as a grouped convolution, FIR filters as pad + reshape + single-channel
 convolutions). Rendering a video calls it for every frame, so this module re-expresses the
-same arithmetic in a cheaper form, following the measurements in DESIGN.md
-("Performance notes"):
+same arithmetic in a cheaper form (measurements in docs/performance.md):
 
 - Weights are snapshotted once: the equalised-lr scales are folded in, the modulation
   layers become plain affine maps, the sqrt(2) activation gain is folded into the conv
@@ -293,10 +292,14 @@ class InferenceDecoder:
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
-    def __call__(self, latents: Tensor, feats: Sequence[Tensor]) -> Tensor:
+    def __call__(self, latents: Tensor, feats: Sequence[Tensor], keep: int | None = None) -> Tensor:
         """Render latents (K, d) with the source pyramid (low to high, batch 1).
 
-        Returns (K, 3, size, size) float32 frames, unclamped.
+        Returns (K, 3, size, size) float32 frames, unclamped; with ``keep`` only frame ``keep``
+        of the batch, (1, 3, size, size), computed exactly as in the batch of K (the batched
+        levels run for all K frames, the frame-by-frame levels for that frame alone), so a
+        single-frame preview equals the frame a K-frame render delivers, bit for bit, in every
+        precision: a batch of K and a batch of 1 would round differently.
         """
         if latents.ndim != 2 or latents.shape[1] != self.style_dim:
             raise ValueError(f"latents must have shape (K, {self.style_dim}), got {tuple(latents.shape)}")
@@ -312,6 +315,8 @@ class InferenceDecoder:
         # so project the source once per call and warp 3 channels instead of C (see _heads).
         feats[-1] = _conv1x1(feats[-1], self.heads[-1].rgb_weight[None]).contiguous()
         k = latents.shape[0]
+        if keep is not None and not 0 <= keep < k:
+            raise ValueError(f"keep must be a frame of the batch (0..{k - 1}), got {keep}")
 
         # Every layer's styles, for all frames at once (tiny matmuls).
         conv1_styles = self.conv1.styles(latents)
@@ -328,11 +333,11 @@ class InferenceDecoder:
             x = self._batched_conv(x, self.convs[2 * i + 1], *conv_styles[2 * i + 1])
             x, rgb, flow = self._heads(i, x, flow_styles[i], feats[i], rgb, flow, last=i == len(self.heads) - 1)
         if n_low == len(self.heads):
-            return rgb.float().contiguous()
+            return (rgb if keep is None else rgb[keep:keep + 1]).float().contiguous()
 
         # High resolutions: frame by frame, with per-frame folded weights.
         frames = []
-        for j in range(k):
+        for j in (range(k) if keep is None else (keep,)):
             xj = x[j:j + 1]
             rgbj = None if rgb is None else rgb[j:j + 1]
             flowj = None if flow is None else flow[j:j + 1]

@@ -1,6 +1,6 @@
 """The FLOAT container: one module whose state-dict keys are exactly those of ``float.pth``.
 
-Top-level prefixes (ARCHITECTURE.md): ``motion_autoencoder.`` (enc, dec), ``audio_encoder.``
+Top-level prefixes, as in the released checkpoint: ``motion_autoencoder.`` (enc, dec), ``audio_encoder.``
 (wav2vec2 + audio_projection), ``emotion_encoder.`` (wav2vec2_for_emotion), ``fmt.``.
 """
 

@@ -1,4 +1,4 @@
-"""Motion latent auto-encoder (paper Sec. 4.1 and A.1; ARCHITECTURE.md "Motion auto-encoder").
+"""Motion latent auto-encoder (paper Sec. 4.1 and A.1; the released checkpoint's layout).
 
 An image S is encoded into an identity latent w_{S->r} in R^d, a feature pyramid, and M
 motion coefficients lambda(S). The motion latent of coefficients lambda is
@@ -109,7 +109,7 @@ class Synthesis(nn.Module):
     ``input`` constant 4x4 -> ``conv1``; then per resolution 8 ... size: ``convs[2i]``
     (upsampling StyledConv), ``convs[2i+1]``, ``to_flows[i]`` (warps pyramid level i),
     ``to_rgbs[i]`` on the warped feature plus the upsampled previous RGB. ``to_rgb1`` is
-    kept for the checkpoint's keys but never used (ARCHITECTURE.md).
+    kept for the checkpoint's keys but never used (nor by the reference implementation).
     """
 
     def __init__(self, size: int, style_dim: int, motion_dim: int,

@@ -1,7 +1,7 @@
 """StyleGAN2 building blocks of FLOAT's motion auto-encoder (paper Sec. 4.1, A.1).
 
 This is the *reference formulation*: every block computes exactly what the released
-checkpoint was trained with (ARCHITECTURE.md, "Building blocks"), stays differentiable,
+checkpoint was trained with (the reference implementation's blocks), stays differentiable,
 and is what training uses. Attribute names reproduce the checkpoint's state-dict keys
 (``conv.modulation.weight``, ``conv2.0.kernel``, ...), so ``float.pth`` loads unchanged.
 The fast inference path lives in :mod:`float_core.models.decoder_inference`.
@@ -105,7 +105,7 @@ class EqualLinear(nn.Module):
     """Linear layer with equalised learning rate: ``weight`` (out, in) used as ``weight / sqrt(in)``.
 
     With ``activation=True`` the bias goes through :func:`fused_leaky_relu` instead of the
-    matmul (ARCHITECTURE.md: leaky ReLU 0.2 of ``x W^T + b``, times sqrt(2)).
+    matmul (as in the reference implementation: leaky ReLU 0.2 of ``x W^T + b``, times sqrt(2)).
     """
 
     def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
@@ -183,7 +183,7 @@ class ConvLayer(nn.Sequential):
     """[Blur] -> EqualConv2d -> [FusedLeakyReLU | LeakyReLU], as an ``nn.Sequential``.
 
     Keys follow the checkpoint: ``0.weight``, ``1.bias`` without downsampling and
-    ``0.kernel``, ``1.weight``, ``2.bias`` with it (ARCHITECTURE.md "ConvLayer").
+    ``0.kernel``, ``1.weight``, ``2.bias`` with it (the released checkpoint's ConvLayer keys).
     Downsampling blurs with pad ((p+1)//2, p//2), p = 4 - 2 + k - 1, then convolves with
     stride 2 and no padding.
     """
@@ -319,7 +319,7 @@ class ConstantInput(nn.Module):
 
 class ToRGB(nn.Module):
     """RGB head: ConvLayer(c, 3, 1) (bias-free conv then FusedLeakyReLU(3)) + ``bias``, plus the
-    FIR-upsampled RGB of the previous level when given (ARCHITECTURE.md, decoder).
+    FIR-upsampled RGB of the previous level when given (as in the reference decoder).
 
     Unlike StyleGAN2's ToRGB it is not modulated: the checkpoint's ``conv`` is a plain ConvLayer.
     """
@@ -356,7 +356,7 @@ class ToFlow(nn.Module):
     From the 3 raw channels o = conv(x, style) + bias (+ upsampled previous o):
     grid = tanh(o[:, :2]) + identity grid, mask = sigmoid(o[:, 2]);
     feat_warp = grid_sample(feat, grid) * mask and the stream continues as
-    feat_warp + x (1 - mask) (ARCHITECTURE.md; paper A.1).
+    feat_warp + x (1 - mask) (paper A.1; the reference implementation's ToFlow).
     """
 
     def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
@@ -390,7 +390,7 @@ def perturb_constant_init_(module: nn.Module, std: float = 0.1, generator: torch
     """Add N(0, std^2) noise to every parameter initialised to a constant (biases, the
     modulation bias of 1, noise strengths) so that no term vanishes in tests and benchmarks.
 
-    Mirrors how the reference fixtures were made (fixtures/README.md). Returns ``module``.
+    Mirrors how the reference fixtures were made (tests/fixtures/reference/README.md). Returns ``module``.
     """
     for name, param in module.named_parameters():
         leaf = name.rsplit(".", 1)[-1]

@@ -3,7 +3,7 @@
 Synthetic talking-face clips (:mod:`float_core.train.synthetic`) -> ``prepare`` -> stage 1 ->
 precomputed latents -> stage 2 -> a talking-head video from held-out speech, with the tiny
 model. It checks that an installation can train end to end and shows the outputs of a run;
-it is not a model of any use (use real data and the official size for that: README "Training").
+it is not a model of any use (use real data and the official size for that: docs/training.md).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _first_frame(path: Path) -> "np.ndarray":
 def add_demo_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     text = "train both stages on synthetic talking faces in about a minute (CPU) and render a video"
     sub = subparsers.add_parser("demo", help=text, description=__doc__.split("\n\n")[0] + "\n\n" + text)
-    sub.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    sub.add_argument("-o", "--out", default="runs/demo", help="output folder (default: runs/demo)")
     sub.add_argument("--stage1-steps", type=int, default=24, help="stage-1 steps (default: 24)")
     sub.add_argument("--stage2-steps", type=int, default=2000, help="stage-2 steps (default: 2000)")
     sub.add_argument("--seed", type=int, default=0)

@@ -39,7 +39,7 @@ def audio_mouth_correlation(pipe: FloatPipeline, store: ClipStore, audio: np.nda
     Motion is sampled from ``audio`` (16 kHz mono) with the pipeline's FMT, the source motion
     being the first frame of the store's first clip; :func:`fit_envelope_readout` turns each
     generated latent into a mouth opening; the Pearson correlation with the envelope is averaged
-    over ``seeds`` noise draws. About 0.1 for an untrained model; see the issue note for trained
+    over ``seeds`` noise draws. About 0.1 for an untrained model; docs/performance.md lists trained
     values.
     """
     mean, weights = fit_envelope_readout(store)

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..config import CONFIG_FILE_NAME, FloatConfig
+from ..config import FloatConfig
 
 log = logging.getLogger("float_core.train")
 
@@ -157,12 +157,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[RunConfig]) 
     parser.add_argument("--config", help="YAML file of options (command-line flags override it)")
     for f in dataclasses.fields(cls):
         kind = types[f.name]
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name == "out":
+            flags.insert(0, "-o")  # every command spells its output -o/--out
         help_text = f"{docs.get(f.name, '')} (default: {f.default})"
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=_BoolAction, default=None, help=help_text)
+            parser.add_argument(*flags, dest=f.name, action=_BoolAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind if kind in (int, float) else str, default=None,
+            parser.add_argument(*flags, dest=f.name, type=kind if kind in (int, float) else str, default=None,
                                 help=help_text)
 
 
@@ -434,15 +436,9 @@ def export_weights(state_dict: Mapping[str, Tensor], config: FloatConfig, folder
                    name: str = EXPORT_NAME) -> Path:
     """Write weights under the released key names (``float.pth``) plus, for a non-official
     size, the ``float_config.json`` that ``FloatPipeline.from_pretrained(folder)`` reads."""
-    folder = Path(folder)
-    path = folder / name
-    _atomic_save({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}, path)
-    sidecar = folder / CONFIG_FILE_NAME
-    if config != FloatConfig.official():
-        config.save(sidecar)
-    elif sidecar.exists():
-        sidecar.unlink()
-    return path
+    from ..weights import save_weights
+
+    return save_weights(state_dict, config, Path(folder) / name)
 
 
 # --------------------------------------------------------------------------- logs

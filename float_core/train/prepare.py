@@ -790,7 +790,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     io_ = p.add_argument_group("videos and output")
     io_.add_argument("--videos", help="folder of talking-head videos (searched recursively: "
                                       + ", ".join(VIDEO_EXTENSIONS) + "); may be left out to only precompute")
-    io_.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
+    io_.add_argument("-o", "--out", required=True, help="output folder (created; re-running resumes)")
     io_.add_argument("--size", type=int, default=512, help="side of the stored face crops (default: 512)")
     io_.add_argument("--min-seconds", type=float, default=DEFAULT_MIN_SECONDS,
                      help=f"skip shorter videos (default: {DEFAULT_MIN_SECONDS}, L'+L frames)")

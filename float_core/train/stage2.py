@@ -277,9 +277,9 @@ class Stage2Trainer(StageTrainer):
 
 def _motion_autoencoder_weights(path: str, config: FloatConfig) -> dict[str, Tensor]:
     """The ``motion_autoencoder.*`` tensors of a stage-1 export, prefix removed."""
-    from ..weights import resolve_sources, _read_tensors  # noqa: PLC2701 - same package family
+    from ..weights import resolve_sources, read_tensors  # noqa: PLC2701 - same package family
 
-    tensors = _read_tensors(resolve_sources(path).checkpoint)
+    tensors = read_tensors(resolve_sources(path).checkpoint)
     prefix = "motion_autoencoder."
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not weights:

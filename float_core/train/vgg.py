@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..weights import WeightsError, _first_line, _hub_offline, _read_tensors
+from ..weights import WeightsError, first_line, hub_offline, read_tensors
 
 __all__ = [
     "DEFAULT_VGG_LAYERS",
@@ -143,9 +143,9 @@ def _hub_file(repo_id: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id, HUB_WEIGHTS_FILE))
     except Exception as exc:  # offline, unknown id, network: the same advice for all
-        offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if _hub_offline() else ""
+        offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if hub_offline() else ""
         raise WeightsError(f"cannot get {HUB_WEIGHTS_FILE} of {repo_id!r} from Hugging Face{offline}: "
-                           f"{type(exc).__name__}: {_first_line(exc)}.\n{_advice()}") from exc
+                           f"{type(exc).__name__}: {first_line(exc)}.\n{_advice()}") from exc
 
 
 def _feature_state_dict(tensors: Mapping[str, Tensor], model: VGG19Features, origin: str) -> dict[str, Tensor]:
@@ -206,6 +206,6 @@ def load_vgg19(source: str | Path | None = DEFAULT_VGG_SOURCE,
     else:
         path = _hub_file(text)
         origin = f"{text}/{HUB_WEIGHTS_FILE}"
-    state = _feature_state_dict(_read_tensors(path), model, origin)
+    state = _feature_state_dict(read_tensors(path), model, origin)
     model.load_state_dict(state)
     return model.freeze()

@@ -1,6 +1,6 @@
 """Assistant mode of a call: turns of speech -> recognition -> chat -> voice -> the portrait.
 
-TalkingMachines (seeds/003, "Applications"): the caller's audio is captured, a language model
+TalkingMachines ("Applications"): the caller's audio is captured, a language model
 answers, and the video server lip-syncs the answer. The pieces here:
 
 * :class:`TurnDetector` cuts the caller's audio into utterances with the engine's voice-activity

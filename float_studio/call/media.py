@@ -1,6 +1,6 @@
 """Media plumbing of a call: the caller's microphone in, the portrait's video and voice out.
 
-TalkingMachines (seeds/003, "Applications") streams generated frames and their audio back to
+TalkingMachines ("Applications") streams generated frames and their audio back to
 the caller over WebRTC, in sync. Here the synchronisation is by construction: every frame that
 ``FloatPipeline.stream`` yields carries exactly its 640 samples (40 ms at 16 kHz), and a
 :class:`Playout` lays frames and samples on one 25 fps timeline of *ticks*. The video track

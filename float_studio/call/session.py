@@ -12,7 +12,10 @@ one ``FloatPipeline.stream`` runs in the call's own worker thread with idle (sil
 
 Every call is isolated (its own stream, feeds, threads and peer connection) and everything it
 started is released when the caller hangs up, the peer drops (no audio for
-``FLOAT_CALL_TIMEOUT`` seconds, or ICE/DTLS failure) or the server closes.
+``FLOAT_CALL_TIMEOUT`` seconds, or ICE/DTLS failure), the call reaches its maximum length
+(``FLOAT_MAX_LIVE_SECONDS``, counted down to the caller in its last 30 s) or the server closes.
+On ZeroGPU, where a GPU is lent per request, calls are refused with a message that says which
+hardware runs them.
 """
 
 from __future__ import annotations
@@ -30,19 +33,20 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
-from typing import Any, Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Awaitable, Mapping
 
 import numpy as np
-import torch
 
-from float_core.config import SamplingConfig
+from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig, env_number
+from float_core.pipeline import frames_to_uint8
 from float_core.streaming import StreamOptions
 
 from .. import services
+from ..gpu import dedicated_gpu_message, on_zero_gpu
+from ..limits import live_limit_message, max_live_seconds, remaining_seconds
+from ..speed import realtime_note
 from .assistant import DEFAULT_SYSTEM_PROMPT, Assistant, Conversation, TurnDetector, TurnTiming, Utterance
-from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME
-
 from .media import AnswerFeed, LiveFeed, MicFeed, MicReader, Playout, Tick
 
 __all__ = ["CallError", "CallSettings", "Call", "CallManager", "ice_servers_from_env", "MODES"]
@@ -218,14 +222,6 @@ def _rtc_configuration(servers: list[dict[str, Any]]) -> Any:
 
     return RTCConfiguration(iceServers=[RTCIceServer(urls=s["urls"], username=s.get("username"),
                                                      credential=s.get("credential")) for s in servers])
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 def _median_ms(values: list[float]) -> int | None:
@@ -501,22 +497,39 @@ class Call:
             "answer_latency_ms": answers[-1]["answer_latency_ms"] if answers else None,
             "transcript": list(self.transcript),
             "dropped_input_s": round(getattr(self.feed, "dropped", 0) / SAMPLE_RATE, 2),
+            **self._limits(now),
         }
+
+    def _limits(self, now: float) -> dict[str, Any]:
+        """The call's maximum length and what is left of it, and whether generation keeps real time."""
+        s = self.playout.stats
+        limit = self.manager.max_seconds
+        remaining = remaining_seconds(now - self.created_at, limit)
+        rate = None
+        if s.first_frame_at and now - s.first_frame_at > 1.0:
+            rate = round(s.generated / (now - s.first_frame_at), 1)
+        return {"max_seconds": limit, "remaining_s": None if remaining is None else round(remaining, 1),
+                "generated_fps": rate, "realtime": realtime_note(rate, s.generated, live=True) or None}
 
     async def _report(self) -> None:
         """Stats to the caller once a second."""
         while self.state != "closed":
             await asyncio.sleep(1.0)
             st = self.status()
-            self._emit({"type": "stats", **{k: st[k] for k in ("frames", "latency_ms", "delay_ms", "speaking",
-                                                               "answer_latency_ms", "seconds")}})
+            self._emit({"type": "stats", **{k: st[k] for k in (
+                "frames", "latency_ms", "delay_ms", "speaking", "answer_latency_ms", "seconds", "max_seconds",
+                "remaining_s", "generated_fps", "realtime")}})
 
     async def _watchdog(self) -> None:
-        """Hang up on a peer that went away without saying so (no audio for the timeout)."""
-        timeout = self.manager.idle_timeout_s
+        """Hang up on a peer that went away without saying so (no audio for the timeout), and
+        at the call's maximum length."""
+        timeout, limit = self.manager.idle_timeout_s, self.manager.max_seconds
         started = time.monotonic()
         while self.state != "closed":
             await asyncio.sleep(min(1.0, timeout / 4))
+            if limit is not None and time.monotonic() - self.created_at >= limit:
+                await self.close(live_limit_message(limit))
+                return
             last = self.mic.last_packet_at if self.mic is not None else started
             if time.monotonic() - max(last, started) > timeout:
                 await self.close(f"no audio from the caller for {timeout:g} s")
@@ -582,21 +595,25 @@ class CallManager:
         idle_timeout_s: hang up after this long without caller audio (``FLOAT_CALL_TIMEOUT``, 15).
         max_lag_s: puppet mode: backlog of caller audio beyond which the oldest is dropped
             (``FLOAT_CALL_MAX_LAG``, 3 s) so the delay stays bounded on a slow server.
+        max_seconds: the longest call in seconds (default ``FLOAT_MAX_LIVE_SECONDS``, 300; 0: no limit).
         services_config: assistant mode's services (default: from the environment, per call).
     """
 
     def __init__(self, holder: Any, *, max_calls: int | None = None, ice_servers: list[dict] | None = None,
                  idle_timeout_s: float | None = None, max_lag_s: float | None = None,
+                 max_seconds: float | None = None,
                  services_config: services.ServiceConfig | None = None) -> None:
         self.holder = holder
-        self.max_calls = int(max_calls if max_calls is not None else _env_float("FLOAT_MAX_CALLS", 1))
+        self.max_calls = int(max_calls if max_calls is not None else env_number("FLOAT_MAX_CALLS", 1, strict=True))
         if self.max_calls < 1:
             raise ValueError(f"FLOAT_MAX_CALLS must be >= 1, got {self.max_calls}")
         self.ice_servers = ice_servers if ice_servers is not None else ice_servers_from_env()
         if ice_loopback():
             use_loopback_candidates()
-        self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else _env_float("FLOAT_CALL_TIMEOUT", 15.0)
-        self.max_lag_s = max_lag_s if max_lag_s is not None else _env_float("FLOAT_CALL_MAX_LAG", 3.0)
+        self.idle_timeout_s = (idle_timeout_s if idle_timeout_s is not None
+                               else env_number("FLOAT_CALL_TIMEOUT", 15.0, minimum=0.1, strict=True))
+        self.max_lag_s = max_lag_s if max_lag_s is not None else env_number("FLOAT_CALL_MAX_LAG", 3.0, strict=True)
+        self.max_seconds = max_live_seconds() if max_seconds is None else (max_seconds if max_seconds > 0 else None)
         self.services_config = services_config
         self.barge_in_frames = 8  # 320 ms of voiced caller speech stops an answer
         self.calls: dict[str, Call] = {}
@@ -628,8 +645,16 @@ class CallManager:
             reason = services.assistant_unavailable_reason(self._services())
         except services.ServiceError as exc:
             reason = str(exc)
+        unavailable = self.unavailable_reason()
         return {"ice_servers": self.ice_servers, "max_calls": self.max_calls, "active_calls": len(self.calls),
-                "modes": list(MODES), "assistant": {"available": reason is None, "reason": reason}}
+                "modes": list(MODES), "assistant": {"available": reason is None, "reason": reason},
+                "max_seconds": self.max_seconds, "available": unavailable is None, "reason": unavailable}
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this server takes no calls (ZeroGPU lends a GPU per request, a call needs one for
+        minutes), or None."""
+        return dedicated_gpu_message("A call") if on_zero_gpu() else None
 
     def _services(self) -> services.ServiceConfig:
         return self.services_config or services.ServiceConfig.from_env()
@@ -640,6 +665,9 @@ class CallManager:
         Raises:
             CallError: with the HTTP status and a message saying what to fix.
         """
+        unavailable = self.unavailable_reason()
+        if unavailable:
+            raise CallError(503, unavailable)
         if not isinstance(body, dict):
             raise CallError(400, "expected a JSON object {sdp, type, mode, portrait, ...}")
         sdp, kind = body.get("sdp"), body.get("type")
@@ -669,7 +697,7 @@ class CallManager:
                 source = await asyncio.to_thread(pipe.prepare_image, image, settings.crop)
             except ValueError as exc:
                 raise CallError(422, f"portrait: {exc}") from None
-            placeholder = _to_uint8(source.image)
+            placeholder = frames_to_uint8(source.image)[0]
             return await asyncio.wrap_future(self.run(self._start(settings, pipe, source, placeholder, cfg, sdp)))
         finally:
             with self._lock:
@@ -737,9 +765,3 @@ class CallManager:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
-
-
-def _to_uint8(image: Any) -> np.ndarray:
-    """The prepared source crop (1, 3, S, S) in [-1, 1] as an (S, S, 3) uint8 frame."""
-    x = image[0].detach().float().cpu()
-    return ((x.permute(1, 2, 0) + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).numpy()

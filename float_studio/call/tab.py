@@ -1,12 +1,12 @@
 """The "Call" tab of FLOAT Studio and its HTTP routes: a FaceTime-style call with the portrait.
 
-TalkingMachines (seeds/003, "Applications") streams the avatar back over WebRTC; Gradio's
+TalkingMachines ("Applications") streams the avatar back over WebRTC; Gradio's
 HTTP streaming (segments of a second or more) is too slow for a conversation, so the tab runs
 a real WebRTC client in the page (``assets/call.js``: getUserMedia + RTCPeerConnection) and
 the server side is aiortc (:mod:`float_studio.call.session`), on the app's own web server.
 
 HTTP routes (added to Gradio's FastAPI app by :func:`mount_call_routes`; any WebRTC client can
-use them, see README "Call (WebRTC)"):
+use them, see docs/call.md):
 
 * ``GET /call/config`` -> ``{"ice_servers", "max_calls", "active_calls", "modes", "assistant"}``
 * ``POST /call/offer`` with ``{"sdp", "type": "offer", "mode", "portrait": <data URL>, ...settings}``
@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from ..limits import COUNTDOWN_SECONDS, MAX_LIVE_SECONDS_ENV, max_live_seconds
 from .assistant import DEFAULT_SYSTEM_PROMPT
 from .session import CallError, CallManager
 
@@ -45,6 +46,8 @@ CALL_VIEW_HTML = """
     <span>Latency: <b id="float-call-latency">-</b></span>
     <span>Frames: <b id="float-call-fps">-</b></span>
   </div>
+  <div id="float-call-countdown" role="timer"></div>
+  <div id="float-call-warning" role="status"></div>
   <div id="float-call-error" role="alert"></div>
   <ol id="float-call-transcript"></ol>
 </div>
@@ -54,6 +57,8 @@ CALL_VIEW_CSS = """
 .float-call video { width: 100%; max-height: 480px; background: #111; border-radius: 8px; }
 .float-call-bar { display: flex; gap: 1.2em; flex-wrap: wrap; margin: .4em 0; }
 #float-call-error:not(:empty) { color: #b91c1c; font-weight: 600; margin: .4em 0; }
+#float-call-countdown:not(:empty) { font-weight: 600; margin: .4em 0; }
+#float-call-warning:not(:empty) { color: #92400e; margin: .4em 0; }
 #float-call-transcript { max-height: 240px; overflow-y: auto; padding-left: 1.2em; }
 #float-call-transcript .interrupted { opacity: .6; }
 """
@@ -72,10 +77,16 @@ def build_call_tab(holder: Any) -> None:
 
     from ..state import EMOTION_CHOICES
 
+    unavailable = CallManager.unavailable_reason()  # ZeroGPU: said plainly, and Call is disabled
+    limit = max_live_seconds()
     gr.Markdown("Call the portrait like a video call. **Puppet**: your voice drives the face live, like "
                 "a virtual camera. **Assistant**: talk with it; it listens, answers through a chat "
-                "model and speaks (needs `FLOAT_ASR_URL` and `FLOAT_LLM_URL`, see README). Speak over "
-                "an answer to interrupt it. Allow the microphone when the browser asks.")
+                "model and speaks (needs `FLOAT_ASR_URL` and `FLOAT_LLM_URL`, see docs/call.md). Speak over "
+                "an answer to interrupt it. Allow the microphone when the browser asks."
+                + (f" A call lasts at most **{limit:g} s** (`{MAX_LIVE_SECONDS_ENV}`); the last "
+                   f"{COUNTDOWN_SECONDS:g} s are counted down." if limit else ""))
+    if unavailable:
+        gr.Markdown(f"⚠️ {unavailable}", elem_id="float-call-unavailable")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             portrait = gr.Image(label="Portrait", type="filepath", height=240, elem_id="float-call-portrait",
@@ -99,7 +110,7 @@ def build_call_tab(holder: Any) -> None:
                     idle = gr.Checkbox(True, label="Idle while silent",
                                        info="Blinks and small head motion instead of mouthing noise.")
             with gr.Row():
-                start = gr.Button("Call", variant="primary", elem_id="float-call-start")
+                start = gr.Button("Call", variant="primary", elem_id="float-call-start", interactive=not unavailable)
                 hangup = gr.Button("Hang up", variant="stop", elem_id="float-call-hangup")
         with gr.Column(scale=6):
             gr.HTML(CALL_VIEW_HTML, css_template=CALL_VIEW_CSS, elem_id="float-call-view",
