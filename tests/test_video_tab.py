@@ -138,8 +138,13 @@ def test_dub_composites_into_the_video_and_the_studio_edits_act_on_it(holder, me
     assert info["audio_seconds"] == pytest.approx(SPEECH_FRAMES / FPS, abs=0.05)
 
 
-def test_missing_inputs_and_stop_are_messages_and_keep_the_last_result(holder, media, session):
+def test_missing_inputs_limits_and_stop_are_messages_and_keep_the_last_result(holder, media, session,
+                                                                               monkeypatch):
     before = session.current
+    with monkeypatch.context() as mp:  # the server's limit applies to the video, from its header
+        mp.setenv("FLOAT_MAX_SECONDS", "0.4")
+        with pytest.raises(ValueError, match=r"The video is 0\.5 s long; this server accepts at most 0\.4 s"):
+            vt.run(holder, session, "drive", media["video"], image=media["portrait"])
     with pytest.raises(ValueError, match="add a video"):
         vt.run(holder, session, "drive", None, image=media["portrait"])
     with pytest.raises(ValueError, match="portrait"):
