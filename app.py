@@ -12,11 +12,12 @@ Environment: ``FLOAT_CHECKPOINT_DIR`` (weights), ``FLOAT_AUTO_DOWNLOAD`` (0: nev
 ``FLOAT_MAX_UPLOAD_MB`` (50), ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (read by Gradio
 itself). Deployment (Spaces hardware, ZeroGPU, limits): docs/deployment.md.
 
-Tabs: **Studio** (portrait + speech -> video, motion editing), **Conversation** (several
+Tabs: **Studio** (portrait + speech -> video, motion editing), **Video** (a video as input:
+drive, lips from speech + head from video, dub; docs/video.md), **Conversation** (several
 portraits in one video, docs/conversation.md), **Live** (streaming), **Call**.
 API endpoints of the Studio tab (``gradio_client``, see docs/app.md): ``/analyze``,
-``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``; of the
-Conversation tab: ``/converse``.
+``/generate``, ``/preview``, ``/apply_edits``, ``/crop_preview``, ``/status``; of the Video
+tab: ``/drive``, ``/dub``; of the Conversation tab: ``/converse``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from float_studio.conversation_tab import build_conversation_tab
 from float_studio.live import build_live_tab
 from float_studio.model import PipelineHolder
 from float_studio.ui import build_studio_tab
+from float_studio.video_tab import build_video_tab
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -48,6 +50,8 @@ def build_demo(holder: PipelineHolder | None = None) -> gr.Blocks:
             retry = gr.Button("Retry loading", size="sm", visible=False, scale=0, elem_id="float-retry")
         with gr.Tab("Studio", id="studio"):
             studio = build_studio_tab(holder)
+        with gr.Tab("Video", id="video"):
+            build_video_tab(holder)
         with gr.Tab("Conversation", id="conversation"):
             build_conversation_tab(holder)
         with gr.Tab("Live", id="live"):

@@ -34,6 +34,7 @@ _LAZY = {
     "Script": "conversation",
     "ConversationResult": "conversation",
     "synthesize": "tts",
+    "VideoMotion": "video_in",
 }
 
 __all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", *_LAZY])

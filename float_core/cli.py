@@ -1,7 +1,7 @@
 """Command line: ``float-studio COMMAND ...`` or ``python -m float_core COMMAND ...``.
 
-Commands: generate, batch, stream, converse, download, convert, bench, train. Each lives next
-to the code it drives and either registers itself through an ``add_subparser(subparsers)``
+Commands: generate, batch, drive, dub, stream, converse, download, convert, bench, train. Each
+lives next to the code it drives and either registers itself through an ``add_subparser(subparsers)``
 function that sets ``func`` (a callable taking the parsed namespace and returning an exit
 code), or has a ``main(argv)`` of its own that receives every argument after the command's
 name (bench, train: their own ``--help`` applies).
@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 _PROVIDERS: tuple[str | tuple[str, str, str], ...] = (
     "float_core.generate_cli",  # generate (media pipeline)
     "float_core.batch_cli",  # batch (job files, locally or on Ray)
+    "float_core.video_cli",  # drive, dub (a video as input)
     "float_core.stream_cli",  # stream (windows as they are solved)
     "float_core.conversation_cli",  # converse (several portraits in one video)
     "float_core.weights",  # download, convert

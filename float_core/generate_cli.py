@@ -14,13 +14,21 @@ import sys
 
 from .cli_options import add_generation_and_model_groups, pipeline_from_args, settings_from_args
 
-__all__ = ["add_subparser", "run"]
+__all__ = ["DEFAULT_DRIVE_GROUPS", "add_subparser", "run"]
+
+#: What ``--drive`` takes from the video when ``--drive-groups`` is not given.
+DEFAULT_DRIVE_GROUPS = ("head",)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate", help="make a talking-head video from a portrait and speech",
-        description="Generate a talking-head MP4 (H.264 + AAC speech) from a portrait and a speech file.",
+        description="Generate a talking-head MP4 (H.264 + AAC speech) from a portrait and a speech file: the "
+                    "identity and the picture from --image, the motion sampled for --audio, the length and the "
+                    "sound from --audio. With --drive VIDEO the directions of --drive-groups (default: head) "
+                    "follow the video's face instead, relative to its first frame (played back and forth when "
+                    "shorter than the speech, cut when longer); the others, the mouth at least, stay with the "
+                    "speech.",
     )
     io = p.add_argument_group("inputs and output (one job)")
     io.add_argument("--image", help="portrait image (JPEG, PNG, WebP, ...)")
@@ -31,11 +39,21 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                     help="batch mode, = `batch FILE -o DIR`: a CSV (header: id,image,audio[,emotion,a_cfg,...]), "
                          "JSON list or JSON Lines of jobs; each makes DIR/<id>.mp4")
     add_generation_and_model_groups(p)
+    v = p.add_argument_group("head from a video")
+    v.add_argument("--drive", metavar="VIDEO", default=None,
+                   help="a video whose face gives the motion of --drive-groups (e.g. the head), relative to its "
+                        "first frame; the lips stay with the speech")
+    v.add_argument("--drive-groups", metavar="GROUPS", default=None,
+                   help="comma-separated direction groups taken from --drive: mouth, eyes, head, other "
+                        "(default: head)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.jobs:
+        if args.drive or args.drive_groups:
+            print("error: --drive: give it to one job (--image/--audio/--out), not with --jobs", file=sys.stderr)
+            return 2
         if args.image or args.audio:
             print("error: --jobs: give either --jobs FILE -o DIR or --image/--audio/--out, not both",
                   file=sys.stderr)
@@ -53,7 +71,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if missing:
             raise ValueError(f"missing {', '.join(missing)} (or use --jobs FILE -o DIR for a batch)")
+        if args.drive_groups and not args.drive:
+            raise ValueError("--drive-groups: needs --drive VIDEO (the video the groups come from)")
         settings = parse_settings(settings_from_args(args))
+        drive_groups = DEFAULT_DRIVE_GROUPS
+        if args.drive_groups:
+            from .video_in import parse_groups
+
+            drive_groups = parse_groups(args.drive_groups)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             args.image, args.audio, args.output, settings.sampling, crop=settings.crop,
             paste_back=settings.paste_back, face=settings.face, crop_scale=settings.crop_scale,
             preset=settings.preset, batch_size=args.batch_size, max_seconds=args.max_seconds,
-            progress=not args.quiet,
+            progress=not args.quiet, drive=args.drive, drive_groups=drive_groups,
         )
     except (ValueError, OSError) as exc:  # bad input: a clear message, no traceback
         print(f"error: {args.output}: {exc}", file=sys.stderr)

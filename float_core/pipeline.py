@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .conversation import ConversationResult, Script
     from .directions import DirectionInfo
     from .streaming import StreamIterator
+    from .video_in import VideoInput, VideoMotion
 
 __all__ = ["FloatPipeline", "GenerationResult", "frames_to_uint8", "uint8_frames"]
 
@@ -238,14 +239,33 @@ class FloatPipeline:
         photo = load_image(image)
         result = crop_portrait(photo, crop=crop, size=self.config.image_size, face=face,
                                scale=CROP_SCALE if crop_scale is None else crop_scale)
-        x = torch.tensor(result.image, device=self.device)  # a copy: the crop may be read-only
+        return self.encode_crop(result.image, crop_box=result.box, original=photo if crop else None,
+                                message=result.message)
+
+    @torch.no_grad()
+    def encode_crop(self, crop: np.ndarray, *, crop_box: Any = None, original: np.ndarray | None = None,
+                    message: str | None = None) -> SourceImage:
+        """Encode one model-size face crop (S, S, 3) uint8 RGB (paper Eq. 8): identity latent,
+        lambda, motion and feature pyramid.
+
+        The one encoder path: :meth:`prepare_image` (a portrait) and :meth:`encode_motion` (every
+        frame of a video) both go through it, so a video frame and the same image given as a
+        portrait get the same motion latent bit for bit. ``crop_box``, ``original`` and
+        ``message`` are stored as they are (see :class:`~float_core.inputs.SourceImage`).
+        """
+        size = self.config.image_size
+        if not isinstance(crop, np.ndarray) or crop.shape != (size, size, 3) or crop.dtype != np.uint8:
+            got = f"{crop.shape} {crop.dtype}" if isinstance(crop, np.ndarray) else type(crop).__name__
+            raise ValueError(f"crop: expected a ({size}, {size}, 3) uint8 RGB array (the model's input size), "
+                             f"got {got}")
+        x = torch.tensor(crop, device=self.device)  # a copy: the crop may be read-only
         x = x.permute(2, 0, 1)[None].float() / 127.5 - 1.0
         identity, lam, feats = self.model.motion_autoencoder.encode(x)
         return SourceImage(
-            image=x, crop_box=result.box, original=photo if crop else None,
+            image=x, crop_box=crop_box, original=original,
             identity_latent=identity[0], source_lambda=lam[0],
             source_motion=lambda_to_motion(lam[0], self.basis), features=tuple(feats),
-            message=result.message,
+            message=message,
         )
 
     @torch.no_grad()
@@ -539,7 +559,9 @@ class FloatPipeline:
         edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
         max_seconds: float | None = None, progress: ProgressLike = True,
         prepared: Prepared | None = None, face: int = 0, crop_scale: float | None = None,
-        preset: str | None = None, idle: bool = False, **overrides: Any,
+        preset: str | None = None, idle: bool = False, drive: "VideoInput | VideoMotion | None" = None,
+        drive_groups: str | Sequence[str] = ("head",), directions: Sequence["DirectionInfo"] | None = None,
+        **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
 
@@ -553,12 +575,22 @@ class FloatPipeline:
         :meth:`describe_directions`: 2M + 1 extra frames decoded). ``idle``: silence mode, as
         :meth:`stream`'s (frames that voice activity marks silent get the null audio condition,
         :func:`float_core.vad.silence_mode`; the flags are the result's ``speaking``).
-        """
-        from .media.video import write_video
 
+        ``drive``: a video (or its :meth:`analyse_video`) whose face gives the coefficients of the
+        directions in the groups ``drive_groups`` (names of :data:`~float_core.directions.GROUPS`,
+        e.g. ``("head",)``: the lips from the speech, the head from the video), relative to its first frame
+        (:mod:`float_core.video_in`); played back and forth when shorter than the speech, cut
+        when longer. Sampling is unchanged (the speech motion is the same as without ``drive``
+        for the same seed); the groups are the portrait's :meth:`describe_directions`
+        (``directions`` reuses an earlier result). ``crop`` applies to the video's frames too.
+        """
         if paste_back and not crop:
             raise ValueError("paste_back: needs crop=True (the crop box says where the face goes)")
         preset = canonical_preset(preset)
+        if drive is not None:
+            from .video_in import parse_groups
+
+            drive_groups = parse_groups(drive_groups)  # a bad name fails before any work
         cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
         report = as_progress(progress)
         start = time.perf_counter()
@@ -583,33 +615,195 @@ class FloatPipeline:
         emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
         motion = self.sample_motion(prepared, cfg, progress=report)
         timings["sampling"] = time.perf_counter() - t0
-        if preset is not None:
+        notes = [prepared.source.message]
+        if drive is not None:
+            from .video_in import group_note, transfer_groups
+
+            t0 = time.perf_counter()
+            video = self._video_motion(drive, crop=crop, crop_scale=crop_scale, progress=report)
+            directions = directions or self.describe_directions(prepared, progress=report)
+            motion = transfer_groups(motion, video, drive_groups, directions, self.basis,
+                                     source_lambda=prepared.source_lambda)  # relative, as LIA
+            timings["video"] = time.perf_counter() - t0
+            notes += [video.message, group_note(directions, drive_groups)]
+        if preset is not None:  # on top of the final motion, speech-sampled or driven
             from .directions import preset_offsets
 
             t0 = time.perf_counter()
-            directions = self.describe_directions(prepared, batch_size=batch_size)
+            directions = directions or self.describe_directions(prepared, batch_size=batch_size)
             offsets = torch.from_numpy(preset_offsets(preset, self.motion_lambda(motion),
                                                       prepared.source.source_lambda, directions))
             edits = offsets if edits is None else offsets + torch.as_tensor(edits, dtype=torch.float32).cpu()
             timings["directions"] = time.perf_counter() - t0
+        timings["render"] = self.render_video(out_path, prepared.source, motion, audio=prepared.speech.waveform,
+                                              edits=edits, batch_size=batch_size, progress=report,
+                                              paste_back=paste_back)
+        return self._result(out_path, motion, start, timings, notes, emotion=emotion_vec, sampling=cfg,
+                            speaking=speaking)
 
+    # ------------------------------------------------------------------ video in
+    def analyse_video(self, video: "VideoInput", *, crop: bool = True, face: int = 0,
+                      crop_scale: float | None = None, reference_frame: int | str | None = None,
+                      detect_every: int | None = None, progress: ProgressLike = None) -> "VideoMotion":
+        """A video's face motion at 25 fps, its face track and what is needed to read its frames
+        again (:func:`float_core.video_in.analyse_video`: two streaming passes, memory bounded
+        by one frame). ``reference_frame``: also encode a reference frame (an index or
+        ``"auto"``: the first frontal, sharp face) as a :class:`SourceImage`."""
+        from .video_in import DETECT_EVERY, analyse_video
+
+        return analyse_video(self, video, crop=crop, face=face, crop_scale=crop_scale, reference_frame=reference_frame,
+                             detect_every=DETECT_EVERY if detect_every is None else detect_every, progress=progress)
+
+    def encode_motion(self, video: "VideoInput", *, crop: bool = True, face: int = 0,
+                      progress: ProgressLike = None, **options: Any) -> Tensor:
+        """The per-frame motion latents (T, d) of a video's face at 25 fps (paper Eq. 1, the
+        encoder LIA and FLOAT share).
+
+        Frames are decoded and resampled to 25 fps by PyAV (variable frame rates and rotation
+        metadata handled), the face is tracked and its box smoothed over time, and every crop
+        goes through :meth:`encode_crop`, the portrait's encoder path. ``crop``: track and crop
+        the face (False: the whole frame, for a video that is already a face crop); ``face``:
+        which face, 0 = the largest; ``options``: ``crop_scale``, ``detect_every`` (see
+        :meth:`analyse_video`). Raises a ValueError naming the problem for a file that is not a
+        video, has no frames, or shows no face.
+        """
+        return self.analyse_video(video, crop=crop, face=face, progress=progress, **options).motion
+
+    def drive(
+        self, image: ImageInput | SourceImage, video: "VideoInput | VideoMotion", out_path: str | os.PathLike[str],
+        *, relative: bool = True,
+        crop: bool = True, face: int = 0, video_face: int = 0, crop_scale: float | None = None,
+        paste_back: bool = False, edits: Tensor | Sequence[float] | None = None, batch_size: int = 8,
+        progress: ProgressLike = True,
+    ) -> GenerationResult:
+        """Reenactment: animate the portrait with the video's face motion (LIA's transfer).
+
+        With ``relative`` (default) frame t is the portrait's own motion plus (the video's
+        motion at t minus at frame 0), so a still video leaves the portrait still; otherwise
+        the video's motion itself (the portrait takes the video's pose). The MP4 has the
+        video's length (at 25 fps) and its audio, if it has any. ``face`` picks the portrait's
+        face, ``video_face`` the video's (0 = the largest); ``crop`` applies to both. ``edits``
+        (lambda offsets, e.g. a preset or curves on :meth:`motion_lambda` of the result's
+        motion) apply as in :meth:`generate`. ``image`` may be a :meth:`prepare_image` result
+        and ``video`` an :meth:`analyse_video` result, to reuse earlier analyses.
+        """
+        from .video_in import drive_motion, video_audio
+
+        if paste_back and not crop:
+            raise ValueError("paste_back: needs crop=True (the crop box says where the face goes)")
+        report = as_progress(progress)
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        source = image if isinstance(image, SourceImage) else self.prepare_image(image, crop=crop, face=face,
+                                                                                   crop_scale=crop_scale)
+        timings["image"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        motion_video = self._video_motion(video, crop=crop, face=video_face, crop_scale=crop_scale, progress=report)
+        motion = drive_motion(source.source_motion, motion_video.motion, relative)
+        sound = video_audio(motion_video.path, self.config.sample_rate, motion_video.num_frames)
+        timings["video"] = time.perf_counter() - t0
+        timings["render"] = self.render_video(out_path, source, motion, audio=sound, edits=edits,
+                                              batch_size=batch_size, progress=report, paste_back=paste_back)
+        return self._result(out_path, motion, start, timings, [source.message, motion_video.message])
+
+    def dub(
+        self, video: "VideoInput | VideoMotion", audio: AudioInput, out_path: str | os.PathLike[str],
+        sampling: SamplingConfig | None = None, *, groups_from_video: str | Sequence[str] = ("head", "eyes", "other"),
+        reference_frame: int | None = None, face: int = 0, crop_scale: float | None = None,
+        edits: Tensor | Sequence[float] | None = None, directions: Sequence["DirectionInfo"] | None = None,
+        batch_size: int = 8, max_seconds: float | None = None, progress: ProgressLike = True, **overrides: Any,
+    ) -> GenerationResult:
+        """Dubbing: the talking-head ``video`` with its lips following the new speech ``audio``.
+
+        The identity comes from one frame of the video (``reference_frame``; default: the first
+        with a frontal, sharp face). Each output frame takes the coefficients of the groups
+        ``groups_from_video`` (default head, eyes and other: all but the mouth) from its video
+        frame and the rest from motion sampled for the speech (``sampling``/``overrides`` as in
+        :meth:`sample_motion`); the decoded face is pasted back into that video frame through its
+        tracked crop square, feathered and colour matched, so pixels outside the square are the
+        input frame's. The MP4 follows the speech's length (the video played back and forth when
+        shorter, cut when longer), at the video's resolution, with the new audio. ``video`` may
+        be an :meth:`analyse_video` result with a reference frame, to reuse it (its face, crop
+        scale and reference are the analysis').
+        """
+        from .video_in import DubCompositor, group_note, parse_groups, ping_pong, transfer_groups
+
+        groups = parse_groups(groups_from_video)
+        cfg = (sampling or SamplingConfig()).with_overrides(**overrides)
+        report = as_progress(progress)
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        motion_video = self._video_motion(video, face=face, crop_scale=crop_scale, progress=report,
+                                          reference_frame="auto" if reference_frame is None else reference_frame)
+        if motion_video.reference_source is None or motion_video.crop_boxes is None:
+            raise ValueError("dub: the video analysis needs the face track and a reference frame "
+                             "(analyse_video(video, reference_frame='auto'))")
+        if reference_frame is not None and reference_frame != motion_video.reference:
+            raise ValueError(f"reference_frame: the analysed video's reference is frame {motion_video.reference}; "
+                             f"analyse it with reference_frame={reference_frame}")
+        timings["video"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        prepared = Prepared(motion_video.reference_source, self.prepare_audio(audio, max_seconds=max_seconds))
+        timings["audio"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if cfg.dynamic_emotion:
+            prepared = self.with_emotion_timeline(prepared)
+        emotion_vec = self.resolve_emotion(prepared, cfg.emotion)
+        speech_motion = self.sample_motion(prepared, cfg, progress=report)
+        timings["sampling"] = time.perf_counter() - t0
+        directions = directions or self.describe_directions(prepared, progress=report)
+        motion = transfer_groups(speech_motion, motion_video, groups, directions, self.basis)  # each frame's own
+        compositor = DubCompositor(motion_video, ping_pong(motion_video.num_frames, int(motion.shape[0])),
+                                   self.config.image_size)
+        timings["render"] = self.render_video(out_path, prepared.source, motion, audio=prepared.speech.waveform,
+                                              edits=edits, batch_size=batch_size, progress=report,
+                                              composite=compositor.frames)
+        return self._result(out_path, motion, start, timings, [motion_video.message, group_note(directions, groups)],
+                            emotion=emotion_vec, sampling=cfg)
+
+    def render_video(self, out_path: str | os.PathLike[str], source: SourceImage | Prepared, motion: Tensor, *,
+                     audio: np.ndarray | None = None, edits: Tensor | Sequence[float] | None = None,
+                     batch_size: int = 8, progress: ProgressLike = None, paste_back: bool = False,
+                     composite: Any = None) -> float:
+        """Render ``motion`` (T, d) with ``source`` into an MP4 at ``out_path``, ``audio`` (float32
+        16 kHz mono) muxed in: the one writing path of :meth:`generate`, :meth:`drive` and
+        :meth:`dub` (written to a temporary file, moved into place when complete).
+
+        ``edits`` are as in :meth:`render`; ``paste_back`` pastes every frame into the source's
+        photo; ``composite`` maps the iterator of frame batches to the batches written (e.g.
+        :meth:`float_core.video_in.DubCompositor.frames`). Returns the seconds taken.
+        """
+        from .media.video import write_video
+
+        source = source.source if isinstance(source, Prepared) else source
         paste = None
         if paste_back:
             from .media.face import PasteBack
 
-            paste = PasteBack(prepared.source.original, prepared.crop_box, size=self.config.image_size)
+            if source.crop_box is None or source.original is None:
+                raise ValueError("paste_back: needs a portrait prepared with crop=True")
+            paste = PasteBack(source.original, source.crop_box, size=self.config.image_size)
         t0 = time.perf_counter()
-        fps = self.config.fps
-        write_video(out_path, self.render(prepared, motion, edits=edits, batch_size=batch_size),
-                    fps=int(fps), audio=(prepared.speech.waveform, self.config.sample_rate),
-                    transform=paste, progress=report, total=int(motion.shape[0]))
-        timings["render"] = time.perf_counter() - t0
-        wall = time.perf_counter() - start
-        return GenerationResult(
-            path=Path(out_path), num_frames=int(motion.shape[0]), seconds=motion.shape[0] / fps,
-            wall_seconds=wall, timings=timings, emotion=emotion_vec, motion=motion,
-            message=prepared.source.message, sampling=cfg, speaking=speaking,
-        )
+        frames = self.render(source, motion, edits=edits, batch_size=batch_size)
+        write_video(out_path, frames if composite is None else composite(frames), fps=int(self.config.fps),
+                    audio=None if audio is None else (audio, self.config.sample_rate), transform=paste,
+                    progress=as_progress(progress), total=int(motion.shape[0]))
+        return time.perf_counter() - t0
+
+    def _video_motion(self, video: "VideoInput | VideoMotion", **options: Any) -> "VideoMotion":
+        """``video`` when it is already analysed, else :meth:`analyse_video` of it."""
+        from .video_in import VideoMotion
+
+        return video if isinstance(video, VideoMotion) else self.analyse_video(video, **options)
+
+    def _result(self, out_path: str | os.PathLike[str], motion: Tensor, start: float, timings: dict[str, float],
+                notes: Sequence[str | None], **fields: Any) -> GenerationResult:
+        return GenerationResult(path=Path(out_path), num_frames=int(motion.shape[0]),
+                                seconds=motion.shape[0] / self.config.fps, wall_seconds=time.perf_counter() - start,
+                                timings=timings, motion=motion, message="; ".join(n for n in notes if n) or None,
+                                **fields)
 
     def converse(
         self, portraits: Sequence[ImageInput | SourceImage], speech: "Script | Sequence[Any] | str | os.PathLike[str]",

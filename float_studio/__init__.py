@@ -8,7 +8,8 @@ Modules:
     handlers  what each Studio event does, as plain functions (no Gradio)
     plots     plotly figures (lambda(t) generated vs edited, emotion bars and timeline),
               direction labels and slider ranges
-    ui        the Studio tab: layout, handlers, wiring
+    ui        the Studio tab: layout, handlers, wiring, and the motion-editing panel it shares
+    video_tab the Video tab (a video as input: drive, head from video, dub): handlers and layout
     live      the Live tab (streaming)
     gpu       ZeroGPU: the one wrapper for handlers that run the model (gpu_handler)
     limits    bounded work per visitor (FLOAT_MAX_SECONDS, FLOAT_MAX_LIVE_SECONDS, FLOAT_MAX_UPLOAD_MB)

@@ -108,14 +108,21 @@ def prepare_source(pipe: "FloatPipeline", sess: Session, image: np.ndarray | Non
 
 
 # ---------------------------------------------------------------------------- speech
-def _check_audio(audio_path: str | None) -> str:
+def check_upload(path: str | None, missing: str, kind: str) -> str:
+    """An uploaded file's path; a ValueError saying ``missing`` when there is none, or that the
+    ``kind`` upload expired (Gradio deletes old uploads) when the file is gone."""
     import os
 
-    if not audio_path:
-        raise ValueError("Please add a speech recording first (upload or microphone).")
-    if not os.path.isfile(audio_path):
-        raise ValueError("The audio upload is no longer on the server; please add it again.")
-    return audio_path
+    if not path:
+        raise ValueError(missing)
+    if not os.path.isfile(path):
+        raise ValueError(f"The {kind} upload is no longer on the server; please add it again.")
+    return path
+
+
+def check_audio(audio_path: str | None) -> str:
+    """The speech upload's path (see :func:`check_upload`)."""
+    return check_upload(audio_path, "Please add a speech recording first (upload or microphone).", "audio")
 
 
 def analyse_speech(pipe: "FloatPipeline", sess: Session, audio_path: str | None,
@@ -129,7 +136,7 @@ def analyse_speech(pipe: "FloatPipeline", sess: Session, audio_path: str | None,
             (measured from the file's header before decoding; the decoder checks again).
     """
     limit = max_speech_seconds()
-    check_speech(_check_audio(audio_path), limit)
+    check_speech(check_audio(audio_path), limit)
     content = file_key(audio_path)
     key = f"{content}:{limit}"
 
@@ -228,12 +235,10 @@ def generate(holder: PipelineHolder, sess: Session, image: np.ndarray | None, au
 def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, audio_path: str | None,
               crop: bool, sampling: SamplingConfig, face: int, crop_scale: float | None,
               report: ProgressCallback, speed: Throughput) -> Iterator[Analysed | Generation]:
-    import torch
-
     version = sess.next_version()
     if image is None:  # both inputs checked before any work
         raise ValueError("Please add a portrait image first (upload, webcam or paste).")
-    _check_audio(audio_path)
+    check_audio(audio_path)
     source_key, source = prepare_source(pipe, sess, image, crop, face, crop_scale, report)
     speech_key, speech = analyse_speech(pipe, sess, audio_path, report)
     from float_core.inputs import Prepared
@@ -243,23 +248,40 @@ def _generate(pipe: "FloatPipeline", sess: Session, image: np.ndarray | None, au
     # generation (cheap and pure: the per-window timeline is part of the speech analysis).
     used = pipe.resolve_emotion(prepared, sampling.emotion)
     yield Analysed(emotion_view(pipe, speech, sampling.emotion_label, used), source.message)
+    generation = sample_generation(pipe, sess, version, source_key, source, speech_key, speech, sampling, report,
+                                   speed)
+    sess.install(generation)
+    yield generation
+
+
+def sample_generation(pipe: "FloatPipeline", sess: Session, version: int, source_key: str, source: "SourceImage",
+                      speech_key: str, speech: "DrivingAudio", sampling: SamplingConfig,
+                      report: ProgressCallback = silent, speed: Throughput | None = None) -> Generation:
+    """The motion sampled for an analysed portrait and speech with ``sampling`` (cached per
+    session by both keys and the settings), as a :class:`Generation` (not yet installed);
+    ``speed`` records the sampling's throughput (the app's time estimates)."""
+    import torch
+
+    from float_core.inputs import Prepared
+
+    prepared = Prepared(source, speech)
+    used = pipe.resolve_emotion(prepared, sampling.emotion)
     motion_key = ("motion", source_key, speech_key, sampling)
     motion = sess.cache.get(motion_key, pipe.device)
     if motion is None:
         t0 = time.perf_counter()
         with torch.no_grad():
             motion = torch.cat(list(pipe.iter_motion(prepared, sampling, progress=report)), dim=0)
-        speed.record_sampling(motion.shape[0] / pipe.config.fps, time.perf_counter() - t0, sampling.nfe)
+        if speed is not None:
+            speed.record_sampling(motion.shape[0] / pipe.config.fps, time.perf_counter() - t0, sampling.nfe)
         sess.cache.put(motion_key, motion)
-    generation = Generation(
+    return Generation(
         version=version, source_key=source_key, speech_key=speech_key,
         source=sess.cache.get(("source", source_key)) or move_tensors(source, "cpu"),
         speech=sess.cache.get(("speech", speech_key)) or move_tensors(speech, "cpu"),
         motion=motion.detach().to("cpu"), lambdas=pipe.motion_lambda(motion).float().cpu().numpy(),
         emotion=used.float().cpu().numpy(), sampling=sampling,
         directions=tuple(sess.cache.get(("directions", source_key)) or ()))
-    sess.install(generation)
-    yield generation
 
 
 def describe_directions(holder: PipelineHolder, sess: Session,
@@ -358,17 +380,23 @@ def preview(holder: PipelineHolder, sess: Session, frame_index: Any, edits: Edit
     if gen is None:
         raise ValueError("Generate a video first; the sliders edit its motion.")
     pipe = holder.get()
-    k = int(np.clip(int(frame_index or 0), 0, gen.num_frames - 1))
-    # The render's own batch rule: the frame equals the video's frame bit for bit.
-    frame = pipe.preview_frame(gen.source.to(pipe.device), gen.motion.to(pipe.device), k,
-                               edits=edit_offsets(gen, edits), batch_size=RENDER_BATCH)
+    _, frame = edited_frame(pipe, gen, frame_index, edits)
     if paste_back:
-        paste, _ = _paste_back(pipe, sess, gen)
+        paste, _ = paste_back_transform(pipe, sess, gen)
         frame = paste(frame) if paste is not None else frame
     return frame if sess.is_current(gen) else None
 
 
-def _paste_back(pipe: "FloatPipeline", sess: Session, gen: Generation) -> tuple[Any, str | None]:
+def edited_frame(pipe: "FloatPipeline", gen: Generation, frame_index: Any, edits: Edits) -> tuple[int, np.ndarray]:
+    """(k, frame k of ``gen`` rendered with ``edits``, (S, S, 3) uint8); ``frame_index`` is
+    clipped to the clip. The render's own batch rule: the frame equals the video's frame bit for
+    bit, decoding only what that frame needs."""
+    k = int(np.clip(int(frame_index or 0), 0, gen.num_frames - 1))
+    return k, pipe.preview_frame(gen.source.to(pipe.device), gen.motion.to(pipe.device), k,
+                                 edits=edit_offsets(gen, edits), batch_size=RENDER_BATCH)
+
+
+def paste_back_transform(pipe: "FloatPipeline", sess: Session, gen: Generation) -> tuple[Any, str | None]:
     """The generation's :class:`~float_core.media.face.PasteBack` (one per session's current
     portrait: its masks cost more than a small preview), or (None, why not)."""
     if gen.source.crop_box is None or gen.source.original is None:
@@ -410,7 +438,7 @@ def render_video(holder: PipelineHolder, sess: Session, edits: Edits | None = No
     warnings: list[str] = []
     paste = None
     if paste_back:
-        paste, why = _paste_back(pipe, sess, gen)
+        paste, why = paste_back_transform(pipe, sess, gen)
         warnings += [why] if why else []
     offsets = None if edits is None else edit_offsets(gen, edits)
     path = sess.new_video_path(f"float_seed{gen.sampling.seed}")

@@ -1,4 +1,6 @@
-"""The Studio tab of FLOAT Studio: portrait + speech -> video, live motion controls.
+"""The Studio tab of FLOAT Studio: portrait + speech -> video, live motion controls; and the
+motion editor (preview, λ sliders, presets, curves, Apply) that the Video tab reuses
+(:func:`layout_editor`, :func:`editor_handlers`, :func:`wire_editor`).
 
 Three parts: the layout (:func:`layout_studio_tab`, the components in a :class:`StudioLayout`),
 the event handlers (:func:`studio_handlers`: each calls a plain function of
@@ -170,15 +172,12 @@ def layout_studio_tab(num_dirs: int) -> StudioLayout:
     ui = StudioLayout(num_dirs=num_dirs)
     # Each browser session gets a deep copy of this value: a fresh Session (Session.__deepcopy__).
     ui.session = gr.State(st.Session(), time_to_live=3600, delete_callback=st.cleanup_session)
-    ui.preset = gr.State(None)
-    ui.curves = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=6):
             _layout_inputs(ui)
         with gr.Column(scale=5):
             _layout_controls(ui)
-    _layout_editor(ui)
-    _layout_curves(ui)
+    layout_editor(ui)
     return ui
 
 
@@ -242,8 +241,12 @@ def _layout_controls(ui: StudioLayout) -> None:
     ui.summary = gr.Markdown(label="Summary", elem_id="float-summary")
 
 
-def _layout_editor(ui: StudioLayout) -> None:
-    """The preview, the frame scrubber, the presets and one slider per motion direction."""
+def layout_editor(ui: SimpleNamespace, prefix: str = "float", preview_label: str = "Preview (edited frame)") -> None:
+    """The motion editor's components into ``ui`` (which has ``num_dirs``): the ``preset`` and
+    ``curves`` states, the preview, the frame scrubber, the presets, one slider per motion
+    direction and the curve editor. Element ids start with ``prefix`` (the Studio's: "float")."""
+    ui.preset = gr.State(None)
+    ui.curves = gr.State([])
     gr.Markdown("### Edit the motion\nEach λ slider adds an offset along one direction of the "
                 "orthonormal motion basis, in every frame; after a generation the sliders are grouped "
                 "by what each direction moves in this portrait (hover a slider's note for the shares). "
@@ -252,44 +255,46 @@ def _layout_editor(ui: StudioLayout) -> None:
                 "sampling again.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
-            ui.preview = gr.Image(label="Preview (edited frame)", type="numpy", format="png", height=300,
-                                  interactive=False, elem_id="float-preview")
+            ui.preview = gr.Image(label=preview_label, type="numpy", format="png", height=300,
+                                  interactive=False, elem_id=f"{prefix}-preview", elem_classes=["float-preview"])
             ui.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
-                                 info="Scrub through the clip; the preview shows this frame.", elem_id="float-frame")
+                                 info="Scrub through the clip; the preview shows this frame.",
+                                 elem_id=f"{prefix}-frame")
             with gr.Row():
-                ui.reset = gr.Button("Reset edits", size="sm", elem_id="float-reset")
-                ui.apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id="float-apply")
-                ui.stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id="float-stop-apply")
+                ui.reset = gr.Button("Reset edits", size="sm", elem_id=f"{prefix}-reset")
+                ui.apply = gr.Button("Apply to video", variant="primary", size="sm", elem_id=f"{prefix}-apply")
+                ui.stop_apply = gr.Button("Stop", variant="stop", size="sm", elem_id=f"{prefix}-stop-apply")
         with gr.Column(scale=6):
-            ui.lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id="float-lambda-plot")
-    with gr.Row(elem_id="float-presets"):
-        ui.preset_note = gr.Markdown("**Preset:** none", elem_id="float-preset-note")
-        ui.preset_buttons = [gr.Button(name.capitalize(), size="sm", elem_id=f"float-preset-{name.replace(' ', '-')}")
-                             for name in h.PRESET_NAMES]
-        ui.no_preset = gr.Button("No preset", size="sm", elem_id="float-preset-none")
+            ui.lambda_plot = gr.Plot(label="Motion coefficients λ(t)", elem_id=f"{prefix}-lambda-plot")
+    with gr.Row(elem_id=f"{prefix}-presets"):
+        ui.preset_note = gr.Markdown("**Preset:** none", elem_id=f"{prefix}-preset-note")
+        ui.preset_buttons = [gr.Button(name.capitalize(), size="sm",
+                                       elem_id=f"{prefix}-preset-{name.replace(' ', '-')}") for name in h.PRESET_NAMES]
+        ui.no_preset = gr.Button("No preset", size="sm", elem_id=f"{prefix}-preset-none")
     # The sliders stay in index order in the page (the API takes the offsets in that order);
     # CSS `order` classes on their cells, set after the directions are measured, show them
     # grouped, each group after its heading. (Each slider has its own Column: Gradio puts
     # neighbouring sliders into one form box, which could not be reordered.)
-    with gr.Row(elem_classes="float-lambda-sliders", elem_id="float-lambda-sliders"):
+    with gr.Row(elem_classes="float-lambda-sliders", elem_id=f"{prefix}-lambda-sliders"):
         ui.headings = [gr.Markdown(f"#### {title}", visible=False, elem_classes=["float-group-title"],
-                                   elem_id=f"float-group-{group}")
+                                   elem_id=f"{prefix}-group-{group}")
                        for group, title in plots.GROUP_TITLES.items()]
         ui.cells, ui.sliders = [], []
         for m in range(ui.num_dirs):
-            with gr.Column(min_width=170, elem_classes=["float-lambda-cell"], elem_id=f"float-cell-{m + 1}") as cell:
+            with gr.Column(min_width=170, elem_classes=["float-lambda-cell"], elem_id=f"{prefix}-cell-{m + 1}") as cell:
                 ui.sliders.append(gr.Slider(-1, 1, value=0, step=0.01, label=plots.direction_label(None, m),
                                             info=plots.direction_tooltip(None), interactive=False,
-                                            elem_id=f"float-lambda-{m + 1}", elem_classes=["float-lambda"]))
+                                            elem_id=f"{prefix}-lambda-{m + 1}", elem_classes=["float-lambda"]))
             ui.cells.append(cell)
+    _layout_curves(ui, prefix)
 
 
-def _layout_curves(ui: StudioLayout) -> None:
+def _layout_curves(ui: SimpleNamespace, prefix: str) -> None:
     """The curve editor: edits that vary over time."""
-    with gr.Accordion("Edits over time (curves)", open=False, elem_id="float-curves"):
+    with gr.Accordion("Edits over time (curves)", open=False, elem_id=f"{prefix}-curves"):
         with gr.Row():
             ui.curve_dir = gr.Dropdown([(plots.direction_label(None, m), m + 1) for m in range(ui.num_dirs)],
-                                       value=1, label="Direction", elem_id="float-curve-direction")
+                                       value=1, label="Direction", elem_id=f"{prefix}-curve-direction")
             ui.curve_kind = gr.Radio(list(UI_CURVE_KINDS), value="ramp", label="Shape",
                                      info="constant/pulse: the value on [start, end); ramp: 0 at start to the "
                                           "value at end, then held.")
@@ -297,14 +302,14 @@ def _layout_curves(ui: StudioLayout) -> None:
             ui.curve_start = gr.Number(value=0, precision=0, minimum=0, label="Start frame")
             ui.curve_end = gr.Number(value=None, precision=0, minimum=1, label="End frame (empty: clip end)")
         with gr.Row():
-            ui.add_curve = gr.Button("Add curve", size="sm", elem_id="float-add-curve")
+            ui.add_curve = gr.Button("Add curve", size="sm", elem_id=f"{prefix}-add-curve")
             ui.clear_curves = gr.Button("Clear curves", size="sm")
         ui.curve_list = gr.JSON(value=[], label=f"Curves (λ is 1-based; frames at {FPS} fps)",
-                                elem_id="float-curve-list")
+                                elem_id=f"{prefix}-curve-list")
 
 
 # ---------------------------------------------------------------------------- handlers
-def _slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
+def slider_updates(gen: st.Generation, reset: bool = False) -> list[Any]:
     """Ranges from the motion; labels and notes from the measured directions."""
     out = []
     for m, r in enumerate(plots.slider_ranges(gen.lambdas)):
@@ -352,7 +357,15 @@ def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) ->
     (re-render). Their arguments and results pickle (ZeroGPU runs them in a worker process):
     the session goes back as an output wherever they change it.
     """
-    fn = _edit_handlers(holder, num_dirs)
+    def apply(holder_: PipelineHolder, sess: st.Session, edits: h.Edits, paste: bool,
+              report: ProgressCallback) -> tuple[str, str]:
+        rendered = h.apply_edits(holder_, sess, edits, paste, report)
+        for w in rendered.warnings:
+            gr.Warning(w)
+        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, holder_.get().config.fps)
+
+    fn = editor_handlers(holder, num_dirs, num_headings, preview=h.preview, apply=apply)
+    fn.__dict__.update(vars(_studio_handlers(holder)))
     speech = lambda speech, **_: limited_speech_seconds(speech)  # noqa: E731
 
     @gpu_handler(holder.speed, speech)
@@ -392,47 +405,15 @@ def studio_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int) ->
             h.preview(holder, sess, 0, h.Edits(np.zeros(num_dirs, np.float32)), paste),
             plots.lambda_figure(gen.lambdas, fps, 0, directions=gen.directions),
             analysed.emotion.bars, analysed.emotion.timeline,
-            *_slider_updates(gen, reset=True),
+            *slider_updates(gen, reset=True),
         )
 
-    @gpu_handler(holder.speed, (2 * num_dirs + 1) / FPS)  # the source +- a step per direction
-    @ui_errors
-    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Measure what each direction moves in this portrait; label and group the sliders."""
-        gen = h.describe_directions(holder, sess, progress_bar(progress, {"directions": (0.0, 1.0)}))
-        if gen is None:
-            return (*[gr.skip()] * (2 * num_dirs + num_headings + 2), sess)
-        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
-        return (*_slider_updates(gen), *_cell_updates(gen), *_heading_updates(gen), gr.update(choices=choices),
-                plots.lambda_figure(gen.lambdas, holder.get().config.fps, 0, directions=gen.directions), sess)
-
-    @gpu_handler(holder.speed, 1 / FPS)
-    @ui_errors
-    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
-                   paste: bool, *values: float) -> Any:
-        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
-        frame_png = h.preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
-        return gr.skip() if frame_png is None else frame_png
-
-    @gpu_handler(holder.speed, _generation_seconds)
-    @ui_errors
-    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
-                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
-        edits = _edits(preset_name, curve_rows, values, num_dirs)
-        rendered = h.apply_edits(holder, sess, edits, paste, progress_bar(progress, h.RENDER_SPANS))
-        for w in rendered.warnings:
-            gr.Warning(w)
-        fps = holder.get().config.fps
-        return rendered.path, h.summary_markdown(rendered.generation, rendered.seconds, True, fps), sess
-
-    fn.on_analyze, fn.on_generate, fn.on_describe = on_analyze, on_generate, on_describe
-    fn.on_preview, fn.on_apply = on_preview, on_apply
+    fn.on_analyze, fn.on_generate = on_analyze, on_generate
     return fn
 
 
-def _edit_handlers(holder: PipelineHolder, num_dirs: int) -> SimpleNamespace:
-    """The handlers that do not run the model: status, crop preview, plots, presets, curves."""
+def _studio_handlers(holder: PipelineHolder) -> SimpleNamespace:
+    """The Studio's handlers that do not run the model: status, crop preview, emotion plots, estimate."""
 
     @ui_errors
     def on_status() -> str:
@@ -459,6 +440,52 @@ def _edit_handlers(holder: PipelineHolder, num_dirs: int) -> SimpleNamespace:
     def on_estimate(speech: str | None, steps: float) -> str:
         """How long generating this speech takes here (measured throughput), before Generate."""
         return h.generation_estimate(holder, speech, int(steps or st.DEFAULTS.nfe))
+
+    return SimpleNamespace(on_status=on_status, on_crop_preview=on_crop_preview, on_emotion_change=on_emotion_change,
+                           on_estimate=on_estimate)
+
+
+#: ``preview(holder, session, frame, edits, paste_back)``: the edited frame, or None when stale.
+PreviewFn = Callable[[PipelineHolder, st.Session, Any, h.Edits, bool], Any]
+#: ``apply(holder, session, edits, paste_back, progress)``: (video path, summary Markdown).
+ApplyFn = Callable[[PipelineHolder, st.Session, h.Edits, bool, ProgressCallback], tuple[str, str]]
+
+
+def editor_handlers(holder: PipelineHolder, num_dirs: int, num_headings: int, *, preview: PreviewFn,
+                    apply: ApplyFn) -> SimpleNamespace:
+    """The motion editor's handlers for a tab whose session holds a
+    :class:`~float_studio.state.Generation`: ``on_describe``, ``on_preview`` (``preview`` decodes
+    the scrubbed frame) and ``on_apply`` (``apply`` re-renders) run the model, inside GPU
+    requests sized from the frames they decode; ``on_plot``, ``on_reset``, the presets, the
+    curves and ``on_stop`` do not."""
+
+    @gpu_handler(holder.speed, (2 * num_dirs + 1) / FPS)  # the source +- a step per direction
+    @ui_errors
+    def on_describe(sess: st.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Measure what each direction moves in this portrait; label and group the sliders."""
+        gen = h.describe_directions(holder, sess, progress_bar(progress, {"directions": (0.0, 1.0)}))
+        if gen is None:
+            return (*[gr.skip()] * (2 * num_dirs + num_headings + 2), sess)
+        choices = [(plots.direction_label(gen.directions[m], m), m + 1) for m in range(num_dirs)]
+        return (*slider_updates(gen), *_cell_updates(gen), *_heading_updates(gen), gr.update(choices=choices),
+                plots.lambda_figure(gen.lambdas, holder.get().config.fps, 0, directions=gen.directions), sess)
+
+    @gpu_handler(holder.speed, 1 / FPS)
+    @ui_errors
+    def on_preview(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
+                   paste: bool, *values: float) -> Any:
+        """Decode one frame (the scrubbed one) with the edits; no re-encoding or sampling."""
+        frame_png = preview(holder, sess, index, _edits(preset_name, curve_rows, values, num_dirs), paste)
+        return gr.skip() if frame_png is None else frame_png
+
+    @gpu_handler(holder.speed, _generation_seconds)
+    @ui_errors
+    def on_apply(sess: st.Session, preset_name: str | None, curve_rows: list[dict], paste: bool, *values: float,
+                 progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Re-render every frame from the cached motion plus the edits (no re-sampling)."""
+        edits = _edits(preset_name, curve_rows, values, num_dirs)
+        path, text = apply(holder, sess, edits, paste, progress_bar(progress, h.RENDER_SPANS))
+        return path, text, sess
 
     @ui_errors
     def on_plot(sess: st.Session, preset_name: str | None, curve_rows: list[dict], index: float,
@@ -502,9 +529,9 @@ def _edit_handlers(holder: PipelineHolder, num_dirs: int) -> SimpleNamespace:
     def on_stop(sess: st.Session) -> None:
         h.stop(sess)
 
-    return SimpleNamespace(on_status=on_status, on_crop_preview=on_crop_preview, on_emotion_change=on_emotion_change,
-                           on_estimate=on_estimate, on_plot=on_plot, on_reset=on_reset, on_set_preset=on_set_preset,
-                           on_add_curve=on_add_curve, on_edit_curves=on_edit_curves, on_stop=on_stop)
+    return SimpleNamespace(on_describe=on_describe, on_preview=on_preview, on_apply=on_apply, on_plot=on_plot,
+                           on_reset=on_reset, on_set_preset=on_set_preset, on_add_curve=on_add_curve,
+                           on_edit_curves=on_edit_curves, on_stop=on_stop)
 
 
 def preset_setter(name: str | None) -> Callable[[], tuple[Any, str]]:
@@ -541,24 +568,34 @@ def wire_studio_tab(ui: StudioLayout, fn: SimpleNamespace) -> None:
     )
     generate_event.then(fn.on_estimate, [ui.audio, ui.nfe], ui.estimate, api_visibility="private",
                         show_progress="hidden", queue=False)  # now measured on this machine
-    describe_event = generate_event.success(
-        fn.on_describe, [ui.session],
-        [*ui.sliders, *ui.cells, *ui.headings, ui.curve_dir, ui.lambda_plot, ui.session],
-        api_name="describe_directions", concurrency_limit=1, concurrency_id="render", show_progress="minimal")
-    _wire_editing(ui, fn)
-    apply_event = ui.apply.click(fn.on_apply, [ui.session, ui.preset, ui.curves, ui.paste_back, *ui.sliders],
-                                 [ui.video, ui.summary, ui.session], api_name="apply_edits", concurrency_limit=1,
-                                 concurrency_id="render", show_progress_on=[ui.video])
+    describe_event = describe_after(ui, fn, generate_event)
+    apply_event = wire_editor(ui, fn)
     for button in (ui.stop, ui.stop_apply):
         button.click(fn.on_stop, [ui.session], None, queue=False, api_visibility="private",
                      cancels=[generate_event, describe_event, apply_event, analyze_event])
 
 
-def _wire_editing(ui: StudioLayout, fn: SimpleNamespace) -> None:
-    """Sliders, scrubber, presets and curves: each change re-decodes the preview frame and re-plots λ(t)."""
+def _api(name: str, api: bool) -> dict[str, Any]:
+    """An event's API name when the tab's editor is public, else private."""
+    return dict(api_name=name) if api else dict(api_visibility="private")
+
+
+def describe_after(ui: SimpleNamespace, fn: SimpleNamespace, event: Any, api: bool = True) -> Any:
+    """Measure the directions (label and group the sliders) once ``event`` succeeded; the event."""
+    return event.success(fn.on_describe, [ui.session],
+                         [*ui.sliders, *ui.cells, *ui.headings, ui.curve_dir, ui.lambda_plot, ui.session],
+                         **_api("describe_directions", api), concurrency_limit=1, concurrency_id="render",
+                         show_progress="minimal")
+
+
+def wire_editor(ui: SimpleNamespace, fn: SimpleNamespace, api: bool = True) -> Any:
+    """Sliders, scrubber, presets and curves: each change re-decodes the preview frame and re-plots
+    λ(t); **Apply to video** re-renders into ``ui.video`` and ``ui.summary`` (returns that event).
+    ``api``: the Studio's public endpoints (/preview, /set_preset, /edit_curves, /apply_edits);
+    otherwise every event is private."""
     edit_inputs = [ui.session, ui.preset, ui.curves]
     gr.on([s.input for s in ui.sliders] + [ui.frame.input], fn.on_preview,
-          [*edit_inputs, ui.frame, ui.paste_back, *ui.sliders], ui.preview, api_name="preview",
+          [*edit_inputs, ui.frame, ui.paste_back, *ui.sliders], ui.preview, **_api("preview", api),
           trigger_mode="always_last", show_progress="hidden", concurrency_limit=2, concurrency_id="preview")
     gr.on([s.release for s in ui.sliders] + [ui.frame.release], fn.on_plot, [*edit_inputs, ui.frame, *ui.sliders],
           ui.lambda_plot, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
@@ -569,10 +606,11 @@ def _wire_editing(ui: StudioLayout, fn: SimpleNamespace) -> None:
     for name, button in [*zip(h.PRESET_NAMES, ui.preset_buttons), (None, ui.no_preset)]:
         button.click(preset_setter(name), None, [ui.preset, ui.preset_note], api_visibility="private",
                      show_progress="hidden").then(**after_edit).then(**plot_after)
-    set_preset_api = gr.Textbox(visible=False)
-    set_preset_api.submit(fn.on_set_preset, set_preset_api, [ui.preset, ui.preset_note], api_name="set_preset")
-    curves_api = gr.Textbox(visible=False)
-    curves_api.submit(fn.on_edit_curves, curves_api, [ui.curves, ui.curve_list], api_name="edit_curves")
+    if api:  # hidden inputs that give gradio_client users the presets and curves
+        set_preset_api = gr.Textbox(visible=False)
+        set_preset_api.submit(fn.on_set_preset, set_preset_api, [ui.preset, ui.preset_note], api_name="set_preset")
+        curves_api = gr.Textbox(visible=False)
+        curves_api.submit(fn.on_edit_curves, curves_api, [ui.curves, ui.curve_list], api_name="edit_curves")
     ui.add_curve.click(fn.on_add_curve, [ui.curves, ui.curve_dir, ui.curve_kind, ui.curve_value, ui.curve_start,
                                          ui.curve_end], [ui.curves, ui.curve_list],
                        api_visibility="private").then(**after_edit).then(**plot_after)
@@ -581,3 +619,6 @@ def _wire_editing(ui: StudioLayout, fn: SimpleNamespace) -> None:
     ui.paste_back.change(**after_edit)
     ui.reset.click(fn.on_reset, None, [ui.preset, ui.curves, ui.curve_list, ui.preset_note, *ui.sliders],
                    api_visibility="private", show_progress="hidden").then(**after_edit).then(**plot_after)
+    return ui.apply.click(fn.on_apply, [ui.session, ui.preset, ui.curves, ui.paste_back, *ui.sliders],
+                          [ui.video, ui.summary, ui.session], **_api("apply_edits", api), concurrency_limit=1,
+                          concurrency_id="render", show_progress_on=[ui.video])

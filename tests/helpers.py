@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
@@ -58,3 +59,12 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """:func:`one_torch_thread` for a whole module whose work is many tiny ops (video frames one by
+    one through the tiny model): the video tests took 155 s with two threads and 24-28 s with one,
+    at the same load on the 2 cores."""
+    with one_torch_thread():
+        yield

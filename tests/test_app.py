@@ -445,3 +445,30 @@ def test_space_front_matter_and_api_docs(served):
     generate_params = {p["parameter_name"] for p in endpoints["/generate"]["parameters"]}
     example = api[api.index('api_name="/analyze"'):api.index('api_name="/generate"')]
     assert set(re.findall(r"(\w+)=", example)) - {"api_name"} <= generate_params
+
+
+# ============================================================================ Video tab
+def test_video_api_example_in_the_docs_runs(served, monkeypatch):
+    """docs/video.md's gradio_client example, run as written against the served app (NFE 2)."""
+    import re
+
+    from float_core.media.video import probe_video
+
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "docs" / "video.md").read_text(encoding="utf-8").split("### App API (gradio_client)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    code = code.replace('"http://127.0.0.1:7860/"', repr(served[0])).replace("nfe=10", "nfe=2")
+    monkeypatch.chdir(root)  # the example's paths are relative to the checkout
+    scope: dict = {}
+    from helpers import one_torch_thread
+
+    with one_torch_thread():  # frame-by-frame tiny ops (see helpers.one_thread_module)
+        exec(compile(code, "docs/video.md", "exec"), scope)  # noqa: S102 - our own documentation
+    dubbed, driven = (Path(v["video"] if isinstance(v, dict) else v) for v in (scope["dubbed"], scope["driven"]))
+    info = probe_video(dubbed)
+    assert info["frames"] == 100 and (info["width"], info["height"]) == (256, 256)  # the speech's 4 s, the clip's size
+    assert info["audio_seconds"] == pytest.approx(4.0, abs=0.05)
+    assert scope["summary"].startswith("Drive: **74 frames**")
+    info = probe_video(driven)
+    assert info["frames"] == 74 and info["audio_codec"] == "aac"  # the clip's length and its sound
+    assert scope["seed"] == 0

@@ -251,6 +251,46 @@ def test_stop_cancels_a_generation(page, served):
     assert not page.errors  # type: ignore[attr-defined]
 
 
+def test_video_tab_dubs_the_example_and_the_video_plays(page, app_url):
+    page.goto(app_url)
+    page.wait_for_selector("#float-status p", timeout=30_000)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-mode").get_by_label("Dub (new speech on the video)").check()
+    page.wait_for_selector("#video-run-dub", state="visible", timeout=10_000)
+    # the example clip and an example voice, from the tab's galleries
+    page.locator("#video-examples .gallery-item").first.click()
+    page.wait_for_selector("#video-input video", timeout=30_000)
+    page.locator("#video-voice-examples").get_by_text("arctic_a0007.wav").click()
+    page.wait_for_function("document.querySelector('#video-speech').innerText.includes('0:04')",  # its 4 s
+                           timeout=30_000)
+    page.get_by_text("Sampling (speech)").click()
+    page.fill("#video-nfe input[type=number]", "2")
+    page.keyboard.press("Enter")
+    _shot(page, "07-video-inputs.png")
+    from helpers import one_torch_thread
+
+    with one_torch_thread():  # the server's frame-by-frame tiny ops (see helpers.one_thread_module)
+        page.click("#video-run-dub")
+        page.wait_for_selector("#video-output video[src*='.mp4']", timeout=180_000)
+    assert "100 frames" in page.inner_text("#video-summary")  # the speech's 4.0 s, at 25 fps
+    # the video element really plays: its clock advances
+    played = page.evaluate("""async () => {
+        const v = document.querySelector('#video-output video');
+        v.muted = true;
+        await v.play();
+        const t0 = v.currentTime;
+        await new Promise(r => setTimeout(r, 1500));
+        return [t0, v.currentTime, v.duration, v.videoWidth, v.videoHeight];
+    }""")
+    assert played[1] > played[0] + 0.3, played
+    assert abs(played[2] - 4.0) < 0.1 and (played[3], played[4]) == (256, 256), played  # the clip's resolution
+    # the side-by-side preview (input | output) of the dubbed frame
+    page.wait_for_function("document.querySelector('#float-video-preview img')?.src?.length > 0", timeout=30_000)
+    _shot(page, "08-video-dubbed.png")
+    assert not page.locator(".toast-body.error").count(), page.inner_text("body")
+    assert not page.errors  # type: ignore[attr-defined]
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_conversation_of_two_example_portraits_plays(page, app_url):
     """Conversation tab: one click on an example pair, a two-line script, and the video plays."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ("generate", "batch", "stream", "converse", "download", "convert", "bench", "train")
+SUBCOMMANDS = ("generate", "batch", "drive", "dub", "stream", "converse", "download", "convert", "bench", "train")
 
 
 def _requirements(path: Path) -> set[str]:

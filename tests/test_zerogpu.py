@@ -110,8 +110,16 @@ def test_every_tabs_model_handlers_run_inside_a_gpu_request_sized_from_the_input
     made = _computes(guard, lambda: client.predict(2, "Audio per character", "", "row", False, False, 1, 0, *slots,
                                                    api_name="/converse"))
     assert "**2 characters**" in made[2]
+    # Video: the example clip (2.96 s) drives the portrait (whole frames: it is noise), then is dubbed
+    clip = handle_file(str(ROOT / "examples" / "driving_grace_hopper.mp4"))
+    driven = _computes(guard, lambda: client.predict(image, clip, None, "drive", ["head"], True, False, False, 2.0,
+                                                     1.0, 1, 0, api_name="/drive"))
+    assert "**74 frames**" in driven[1]
+    dubbed = _computes(guard, lambda: client.predict(clip, audio, ["head", "eyes", "other"], -1, 2.0, 1.0, 1, 0,
+                                                     api_name="/dub"))
+    assert "**33 frames**" in dubbed[1]
     assert set(zerogpu.decorated) == {"on_analyze", "on_generate", "on_describe", "on_preview", "on_apply",
-                                      "on_start", "on_converse"}
+                                      "on_start", "on_converse", "on_drive", "on_dub"}
     speech = int(np.ceil(MARGIN + 1.3 * CPU_FIGURE))  # 31
     expected = [("on_analyze", speech), ("on_generate", speech),
                 ("on_describe", int(np.ceil(MARGIN + 41 / 25 * CPU_FIGURE))),  # the source +- 20 directions
@@ -119,7 +127,9 @@ def test_every_tabs_model_handlers_run_inside_a_gpu_request_sized_from_the_input
                 ("on_apply", int(np.ceil(MARGIN + 33 / 25 * CPU_FIGURE))),  # the clip's 33 frames
                 ("on_start", int(np.ceil(MARGIN + 12 / 10 * CPU_FIGURE))),  # 12 characters, slowest voice
                 ("on_start", speech),
-                ("on_converse", int(np.ceil(MARGIN + 2 * 1.3 * CPU_FIGURE)))]  # two characters' video
+                ("on_converse", int(np.ceil(MARGIN + 2 * 1.3 * CPU_FIGURE))),  # two characters' video
+                ("on_drive", int(np.ceil(MARGIN + 2.96 * CPU_FIGURE))),  # the clip
+                ("on_dub", int(np.ceil(MARGIN + (2.96 + 1.3) * CPU_FIGURE)))]  # the clip and the speech
     assert zerogpu.requests == expected
 
 

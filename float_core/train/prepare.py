@@ -46,10 +46,9 @@ import shutil
 import statistics
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +70,7 @@ from float_core.train.data import (
     read_index,
     write_json_atomic,
 )
+from float_core.video_in import align_to_video, iter_frames_at_fps
 
 if TYPE_CHECKING:
     import av
@@ -195,52 +195,6 @@ def _unique_id(relative: str, used: set[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- decoding
-def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream, counter: int) -> Fraction:
-    """Presentation time of a decoded frame as an exact fraction of a second."""
-    if frame.pts is not None:
-        return Fraction(frame.pts) * Fraction(frame.time_base or stream.time_base)
-    rate = stream.average_rate or stream.guessed_rate or FPS
-    return Fraction(counter) / Fraction(rate)
-
-
-def iter_frames_at_fps(container: av.container.InputContainer, fps: int = FPS) -> Iterator[tuple[int, Any]]:
-    """Yield ``(k, frame)`` for the instants k / fps, each with the nearest decoded frame.
-
-    Times are taken relative to the first frame and compared exactly (fractions). A source
-    frame may be yielded several times (up-sampling) or not at all (down-sampling). The last
-    frame covers half its duration past its time, so a 25 fps source gives back all its frames.
-    """
-    stream = container.streams.video[0]
-    step = Fraction(1, fps)
-    k, start = 0, None
-    prev: tuple[Fraction, Any] | None = None
-    for counter, frame in enumerate(container.decode(stream)):
-        t = _frame_time(frame, stream, counter)
-        if start is None:
-            start = t
-        t -= start
-        if prev is not None and t <= prev[0]:
-            continue  # a duplicate or out-of-order timestamp: keep the first
-        if prev is None:
-            prev = (t, frame)
-            continue
-        while k * step <= t:
-            target = k * step
-            yield k, (prev[1] if target - prev[0] <= t - target else frame)
-            k += 1
-        prev = (t, frame)
-    if prev is None:
-        return
-    last_t, last = prev
-    rate = stream.average_rate or stream.guessed_rate
-    duration = Fraction(1) / Fraction(rate) if rate else step
-    if last.duration:
-        duration = Fraction(last.duration) * Fraction(last.time_base or stream.time_base)
-    while k == 0 or k * step < last_t + duration / 2:  # a single-frame video still gives one frame
-        yield k, last
-        k += 1
-
-
 def _open(path: Path) -> av.container.InputContainer:
     import av
 
@@ -255,21 +209,8 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
-def _first_time(container: av.container.InputContainer, kind: str) -> float | None:
-    """Time (s) of the first decoded frame of the first ``kind`` ("audio"/"video") stream."""
-    streams = getattr(container.streams, kind)
-    if not streams:
-        return None
-    for frame in container.decode(streams[0]):
-        if frame.time is not None:
-            return float(frame.time)
-    return None
-
-
 def _load_audio(path: Path) -> np.ndarray:
     """16 kHz mono float32 with the audio track aligned to the first video frame."""
-    import av
-
     from float_core.media.audio import SILENCE_PEAK, AudioError, AudioWarning, load_audio
 
     try:
@@ -280,21 +221,8 @@ def _load_audio(path: Path) -> np.ndarray:
         raise _SkipClip(f"audio: {exc}") from exc
     if float(np.abs(audio).max()) < SILENCE_PEAK:
         raise _SkipClip(f"silent audio (peak below {SILENCE_PEAK:g})")
-    # Streams may start at different times (e.g. audio delayed in the container): shift the
-    # audio so that sample 0 is at the first video frame's time.
-    try:
-        with av.open(str(path)) as container:
-            a0, v0 = _first_time(container, "audio"), None
-        with av.open(str(path)) as container:
-            v0 = _first_time(container, "video")
-    except av.FFmpegError:
-        a0 = v0 = None
-    if a0 is not None and v0 is not None:
-        shift = int(round((a0 - v0) * SAMPLE_RATE))
-        if shift > 0:
-            audio = np.concatenate([np.zeros(shift, np.float32), audio])
-        elif shift < 0:
-            audio = audio[-shift:]
+    # Streams may start at different times (e.g. audio delayed in the container).
+    audio = align_to_video(audio, path, SAMPLE_RATE)
     return audio
 
 
