@@ -265,21 +265,29 @@ class FlowMatchingTransformer(nn.Module):
 
         Args:
             t: flow time in [0, 1], shape ``(B,)`` or ``(1,)`` (shared), unscaled.
-            x: noisy motion latents of the current window, ``(B, L, d)``.
-            wa: audio features of the current window, ``(B, L, d_a)``.
+            x: noisy motion latents of the current window, ``(B, n, d)`` with ``1 <= n <= L``
+                (``n < L``: a shorter pass over the first ``L' + n`` positions, for live chunks).
+            wa: audio features of the current window, ``(B, n, d_a)``.
             wr: source motion latent ``w_{r->S}``, ``(B, d)`` (shared by all frames).
             we: emotion probabilities, ``(B, d_e)`` or ``(B, 1, d_e)`` (shared by all frames).
             prev_x: the last L' generated latents of the previous window, ``(B, L', d)``.
             prev_wa: the last L' audio features of the previous window, ``(B, L', d_a)``.
 
         Returns:
-            ``(B, L' + L, d)``; the velocity of the current window is ``[:, L':]``.
+            ``(B, L' + n, d)``; the velocity of the current window is ``[:, L':]``.
         """
         x = torch.cat([prev_x, x], dim=1)
         wa = torch.cat([prev_wa, wa], dim=1)
         batch, n, _ = x.shape
-        if n != self.sequence_length:
-            raise ValueError(f"prev_x + x must have L' + L = {self.sequence_length} frames, got {n}")
+        if n > self.sequence_length or n <= prev_x.shape[1] or wa.shape[1] != n:
+            raise ValueError(f"prev_x + x must have L' + 1 .. L' + L = {self.sequence_length} frames and as many "
+                             f"audio frames as latents, got {n} latents and {wa.shape[1]} audio frames")
+        # A shorter pass (live chunks) uses the first n positions of the fixed sinusoid table and
+        # of the band mask: both are functions of the frame offsets only, so frame i of a short
+        # pass is computed exactly as frame i of a full one would be given the same neighbours.
+        pos_embed, blocked = self.pos_embed, self.alignment_mask
+        if n < self.sequence_length:
+            pos_embed, blocked = pos_embed[:, :n], blocked[:n, :n]
         if we.dim() == 2:
             we = we.unsqueeze(1)
         dtype = self.c_embedder.weight.dtype
@@ -292,9 +300,9 @@ class FlowMatchingTransformer(nn.Module):
         # to bf16 cost 1.4 dB of frame PSNR for ~1.5 % of the FLOPs (measured, precision.py).
         with full_precision(x.device):
             c = self.c_embedder(condition) + self.t_embedder(t).unsqueeze(1)  # (B or 1 -> B, N, h)
-            h = self.x_embedder(x.to(dtype)) + self.pos_embed
+            h = self.x_embedder(x.to(dtype)) + pos_embed
         for block in self.blocks:
-            h = block(h, c, self.alignment_mask)
+            h = block(h, c, blocked)
         with full_precision(x.device):
             return self.decoder(h, c)
 
