@@ -27,6 +27,7 @@ asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -45,8 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from float_core.bench import random_model  # noqa: E402
+from float_core.config import FPS, FloatConfig  # noqa: E402
 from float_core.media.audio import load_audio  # noqa: E402
 from float_core.pipeline import FloatPipeline  # noqa: E402
+from float_core.sampling import ChunkSchedule  # noqa: E402
 
 PORTRAIT = ROOT / "examples" / "portrait_astronaut.png"
 SPEECH = ROOT / "examples" / "arctic_a0007.wav"
@@ -173,6 +176,97 @@ def bench_features(pipe: FloatPipeline, seconds: float) -> list[dict[str, float]
     return rows
 
 
+# ---------------------------------------------------------------------------- the live schedule
+def window_shaped_tiny() -> FloatConfig:
+    """Tiny widths with the official window shape (L = 50, L' = 10): compute is negligible, so
+    the delay measured is the schedule's."""
+    return dataclasses.replace(FloatConfig.tiny(), num_frames=50, num_prev_frames=10)
+
+
+def seam_stats(motion: torch.Tensor, k: int) -> dict[str, float]:
+    """Frame-to-frame motion-latent steps ``|m_f - m_{f-1}|`` at chunk starts (f a multiple of
+    k, f > 0: the seams) against every other step (inside chunks): p50 / p99 / max of each."""
+    steps = (motion[1:] - motion[:-1]).norm(dim=-1).numpy()  # steps[f - 1]: into frame f
+    frames = np.arange(1, motion.shape[0])
+    seam = frames % k == 0
+    out: dict[str, float] = {"seams": int(seam.sum())}
+    for name, part in (("inside", steps[~seam]), ("seam", steps[seam])):
+        out |= {f"{name}_p50": float(np.percentile(part, 50)), f"{name}_p99": float(np.percentile(part, 99)),
+                f"{name}_max": float(part.max())}
+    return out
+
+
+def fmt_gflop_per_second(fmt: torch.nn.Module, pass_frames: int, committed: int, nfe: int = 10) -> float:
+    """FMT GFLOP per second of audio (torch FlopCounterMode, guided: a = 2, e = 1, three branches):
+    one pass of ``L' + pass_frames`` positions per ``committed`` frames, ``nfe`` Euler evaluations."""
+    from float_core.bench import count_gflop
+
+    d, d_a, Lp = fmt.dim_w, fmt.dim_a, fmt.num_prev_frames
+    x, wa = torch.randn(1, pass_frames, d), torch.randn(1, pass_frames, d_a)
+    args = (torch.rand(1), x, wa, torch.randn(1, d), torch.rand(1, fmt.dim_e), torch.randn(1, Lp, d),
+            torch.randn(1, Lp, d_a))
+    per_eval = count_gflop(lambda: fmt.guided_velocity(*args, a_cfg=2.0, e_cfg=1.0))
+    return per_eval * nfe * FPS / committed
+
+
+def parse_schedule(text: str) -> ChunkSchedule:
+    """``k:lookahead[:length[:padding]]`` (frames; length "full" = L, "short" = k + lookahead)."""
+    parts = text.split(":")
+    k, la = int(parts[0]), int(parts[1])
+    length = None if len(parts) < 3 or parts[2] == "short" else (10**6 if parts[2] == "full" else int(parts[2]))
+    return ChunkSchedule(frames=k, lookahead=la, length=length, padding=parts[3] if len(parts) > 3 else "repeat")
+
+
+def schedule_name(chunk: ChunkSchedule, window: int) -> str:
+    length = "short" if chunk.length is None else ("full" if chunk.length >= window else str(chunk.length))
+    return f"k={chunk.frames} look-ahead={chunk.lookahead} pass={length} pad={chunk.padding}"
+
+
+def bench_schedule(schedules: list[ChunkSchedule], seconds: float, size: str = "official") -> list[dict[str, Any]]:
+    """Official size, seeded random weights: every schedule's motion (whole-clip features, the
+    offline noise of each frame) against offline sampling: seams, difference, FMT cost."""
+    from float_core.inputs import Prepared
+
+    pipe = build(size, "float32")
+    fmt = pipe.model.fmt
+    L = fmt.num_frames
+    source = pipe.prepare_image(str(PORTRAIT))
+    speech = pipe.prepare_audio(speech_of(seconds))
+    prepared = Prepared(source, speech)
+    emotion = pipe.resolve_emotion(prepared)
+    t0 = time.perf_counter()
+    offline = pipe.sample_motion(prepared, seed=0, emotion=emotion.tolist())
+    rows = [{"schedule": "offline (whole windows)", "gflop_per_s": fmt_gflop_per_second(fmt, L, L),
+             "wall_s": time.perf_counter() - t0, **seam_stats(offline, L)}]
+    print_schedule(rows[-1])
+    scale = float(offline.std())
+    lengths: dict[int, float] = {}
+    for chunk in schedules:
+        t0 = time.perf_counter()
+        motion = pipe.sample_motion(prepared, seed=0, emotion=emotion.tolist(), chunk=chunk)
+        wall = time.perf_counter() - t0
+        n = chunk.pass_length(L)
+        if n not in lengths:
+            lengths[n] = fmt_gflop_per_second(fmt, n, 1)
+        diff = (motion - offline).abs()
+        rows.append({"schedule": schedule_name(chunk, L), "gflop_per_s": lengths[n] / chunk.frames, "wall_s": wall,
+                     "motion_mean_rel_std": float(diff.mean()) / scale, "motion_max": float(diff.max()),
+                     **seam_stats(motion, chunk.frames)})
+        print_schedule(rows[-1], rows[0]["gflop_per_s"])
+    return rows
+
+
+def print_schedule(row: dict[str, Any], offline_gflop: float | None = None) -> None:
+    cost = f"FMT {row['gflop_per_s']:.4g} GFLOP per audio second"
+    if offline_gflop:
+        cost += f" ({row['gflop_per_s'] / offline_gflop:.2f}x offline)"
+    diff = (f"; motion vs offline: mean |diff| {100 * row['motion_mean_rel_std']:.1f}% of its std, "
+            f"max {row['motion_max']:.3f}") if "motion_max" in row else ""
+    print(f"{row['schedule']}: {cost}; steps inside chunks p50 {row['inside_p50']:.3f} p99 {row['inside_p99']:.3f} "
+          f"max {row['inside_max']:.3f}; across {row['seams']} seams p50 {row['seam_p50']:.3f} "
+          f"p99 {row['seam_p99']:.3f} max {row['seam_max']:.3f}{diff} [{row['wall_s']:.0f} s]", flush=True)
+
+
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     pipe = build(args.size, args.dtype)
@@ -227,8 +321,16 @@ def main() -> None:
     p.add_argument("--features", action="store_true", help="also measure live vs whole-clip features")
     p.add_argument("--features-only", action="store_true", help="only the feature comparison, for each of --sizes")
     p.add_argument("--feature-seconds", type=float, default=20.0)
+    p.add_argument("--schedule", nargs="*", metavar="K:LA[:LEN[:PAD]]",
+                   help="official size: seams, difference from offline and FMT cost of chunk schedules "
+                        "(frames; LEN short|full|n, PAD repeat|null) and exit")
     p.add_argument("--one", nargs=2, metavar=("SIZE", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.schedule is not None:
+        print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"{args.sizes[0]} size, random weights, {args.seconds:g} s of speech, seed 0, NFE 10, a_cfg 2, e_cfg 1")
+        bench_schedule([parse_schedule(text) for text in args.schedule], args.seconds, args.sizes[0])
+        return
     if args.one:
         args.size, args.dtype = args.one
         print("RESULT " + json.dumps(run_one(args)))

@@ -34,6 +34,8 @@ _LAZY = {
     "Script": "conversation",
     "ConversationResult": "conversation",
     "synthesize": "tts",
+    "LiveAvatar": "avatar",
+    "AvatarFrame": "avatar",
 }
 
 __all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", *_LAZY])
