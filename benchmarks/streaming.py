@@ -34,7 +34,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -61,6 +60,15 @@ def speech_of(seconds: float) -> np.ndarray:
     wave = load_audio(SPEECH, target_rate=RATE)
     reps = int(np.ceil(seconds * RATE / wave.size))
     return np.tile(wave, reps)[:int(seconds * RATE)].astype(np.float32)
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), for the printed results."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
 
 
 def rss_mb() -> float:
@@ -151,29 +159,81 @@ def bench_drift(pipe: FloatPipeline, source: Any, minutes: float, batch: int) ->
             "peak_rss_mb": peak_rss_mb()}
 
 
-def bench_features(pipe: FloatPipeline, seconds: float) -> list[dict[str, float]]:
-    """Live sliding-span w_a vs whole-clip w_a, and the motion each gives with the same noise."""
+def bench_features(pipe: FloatPipeline, seconds: float, settings: list[tuple[float, float]],
+                   chunk_frames: int | None, motion: bool = False) -> list[dict[str, float]]:
+    """Live w_a of the frames a stream commits (chunks of ``chunk_frames``, each on its own
+    span of context + chunk + look-ahead) against the whole clip's w_a; with ``motion``, also
+    the motion each gives with the same noise (official size: slow)."""
     from float_core.inputs import Prepared
     from float_core.streaming import live_audio_features
 
     wave = speech_of(seconds)
-    source = pipe.prepare_image(str(PORTRAIT))
     whole = pipe.prepare_audio(wave)
-    prepared = Prepared(source, whole)
-    ref_motion = pipe.sample_motion(prepared, seed=0, emotion="neutral")
     scale = float(whole.audio_features.abs().mean())
+    if motion:
+        source = pipe.prepare_image(str(PORTRAIT))
+        ref_motion = pipe.sample_motion(Prepared(source, whole), seed=0, emotion="neutral")
     rows = []
-    for context, lookahead in ((1.0, 0.0), (2.0, 0.2), (4.0, 0.4), (8.0, 0.4), (8.0, 1.0)):
-        live = live_audio_features(pipe, wave, context_seconds=context, lookahead_seconds=lookahead)
+    for context, lookahead in settings:
+        live = live_audio_features(pipe, wave, context_seconds=context, lookahead_seconds=lookahead,
+                                   chunk_frames=chunk_frames)
         diff = (live - whole.audio_features).abs()
-        motion = pipe.sample_motion(Prepared(source, type(whole)(whole.waveform, live, whole.emotion_probs)),
-                                    seed=0, emotion="neutral")
-        mdiff = (motion - ref_motion).abs()
-        rows.append({"context_s": context, "lookahead_s": lookahead, "wa_max": float(diff.max()),
-                     "wa_mean": float(diff.mean()), "wa_mean_rel": float(diff.mean()) / scale,
-                     "motion_max": float(mdiff.max()), "motion_mean": float(mdiff.mean()),
-                     "motion_mean_rel_std": float(mdiff.mean() / ref_motion.std())})
+        row = {"context_s": context, "lookahead_s": lookahead, "chunk_frames": chunk_frames,
+               "wa_max": float(diff.max()), "wa_mean": float(diff.mean()), "wa_mean_rel": float(diff.mean()) / scale}
+        if motion:
+            m = pipe.sample_motion(Prepared(source, dataclasses.replace(whole, audio_features=live)),
+                                   seed=0, emotion="neutral")
+            mdiff = (m - ref_motion).abs()
+            row |= {"motion_max": float(mdiff.max()), "motion_mean": float(mdiff.mean()),
+                    "motion_mean_rel_std": float(mdiff.mean() / ref_motion.std())}
+        rows.append(row)
+        print_features(row, pipe.model.fmt.num_frames)
     return rows
+
+
+def print_features(row: dict[str, Any], window: int | None) -> None:
+    chunk = row["chunk_frames"]
+    what = f"chunks of {chunk}" if chunk else f"windows of {window}"
+    text = (f"live w_a ({what}, context {row['context_s']:g} s, look-ahead {row['lookahead_s']:g} s) vs whole "
+            f"clip: max {row['wa_max']:.3f}, mean {row['wa_mean']:.4f} ({100 * row['wa_mean_rel']:.1f}% of mean |w_a|)")
+    if "motion_max" in row:
+        text += (f"; motion max {row['motion_max']:.3f}, mean {row['motion_mean']:.4f} "
+                 f"({100 * row['motion_mean_rel_std']:.1f}% of its std)")
+    print(text, flush=True)
+
+
+def bench_delay(pipe: FloatPipeline, source: Any, seconds: float, chunk_frames: int | None,
+                lookahead: float) -> dict[str, float]:
+    """A/V delay of a live stream fed in real time (40 ms blocks, as a microphone): for every
+    speech frame, the time from the arrival of its last sample to its chunk being yielded."""
+    wave = speech_of(seconds)
+    arrived: list[float] = []
+
+    def source_iter() -> Iterator[np.ndarray]:
+        t0 = time.perf_counter()
+        for i, start in enumerate(range(0, wave.size, 640)):
+            time.sleep(max(0.0, t0 + i * 0.04 - time.perf_counter()))
+            arrived.append(time.perf_counter())  # frame i's samples, yielded now
+            yield wave[start:start + 640]
+
+    delays, latencies = [], []
+    for chunk in pipe.stream(source, source_iter(), seed=0, chunk_frames=chunk_frames, lookahead_seconds=lookahead):
+        now = time.perf_counter()
+        latencies.append(chunk.latency)
+        delays += [now - arrived[f] for f, speaking in zip(range(chunk.start_frame, chunk.end_frame), chunk.speaking)
+                   if speaking and f < len(arrived)]
+    d, lat = np.array(delays), np.array(latencies)
+    return {"chunk_frames": chunk_frames, "lookahead_s": lookahead, "frames": len(d),
+            "p50": float(np.percentile(d, 50)), "p90": float(np.percentile(d, 90)), "max": float(d.max()),
+            "compute_p50": float(np.median(lat)), "compute_max": float(lat.max())}
+
+
+def print_delay(row: dict[str, Any]) -> None:
+    k = row["chunk_frames"]
+    print(f"{'whole windows' if k is None else f'k={k}':>13}, look-ahead {row['lookahead_s']:.2f} s: A/V delay over "
+          f"{row['frames']} speech frames p50 {row['p50']:.2f} s, p90 {row['p90']:.2f} s, max {row['max']:.2f} s "
+          f"(of it, chunk ready after its last sample: median {row['compute_p50']:.2f} s, "
+          f"max {row['compute_max']:.2f} s)", flush=True)
 
 
 # ---------------------------------------------------------------------------- the live schedule
@@ -278,7 +338,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     if args.drift_minutes > 0:
         result["drift"] = bench_drift(pipe, source, args.drift_minutes, args.batch_size)
     if args.features:
-        result["features"] = bench_features(pipe, args.feature_seconds)
+        settings = [tuple(float(v) for v in text.split(":")) for text in args.feature_settings]
+        result["features"] = bench_features(pipe, args.feature_seconds, settings, args.chunk_frames)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -302,10 +363,8 @@ def print_result(r: dict[str, Any]) -> None:
               f"(stream), {d['file_drift_ms']:.1f} ms (MP4, AAC padding), RSS {d['rss_after_1min_mb']:.0f} MB "
               f"after min(1 min, 1/5) -> {d['rss_end_mb']:.0f} MB at the end, peak {d['peak_rss_mb']:.0f} MB")
     for row in r.get("features", []):
-        print(f"{name} live w_a (context {row['context_s']:g} s, look-ahead {row['lookahead_s']:g} s) vs whole clip: "
-              f"max {row['wa_max']:.3f}, mean {row['wa_mean']:.4f} ({100 * row['wa_mean_rel']:.1f}% of mean |w_a|); "
-              f"motion max {row['motion_max']:.3f}, mean {row['motion_mean']:.4f} "
-              f"({100 * row['motion_mean_rel_std']:.1f}% of its std)")
+        print(name, end=" ")
+        print_features(row, None)
     print(f"{name} peak RSS {r['peak_rss_mb']:.0f} MB")
 
 
@@ -321,6 +380,14 @@ def main() -> None:
     p.add_argument("--features", action="store_true", help="also measure live vs whole-clip features")
     p.add_argument("--features-only", action="store_true", help="only the feature comparison, for each of --sizes")
     p.add_argument("--feature-seconds", type=float, default=20.0)
+    p.add_argument("--feature-settings", nargs="+", default=["1:0.1", "1:0.2", "1:0.3", "1:0.4", "2:0.2", "4:0.2"],
+                   metavar="CONTEXT:LOOKAHEAD", help="seconds of left context and look-ahead to compare")
+    p.add_argument("--chunk-frames", type=lambda v: None if v == "none" else int(v), default=10,
+                   help="live chunk size for --features-only (none: whole windows)")
+    p.add_argument("--features-motion", action="store_true", help="also sample motion with each feature setting")
+    p.add_argument("--delay", nargs="*", metavar="K[:LOOKAHEAD]",
+                   help="A/V delay of a real-time 40 ms-block source on tiny widths with the official window "
+                        "(L = 50, L' = 10) for each chunk size (none: whole windows) and look-ahead, and exit")
     p.add_argument("--schedule", nargs="*", metavar="K:LA[:LEN[:PAD]]",
                    help="official size: seams, difference from offline and FMT cost of chunk schedules "
                         "(frames; LEN short|full|n, PAD repeat|null) and exit")
@@ -335,12 +402,24 @@ def main() -> None:
         args.size, args.dtype = args.one
         print("RESULT " + json.dumps(run_one(args)))
         return
+    if args.delay is not None:
+        print(f"machine: {os.cpu_count()} CPUs ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} "
+              f"threads; tiny widths, L = 50, L' = 10, random weights; {args.live_seconds:g} s of speech in "
+              f"40 ms blocks at real time; load average {os.getloadavg()[0]:.1f}")
+        pipe = FloatPipeline(random_model(window_shaped_tiny()), device="cpu", dtype="float32")
+        source = pipe.prepare_image(str(PORTRAIT))
+        for text in args.delay or ["none", "10"]:
+            k, _, la = text.partition(":")
+            print_delay(bench_delay(pipe, source, args.live_seconds, None if k == "none" else int(k),
+                                    float(la) if la else 0.2))
+        return
     if args.features_only:
+        settings = [tuple(float(v) for v in text.split(":")) for text in args.feature_settings]
         for size in args.sizes:
-            pipe = build(size, "float32")
-            print_result({"size": size, "dtype": "float32", "file": None, "features": bench_features(
-                pipe, args.feature_seconds), "peak_rss_mb": peak_rss_mb()} | {"file": {
-                    "ttff_s": float("nan"), "steady_fps": float("nan"), "rtf": float("nan"), "frames": 0}})
+            print(f"machine: {os.cpu_count()} CPUs ({cpu_name()}); {size} size, random weights, "
+                  f"{args.feature_seconds:g} s of speech")
+            bench_features(build(size, "float32"), args.feature_seconds, settings, args.chunk_frames,
+                           args.features_motion)
         return
     print(f"machine: {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; random weights")

@@ -37,7 +37,7 @@ import numpy as np
 from .config import FPS, SAMPLES_PER_FRAME, SamplingConfig
 from .inputs import SourceImage
 from .pipeline import frames_to_uint8
-from .streaming import LiveInput, StreamIterator, StreamOptions, live_schedule, stream
+from .streaming import Closing, LiveInput, StreamIterator, StreamOptions, live_schedule, stream
 
 if TYPE_CHECKING:
     from .inputs import ImageInput
@@ -71,7 +71,7 @@ class AvatarFrame:
     pts: float
 
 
-class LiveAvatar:
+class LiveAvatar(Closing):
     """A portrait that speaks the audio pushed into it, live (see the module docstring).
 
     Args:
@@ -236,15 +236,3 @@ class LiveAvatar:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def __enter__(self) -> "LiveAvatar":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass

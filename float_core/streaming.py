@@ -61,7 +61,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Self
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ from .sampling import ChunkSchedule, WindowSampler
 if TYPE_CHECKING:
     from .pipeline import FloatPipeline
 
-__all__ = ["LiveInput", "StreamChunk", "StreamIterator", "StreamOptions", "as_samples", "feature_span",
+__all__ = ["Closing", "LiveInput", "StreamChunk", "StreamIterator", "StreamOptions", "as_samples", "feature_span",
            "live_audio_features", "live_schedule", "span_features", "stream"]
 
 _THREAD_PREFIX = "float-stream"
@@ -217,57 +217,49 @@ class _Window:
     sampling_seconds: float = 0.0
 
 
-def as_samples(samples: Any, sample_rate: Any, what: str = "audio") -> tuple[np.ndarray, int]:
+def as_samples(samples: Any, sample_rate: Any, what: str = "audio", *, strict: bool = True) -> tuple[np.ndarray, int]:
     """Validate live audio: float32 ``(n,)`` samples and their rate, or a ValueError naming ``what``.
 
     Accepts float32 or int16 (scaled by 1/32768) mono samples, shaped ``(n,)`` or ``(n, 1)``, as a
     numpy array or a tensor, and a positive whole sample rate. Anything else (another dtype,
     several channels, NaN or infinite samples, a zero, negative or fractional rate) is a
-    ValueError that says what is wrong and how to fix it.
+    ValueError that says what is wrong and how to fix it. ``strict=False`` (the items of a live
+    iterable) takes any float dtype instead and refuses integers.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"{what}: the sample rate must be a positive whole number of Hz, got {sample_rate!r}")
     if torch.is_tensor(samples):
         samples = samples.detach().cpu().numpy()
     if not isinstance(samples, np.ndarray):
-        raise ValueError(f"{what}: expected a float32 or int16 numpy array of mono samples, got {type(samples).__name__}")
+        raise ValueError(f"{what}: expected a float32 numpy array of mono samples"
+                         f"{' (or int16 PCM)' if strict else ' (or (samples, sample_rate))'}, "
+                         f"got {type(samples).__name__}")
     if samples.ndim == 2 and samples.shape[1] == 1:
         samples = samples[:, 0]
     if samples.ndim != 1:
         raise ValueError(f"{what}: expected mono samples of shape (n,), got shape {samples.shape}; "
                          "mix channels down first (e.g. x.mean(axis=1))")
-    if samples.dtype == np.int16:
+    if strict and samples.dtype == np.int16:
         return samples.astype(np.float32) / 32768.0, int(sample_rate)
-    if samples.dtype != np.float32:
-        hint = " (convert with x.astype(np.float32))" if np.issubdtype(samples.dtype, np.floating) else ""
-        raise ValueError(f"{what}: expected float32 samples in [-1, 1] or int16 PCM, got dtype {samples.dtype}{hint}")
-    if not np.isfinite(samples).all():
+    if samples.dtype != np.float32 and (strict or not np.issubdtype(samples.dtype, np.floating)):
+        if np.issubdtype(samples.dtype, np.floating):
+            hint = " (convert with x.astype(np.float32))"
+        else:
+            hint = " (int16 PCM: x.astype(np.float32) / 32768)" if samples.dtype == np.int16 else ""
+        expected = "float32 samples in [-1, 1] or int16 PCM" if strict else "float samples in [-1, 1]"
+        raise ValueError(f"{what}: expected {expected}, got dtype {samples.dtype}{hint}")
+    x = samples.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
         raise ValueError(f"{what}: contains NaN or infinite samples")
-    return samples, int(sample_rate)
+    return x, int(sample_rate)
 
 
 def _as_live_chunk(chunk: Any, index: int) -> tuple[np.ndarray, int]:
-    """Validate one item of a live source: (samples float32 (n,), rate)."""
+    """Validate one item of a live iterable: ``samples`` or ``(samples, rate)``."""
     rate = SAMPLE_RATE
     if isinstance(chunk, tuple) and len(chunk) == 2 and isinstance(chunk[1], (int, np.integer)):
         chunk, rate = chunk
-        if rate <= 0:
-            raise ValueError(f"audio chunk {index}: sample rate must be positive, got {rate}")
-    if torch.is_tensor(chunk):
-        chunk = chunk.detach().cpu().numpy()
-    if not isinstance(chunk, np.ndarray):
-        raise ValueError(f"audio chunk {index}: expected a float32 numpy array of 16 kHz mono samples "
-                         f"(or (samples, sample_rate)), got {type(chunk).__name__}")
-    if chunk.ndim != 1:
-        raise ValueError(f"audio chunk {index}: expected mono samples of shape (n,), got shape {chunk.shape}; "
-                         "mix channels down first (e.g. x.mean(axis=1))")
-    if not np.issubdtype(chunk.dtype, np.floating):
-        hint = " (int16 PCM: x.astype(np.float32) / 32768)" if chunk.dtype == np.int16 else ""
-        raise ValueError(f"audio chunk {index}: expected float samples in [-1, 1], got dtype {chunk.dtype}{hint}")
-    x = chunk.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"audio chunk {index}: contains NaN or infinite samples")
-    return x, int(rate)
+    return as_samples(chunk, rate, f"audio chunk {index}", strict=False)
 
 
 class LiveInput:
@@ -919,7 +911,26 @@ class _Run:
             return item
 
 
-class StreamIterator(Iterator[StreamChunk]):
+class Closing:
+    """``with`` blocks and garbage collection call :meth:`close` (which must be idempotent)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown, a half-built object
+            pass
+
+
+class StreamIterator(Closing, Iterator[StreamChunk]):
     """The iterator :meth:`FloatPipeline.stream` returns: :class:`StreamChunk` after chunk.
 
     The stages start at the first ``next()``. :meth:`close` (from any thread, also while
@@ -957,18 +968,6 @@ class StreamIterator(Iterator[StreamChunk]):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def __enter__(self) -> "StreamIterator":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 def feature_span(first: int, window: int, context: int, lookahead: int, samples_per_frame: int,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
+from helpers import consume
 
 from float_core import AvatarFrame, LiveAvatar
 from float_core.config import SamplingConfig
@@ -48,24 +49,8 @@ def avatar_of(pipe, source, realtime: bool = False) -> LiveAvatar:
 
 
 def take(frames: Iterator[AvatarFrame], n: int, timeout: float = 30.0) -> list[AvatarFrame]:
-    """The next ``n`` frames, on a helper thread; fail (not hang) after ``timeout`` seconds."""
-    out: list[AvatarFrame] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            for _ in range(n):
-                out.append(next(frames))
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
-            error.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"only {len(out)} of {n} frames within {timeout} s"
-    if error:
-        raise error[0]
-    return out
+    """The next ``n`` frames, read on a helper thread; fail (not hang) after ``timeout`` seconds."""
+    return consume(frames, timeout, n)
 
 
 def audio_of(frames: list[AvatarFrame]) -> np.ndarray:

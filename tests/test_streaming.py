@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from helpers import consume
 
 from float_core.media.audio import load_audio
 from float_core.pipeline import FloatPipeline
@@ -41,27 +42,8 @@ def speech() -> np.ndarray:
 
 
 def collect(chunks: Iterator[StreamChunk], timeout: float = 60.0, limit: int | None = None) -> list[StreamChunk]:
-    """Consume a stream on a helper thread; fail (not hang) after ``timeout`` seconds."""
-    out: list[StreamChunk] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            for chunk in chunks:
-                out.append(chunk)
-                if limit is not None and len(out) >= limit:
-                    chunks.close()  # type: ignore[attr-defined]
-                    return
-        except BaseException as exc:  # noqa: BLE001 - re-raised below on the test's thread
-            error.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"the stream did not finish within {timeout} s"
-    if error:
-        raise error[0]
-    return out
+    """Consume a stream on a helper thread (closing it after ``limit`` chunks); fail, not hang."""
+    return consume(chunks, timeout, limit, close=True)
 
 
 def pieces(wave: np.ndarray, size: int) -> Iterator[np.ndarray]:
