@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from float_core.bench import random_model  # noqa: E402
-from float_core.config import FPS, FloatConfig  # noqa: E402
+from float_core.config import FPS, FloatConfig, StreamOptions  # noqa: E402
 from float_core.media.audio import load_audio  # noqa: E402
 from float_core.pipeline import FloatPipeline  # noqa: E402
 from float_core.sampling import ChunkSchedule  # noqa: E402
@@ -167,9 +167,13 @@ def bench_features(pipe: FloatPipeline, seconds: float, settings: list[tuple[flo
     from float_core.inputs import Prepared
     from float_core.streaming import live_audio_features
 
+    from float_core.bench import count_gflop
+
     wave = speech_of(seconds)
     whole = pipe.prepare_audio(wave)
     scale = float(whole.audio_features.abs().mean())
+    offline = count_gflop(lambda: pipe.encode_audio(torch.zeros(1, wave.size))) / seconds
+    print(f"offline (whole clip) wav2vec2: {offline:.0f} GFLOP per audio second", flush=True)
     if motion:
         source = pipe.prepare_image(str(PORTRAIT))
         ref_motion = pipe.sample_motion(Prepared(source, whole), seed=0, emotion="neutral")
@@ -179,7 +183,8 @@ def bench_features(pipe: FloatPipeline, seconds: float, settings: list[tuple[flo
                                    chunk_frames=chunk_frames)
         diff = (live - whole.audio_features).abs()
         row = {"context_s": context, "lookahead_s": lookahead, "chunk_frames": chunk_frames,
-               "wa_max": float(diff.max()), "wa_mean": float(diff.mean()), "wa_mean_rel": float(diff.mean()) / scale}
+               "wa_max": float(diff.max()), "wa_mean": float(diff.mean()), "wa_mean_rel": float(diff.mean()) / scale,
+               "encoder_gflop_per_s": encoder_gflop_per_second(pipe, context, lookahead, chunk_frames)}
         if motion:
             m = pipe.sample_motion(Prepared(source, dataclasses.replace(whole, audio_features=live)),
                                    seed=0, emotion="neutral")
@@ -191,11 +196,23 @@ def bench_features(pipe: FloatPipeline, seconds: float, settings: list[tuple[flo
     return rows
 
 
+def encoder_gflop_per_second(pipe: FloatPipeline, context: float, lookahead: float, chunk_frames: int | None) -> float:
+    """wav2vec2 GFLOP per second of audio of a live stream in the steady state: one span of
+    context + chunk + look-ahead per chunk (FlopCounterMode)."""
+    from float_core.bench import count_gflop
+
+    k = chunk_frames or pipe.model.fmt.num_frames
+    samples = int(round((context + lookahead) * RATE)) + k * 640
+    span = torch.zeros(1, samples)
+    return count_gflop(lambda: pipe.encode_audio(span)) * FPS / k
+
+
 def print_features(row: dict[str, Any], window: int | None) -> None:
     chunk = row["chunk_frames"]
     what = f"chunks of {chunk}" if chunk else f"windows of {window}"
     text = (f"live w_a ({what}, context {row['context_s']:g} s, look-ahead {row['lookahead_s']:g} s) vs whole "
-            f"clip: max {row['wa_max']:.3f}, mean {row['wa_mean']:.4f} ({100 * row['wa_mean_rel']:.1f}% of mean |w_a|)")
+            f"clip: max {row['wa_max']:.3f}, mean {row['wa_mean']:.4f} ({100 * row['wa_mean_rel']:.1f}% of mean |w_a|); "
+            f"wav2vec2 {row['encoder_gflop_per_s']:.0f} GFLOP per audio second")
     if "motion_max" in row:
         text += (f"; motion max {row['motion_max']:.3f}, mean {row['motion_mean']:.4f} "
                  f"({100 * row['motion_mean_rel_std']:.1f}% of its std)")
@@ -280,6 +297,22 @@ def parse_schedule(text: str) -> ChunkSchedule:
 def schedule_name(chunk: ChunkSchedule, window: int) -> str:
     length = "short" if chunk.length is None else ("full" if chunk.length >= window else str(chunk.length))
     return f"k={chunk.frames} look-ahead={chunk.lookahead} pass={length} pad={chunk.padding}"
+
+
+def bench_cost(schedules: list[ChunkSchedule], size: str = "official") -> None:
+    """FMT GFLOP per second of audio of every schedule against whole windows (no sampling)."""
+    fmt = random_model(size).fmt
+    L = fmt.num_frames
+    offline = fmt_gflop_per_second(fmt, L, L)
+    print(f"offline (whole windows): FMT {offline:.4g} GFLOP per audio second")
+    lengths: dict[int, float] = {}
+    for chunk in schedules:
+        n = chunk.pass_length(L)
+        if n not in lengths:
+            lengths[n] = fmt_gflop_per_second(fmt, n, 1)
+        cost = lengths[n] / chunk.frames
+        print(f"{schedule_name(chunk, L)}: FMT {cost:.4g} GFLOP per audio second ({cost / offline:.2f}x offline)",
+              flush=True)
 
 
 def bench_schedule(schedules: list[ChunkSchedule], seconds: float, size: str = "official") -> list[dict[str, Any]]:
@@ -391,8 +424,13 @@ def main() -> None:
     p.add_argument("--schedule", nargs="*", metavar="K:LA[:LEN[:PAD]]",
                    help="official size: seams, difference from offline and FMT cost of chunk schedules "
                         "(frames; LEN short|full|n, PAD repeat|null) and exit")
+    p.add_argument("--cost-only", action="store_true", help="with --schedule: only the FMT GFLOP (no sampling)")
     p.add_argument("--one", nargs=2, metavar=("SIZE", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.schedule is not None and args.cost_only:
+        print(f"{args.sizes[0]} size; FlopCounterMode, NFE 10 Euler, a_cfg 2, e_cfg 1 (three branches)")
+        bench_cost([parse_schedule(text) for text in args.schedule], args.sizes[0])
+        return
     if args.schedule is not None:
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
               f"{args.sizes[0]} size, random weights, {args.seconds:g} s of speech, seed 0, NFE 10, a_cfg 2, e_cfg 1")
@@ -411,7 +449,7 @@ def main() -> None:
         for text in args.delay or ["none", "10"]:
             k, _, la = text.partition(":")
             print_delay(bench_delay(pipe, source, args.live_seconds, None if k == "none" else int(k),
-                                    float(la) if la else 0.2))
+                                    float(la) if la else StreamOptions().lookahead_seconds))
         return
     if args.features_only:
         settings = [tuple(float(v) for v in text.split(":")) for text in args.feature_settings]

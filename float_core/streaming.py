@@ -53,7 +53,6 @@ when it has no audio yet).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import queue
 import threading
@@ -67,7 +66,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig
+from .config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig, StreamOptions
 from .emotion import resolve_emotion
 from .inputs import DrivingAudio, Prepared, SourceImage, validate_waveform
 from .sampling import ChunkSchedule, WindowSampler
@@ -122,70 +121,6 @@ class StreamChunk:
     def end_frame(self) -> int:
         """The frame number after this chunk's last frame."""
         return self.start_frame + self.num_frames
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How a stream is run (everything but the sampling settings of :class:`SamplingConfig`).
-
-    Attributes:
-        idle: silence mode: frames the voice-activity detector marks silent use the null audio
-            condition, and a stalled live source is padded with silence (``False``: the audio
-            drives every frame as offline, nothing is inserted).
-        crop: detect and crop the face when ``source`` is an image path or array.
-        batch_size: frames decoded at once (and so per :class:`StreamChunk`).
-        chunk_frames: live input: frames committed per FMT pass (the low-latency schedule,
-            :class:`~float_core.sampling.ChunkSchedule`); a frame waits for the rest of its
-            chunk and the look-ahead. ``None`` (or a value >= the model's window L): whole
-            windows of L frames. Paths and arrays always use whole windows (exactly offline).
-        context_seconds: live input: left context of the wav2vec2 span of a chunk.
-        lookahead_seconds: live input: audio after a chunk's end seen by its features and its
-            FMT pass; a chunk waits for it, so it adds this much latency.
-        stall_timeout: live input, idle mode: how many seconds the source may fall behind the
-            wall clock before silence is inserted to keep 25 fps (``None``: wait forever).
-            Must exceed the source's chunk period. For a :class:`LiveInput` in real time: how
-            long after the last push the stream waits for more speech before it fills silence.
-        max_buffer_seconds: live input: how far the source may run ahead of the frames being
-            made before the reader stops pulling from it (back-pressure).
-        queue_size: items each inter-stage queue holds.
-        first_frame_first: the sampler starts window 1 only once the first frames are decoded,
-            so the two do not share the processor before the first frame (on a CPU without
-            spare cores overlapping them delays the first frame, not the throughput).
-        vad_threshold: speech probability that starts speech (:class:`~float_core.vad.VoiceActivity`).
-        min_silence_ms: silence needed before a speaking span ends.
-    """
-
-    idle: bool = True
-    crop: bool = True
-    batch_size: int = 8
-    chunk_frames: int | None = 10
-    context_seconds: float = 4.0
-    lookahead_seconds: float = 0.2
-    stall_timeout: float | None = 1.0
-    max_buffer_seconds: float = 60.0
-    queue_size: int = 2
-    first_frame_first: bool = True
-    vad_threshold: float = 0.5
-    min_silence_ms: float = 300.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size: must be a whole number >= 1, got {self.batch_size!r}")
-        if self.chunk_frames is not None and (isinstance(self.chunk_frames, bool)
-                                              or not isinstance(self.chunk_frames, int) or self.chunk_frames < 1):
-            raise ValueError(f"chunk_frames: must be a whole number >= 1 or None (whole windows), "
-                             f"got {self.chunk_frames!r}")
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
-            raise ValueError(f"queue_size: must be a whole number >= 1, got {self.queue_size!r}")
-        for name in ("context_seconds", "lookahead_seconds", "max_buffer_seconds", "min_silence_ms"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
-        if self.stall_timeout is not None and not (isinstance(self.stall_timeout, (int, float))
-                                                   and math.isfinite(self.stall_timeout) and self.stall_timeout > 0):
-            raise ValueError(f"stall_timeout: must be a number of seconds > 0 or None, got {self.stall_timeout!r}")
-        if self.max_buffer_seconds < 1:
-            raise ValueError(f"max_buffer_seconds: must be >= 1, got {self.max_buffer_seconds!r}")
 
 
 # ---------------------------------------------------------------------------- internals
@@ -452,11 +387,10 @@ class LiveInput:
         self.delivered = min(self.delivered, frame)
         self.cond.notify_all()
 
-    def _take_restart(self) -> tuple[int, int] | None:
-        """(epoch, frame) of a rollback the conditions stage has not restarted from, or None."""
+    def _take_restart(self) -> tuple[int, int | None]:
+        """The current epoch and the frame of a rollback the conditions stage has not restarted
+        from yet (None: no rollback since the last call), read together."""
         with self.cond:
-            if self._restart is None:
-                return None
             frame, self._restart = self._restart, None
             return self.epoch, frame
 
@@ -720,13 +654,10 @@ class _Run:
         emotion: Tensor | None = None
         emotion_window = -1  # the window of L frames the emotion was last estimated in
         first, index = 0, 0
-        with live.cond:
-            epoch = live.epoch
-        live._take_restart()
         while True:
-            restart = live._take_restart()
-            if restart is not None:  # a rollback: the frames from `first` on are made again
-                epoch, first = restart
+            epoch, restart = live._take_restart()
+            if restart is not None:  # a rollback: the frames from `restart` on are made again
+                first = restart
                 if vad is not None:
                     vad.reset()  # the detector heard audio that was dropped
                 vad_pos, flags_start = first * spf, first
@@ -998,20 +929,24 @@ def span_features(pipe: "FloatPipeline", span: np.ndarray, offset: int, count: i
 
 
 @torch.no_grad()
-def live_audio_features(pipe: "FloatPipeline", wave: np.ndarray, *, context_seconds: float = 4.0,
-                        lookahead_seconds: float = 0.2, chunk_frames: int | None = None) -> Tensor:
+def live_audio_features(pipe: "FloatPipeline", wave: np.ndarray, *, context_seconds: float | None = None,
+                        lookahead_seconds: float | None = None, chunk_frames: int | None = None) -> Tensor:
     """The w_a ``(T, d_a)`` a live stream of ``wave`` computes for the frames it commits
-    (no silence mode): chunk by chunk of ``chunk_frames`` (None: windows of L).
+    (no silence mode): chunk by chunk of ``chunk_frames`` (None: windows of L); the context and
+    look-ahead default to :class:`~float_core.config.StreamOptions`'.
 
     For measuring the sliding span against the whole clip's features
     (``benchmarks/streaming.py``); the stream itself calls the same :func:`feature_span` and
     :func:`span_features`.
     """
-    spf = pipe.config.samples_per_frame
-    options = StreamOptions(context_seconds=context_seconds, lookahead_seconds=lookahead_seconds,
-                            chunk_frames=chunk_frames)
-    k, lookahead = live_schedule(pipe, options).frames, int(round(lookahead_seconds * FPS))
-    context = int(round(context_seconds * FPS))
+    spf, defaults = pipe.config.samples_per_frame, StreamOptions()
+    options = dataclasses.replace(
+        defaults, chunk_frames=chunk_frames,
+        context_seconds=defaults.context_seconds if context_seconds is None else context_seconds,
+        lookahead_seconds=defaults.lookahead_seconds if lookahead_seconds is None else lookahead_seconds)
+    schedule = live_schedule(pipe, options)
+    k, lookahead = schedule.frames, schedule.lookahead
+    context = int(round(options.context_seconds * FPS))
     total = pipe.config.num_video_frames(wave.size)
     parts = []
     for first in range(0, total, k):
