@@ -9,12 +9,14 @@ Two layers, each usable alone:
 2. The windowed sampler (paper Sec. 4.2, "L' + L"): :func:`iter_motion_windows` generates the
    clip L frames at a time, each window conditioned on the last L' latents and audio features of
    the previous one, and yields every window as soon as it is solved (streaming);
-   :func:`sample_motion` concatenates them.
+   :func:`sample_motion` concatenates them. A :class:`ChunkSchedule` instead commits k frames
+   per pass (live streams: a frame waits for k frames of audio, not L). Every pass is one
+   :meth:`WindowSampler.step`.
 
 **NFE** (number of function evaluations) here means vector-field evaluations per window; each
 evaluation is one batched FMT pass over the guidance branches (Eq. 13). The authors' script
 builds its grid as ``linspace(0, 1, nfe)``, i.e. ``nfe - 1`` Euler steps, so its ``nfe = n``
-equals our ``solver="euler", nfe=n - 1`` (ARCHITECTURE.md, "Sampling"); the paper's "NFE = 10"
+equals our ``solver="euler", nfe=n - 1``; the paper's "NFE = 10"
 results therefore use 9 evaluations.
 """
 
@@ -270,7 +272,7 @@ def iter_motion_windows(
     Window k solves the flow ODE (paper Eq. 2) from noise ``x0`` over flow time 0 -> 1 with the
     guided vector field of Eq. 13 (``fmt.guided_velocity``), conditioned on audio frames
     ``[kL, (k+1)L)``, the source motion, the emotion, and the previous window's last L' latents and
-    audio features (zeros for window 0; ARCHITECTURE.md, "Windows").
+    audio features (zeros for window 0).
 
     Args:
         fmt: a :class:`~float_core.models.fmt.FlowMatchingTransformer` (eval mode, on the inputs' device).

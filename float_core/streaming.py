@@ -2,12 +2,12 @@
 
 FLOAT samples motion autoregressively in windows of L frames, each conditioned on the last L'
 latents and audio features of the previous window (paper Sec. 4.2, "L' + L"). That makes it a
-natural streaming model, as TalkingMachines (seeds/003) does for a video diffusion model:
+natural streaming model, as TalkingMachines makes one of a video diffusion model:
 
-* **Pipelined stages** (DESIGN.md, "Streaming sketch"). Four threads joined by bounded queues:
+* **Pipelined stages.** Four threads joined by bounded queues:
   ``reader`` (live sources only: pulls the caller's iterable, validates and buffers samples)
-  -> ``conditions`` (wav2vec2 features, emotion and voice activity of window k+1)
-  -> ``sampler`` (flow matching of window k, :class:`~float_core.sampling.WindowSampler`)
+  -> ``conditions`` (wav2vec2 features, emotion and voice activity of the next chunk or window)
+  -> ``sampler`` (flow matching of the current one, :class:`~float_core.sampling.WindowSampler`)
   -> ``decoder`` (motion -> frames in batches) -> the consumer. Every queue holds at most
   ``queue_size`` items, so a slow consumer stops the decoder, which stops the sampler, and so
   on back to the reader, which then stops pulling from the source (back-pressure). Torch

@@ -7,8 +7,8 @@ A DiT-style transformer over the ``L' + L`` frames of one window (``L'`` previou
 
 which drives frame-wise adaptive layer norm and gating (paper Eq. 9), and self-attention is
 restricted to a band of ``2 T + 1`` neighbouring frames. Tensor names, arithmetic and numerics
-follow shared/reference/ARCHITECTURE.md ("Flow matching transformer") so that the released
-``float.pth`` loads unchanged under the ``fmt.`` prefix.
+follow the released checkpoint, so that ``float.pth`` loads unchanged under the ``fmt.``
+prefix and the reference fixtures are reproduced.
 
 Shapes: B batch, L' = ``num_prev_frames``, L = ``num_frames``, N = L' + L, h = ``dim_h``,
 d = ``dim_w`` (motion latent), d_a = ``dim_a`` (audio feature), d_e = ``dim_e`` (7 emotions).
@@ -37,7 +37,7 @@ __all__ = [
     "timestep_embedding",
 ]
 
-#: Layer-norm epsilon of every normalisation in the FMT (ARCHITECTURE.md: "no affine, eps 1e-6").
+#: Layer-norm epsilon of every normalisation in the FMT (no affine, eps 1e-6, as released).
 _LN_EPS = 1e-6
 
 
@@ -46,7 +46,7 @@ def sinusoid_table(n: int, dim: int) -> Tensor:
     """Fixed sinusoid position table (Vaswani et al.), shape ``(n, dim)``, float32.
 
     Channel ``j`` of position ``p`` holds ``sin`` (even ``j``) or ``cos`` (odd ``j``) of the
-    angle ``p / 10000^(2 (j // 2) / dim)``. As in the reference (ARCHITECTURE.md, "Numerics"),
+    angle ``p / 10000^(2 (j // 2) / dim)``. As in the reference implementation,
     the angles are computed in float64, rounded to float32, and only then passed to sin/cos;
     computing them in float32 directly differs by up to ~1e-5 for the 60x1024 table.
     """
@@ -65,7 +65,7 @@ def alignment_mask(n: int, window: int) -> Tensor:
     """Band attention mask of the FMT, shape ``(n, n)``, bool, **True = attention blocked**.
 
     Frame ``i`` may attend frame ``j`` iff ``|i - j| <= window`` (paper Sec. 4.2: "a masked
-    self-attention layer that attends to 2 T neighboring frames"; ARCHITECTURE.md).
+    self-attention layer that attends to 2 T neighboring frames").
     """
     if n < 1 or window < 0:
         raise ValueError(f"alignment_mask needs n >= 1 and window >= 0, got n={n}, window={window}")
@@ -291,7 +291,7 @@ class FlowMatchingTransformer(nn.Module):
         if we.dim() == 2:
             we = we.unsqueeze(1)
         dtype = self.c_embedder.weight.dtype
-        # Per-frame condition: [w_{r->S}, w_a^l, w_e] (paper Sec. 4.2; ARCHITECTURE.md order).
+        # Per-frame condition: [w_{r->S}, w_a^l, w_e] (paper Sec. 4.2, in the released checkpoint's order).
         condition = torch.cat(
             [wr.unsqueeze(1).expand(batch, n, -1), wa, we.expand(batch, n, -1)], dim=-1
         ).to(dtype)
@@ -318,7 +318,7 @@ class FlowMatchingTransformer(nn.Module):
         a_cfg: float = 2.0,
         e_cfg: float = 1.0,
     ) -> Tensor:
-        """Incremental classifier-free vector field (paper Eq. 13; ARCHITECTURE.md "Sampling").
+        """Incremental classifier-free vector field (paper Eq. 13).
 
         ``v = v_u + a_cfg (v_a - v_u) + e_cfg (v_ae - v_a)`` with
         ``v_u`` = audio and emotion zeroed, ``v_ae`` = all conditions, ``v_a`` = emotion zeroed.
