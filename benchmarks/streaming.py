@@ -1,24 +1,38 @@
-"""Streaming benchmark: time to first frame, steady fps, RTF, live latency, A/V drift, memory.
+"""Streaming benchmark: time to first frame, steady fps, RTF, live latency, A/V drift, memory,
+and the live schedule (A/V delay, seams, FMT cost, feature difference).
 
     python benchmarks/streaming.py                       # tiny, fp32 + bf16, all measurements
     python benchmarks/streaming.py --sizes official --seconds 4 --skip-live --drift-minutes 0
-    python benchmarks/streaming.py --features-only       # live sliding-span features vs whole clip
+    python benchmarks/streaming.py --delay 2 5 10 25 none --live-seconds 10      # A/V delay per chunk size
+    python benchmarks/streaming.py --sizes official --schedule 10:3 5:3 --seconds 4   # seams, vs offline
+    python benchmarks/streaming.py --sizes official --schedule 10:3 5:3 --cost-only   # FMT GFLOP only
+    python benchmarks/streaming.py --features-only --sizes official --chunk-frames 10  # live features
 
 For every (size, dtype), in a fresh subprocess (so peak RSS is its own), with random weights
-(``float_core.bench.random_model``: the timings depend only on the model size):
+(``float_core.bench.random_model``: the released weights cannot be downloaded here):
 
 * **file**: ``stream(array)`` of ``--seconds`` of speech: time to first frame (TTFF), steady
   fps (frames after the first chunk over the time after it), real-time factor (wall / media).
 * **live**: a real-time paced source (100 ms chunks): TTFF and the latency from the arrival of
-  the last sample a chunk depends on (its window's end + look-ahead) to the chunk being ready
+  the last sample a chunk depends on (its end + look-ahead) to the chunk being ready
   (median, p90, max); meaningful only where generation keeps up with real time.
 * **drift**: ``--drift-minutes`` of live input (as fast as it is consumed: speech and silence)
   through the fragmented MP4 writer: audio seconds minus video seconds in the stream and in the
   file, RSS after the first minute and at the end, peak RSS.
-* **features** (``--features-only`` or by default once for tiny and official): w_a of the live
-  sliding span (``live_audio_features``) against the whole clip's, for several context /
-  look-ahead settings: max / mean absolute difference (and relative to mean |w_a|), and the
-  resulting motion difference with the same noise (relative to the motion's std).
+* **features** (``--features`` / ``--features-only``): w_a of the live spans
+  (``live_audio_features``, chunks of ``--chunk-frames``) against the whole clip's, for several
+  context / look-ahead settings: max / mean absolute difference (and relative to mean |w_a|),
+  the wav2vec2 GFLOP per audio second, and with ``--features-motion`` the motion difference.
+
+The live schedule, each mode on its own:
+
+* ``--delay K[:LOOKAHEAD] ...`` (``none``: whole windows): tiny widths with the official window
+  (L = 50, L' = 10) so that the schedule shows, a real-time source of 40 ms blocks; the A/V
+  delay of every speech frame (its last sample's arrival -> its frames yielded): p50/p90/max.
+* ``--schedule K:LA[:LEN[:PAD]] ...``: official size, seeded random weights, the whole clip's
+  features and the same noise per frame: the motion-latent step across chunk boundaries
+  against the steps inside chunks (p50/p99/max), the difference from offline sampling, and the
+  FMT GFLOP per audio second (torch FlopCounterMode); ``--cost-only``: the GFLOP alone.
 
 Timings on a shared machine are noisy: the script prints the medians of what it measured and
 asserts nothing about speed.
@@ -413,7 +427,7 @@ def main() -> None:
     p.add_argument("--features", action="store_true", help="also measure live vs whole-clip features")
     p.add_argument("--features-only", action="store_true", help="only the feature comparison, for each of --sizes")
     p.add_argument("--feature-seconds", type=float, default=20.0)
-    p.add_argument("--feature-settings", nargs="+", default=["1:0.1", "1:0.2", "1:0.3", "1:0.4", "2:0.2", "4:0.2"],
+    p.add_argument("--feature-settings", nargs="+", default=["0.5:0.2", "1:0.1", "1:0.2", "1:0.3", "1:0.4", "2:0.2", "4:0.2", "4:0.12"],
                    metavar="CONTEXT:LOOKAHEAD", help="seconds of left context and look-ahead to compare")
     p.add_argument("--chunk-frames", type=lambda v: None if v == "none" else int(v), default=10,
                    help="live chunk size for --features-only (none: whole windows)")
