@@ -1,24 +1,38 @@
-"""Streaming benchmark: time to first frame, steady fps, RTF, live latency, A/V drift, memory.
+"""Streaming benchmark: time to first frame, steady fps, RTF, live latency, A/V drift, memory,
+and the live schedule (A/V delay, seams, FMT cost, feature difference).
 
     python benchmarks/streaming.py                       # tiny, fp32 + bf16, all measurements
     python benchmarks/streaming.py --sizes official --seconds 4 --skip-live --drift-minutes 0
-    python benchmarks/streaming.py --features-only       # live sliding-span features vs whole clip
+    python benchmarks/streaming.py --delay 2 5 10 25 none --live-seconds 10      # A/V delay per chunk size
+    python benchmarks/streaming.py --sizes official --schedule 10:3 5:3 --seconds 4   # seams, vs offline
+    python benchmarks/streaming.py --sizes official --schedule 10:3 5:3 --cost-only   # FMT GFLOP only
+    python benchmarks/streaming.py --features-only --sizes official --chunk-frames 10  # live features
 
 For every (size, dtype), in a fresh subprocess (so peak RSS is its own), with random weights
-(``float_core.bench.random_model``: the timings depend only on the model size):
+(``float_core.bench.random_model``: the released weights cannot be downloaded here):
 
 * **file**: ``stream(array)`` of ``--seconds`` of speech: time to first frame (TTFF), steady
   fps (frames after the first chunk over the time after it), real-time factor (wall / media).
 * **live**: a real-time paced source (100 ms chunks): TTFF and the latency from the arrival of
-  the last sample a chunk depends on (its window's end + look-ahead) to the chunk being ready
+  the last sample a chunk depends on (its end + look-ahead) to the chunk being ready
   (median, p90, max); meaningful only where generation keeps up with real time.
 * **drift**: ``--drift-minutes`` of live input (as fast as it is consumed: speech and silence)
   through the fragmented MP4 writer: audio seconds minus video seconds in the stream and in the
   file, RSS after the first minute and at the end, peak RSS.
-* **features** (``--features-only`` or by default once for tiny and official): w_a of the live
-  sliding span (``live_audio_features``) against the whole clip's, for several context /
-  look-ahead settings: max / mean absolute difference (and relative to mean |w_a|), and the
-  resulting motion difference with the same noise (relative to the motion's std).
+* **features** (``--features`` / ``--features-only``): w_a of the live spans
+  (``live_audio_features``, chunks of ``--chunk-frames``) against the whole clip's, for several
+  context / look-ahead settings: max / mean absolute difference (and relative to mean |w_a|),
+  the wav2vec2 GFLOP per audio second, and with ``--features-motion`` the motion difference.
+
+The live schedule, each mode on its own:
+
+* ``--delay K[:LOOKAHEAD] ...`` (``none``: whole windows): tiny widths with the official window
+  (L = 50, L' = 10) so that the schedule shows, a real-time source of 40 ms blocks; the A/V
+  delay of every speech frame (its last sample's arrival -> its frames yielded): p50/p90/max.
+* ``--schedule K:LA[:LEN[:PAD]] ...``: official size, seeded random weights, the whole clip's
+  features and the same noise per frame: the motion-latent step across chunk boundaries
+  against the steps inside chunks (p50/p99/max), the difference from offline sampling, and the
+  FMT GFLOP per audio second (torch FlopCounterMode); ``--cost-only``: the GFLOP alone.
 
 Timings on a shared machine are noisy: the script prints the medians of what it measured and
 asserts nothing about speed.
@@ -27,13 +41,13 @@ asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,8 +59,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from float_core.bench import random_model  # noqa: E402
+from float_core.config import FPS, FloatConfig, StreamOptions  # noqa: E402
 from float_core.media.audio import load_audio  # noqa: E402
 from float_core.pipeline import FloatPipeline  # noqa: E402
+from float_core.sampling import ChunkSchedule  # noqa: E402
 
 PORTRAIT = ROOT / "examples" / "portrait_astronaut.png"
 SPEECH = ROOT / "examples" / "arctic_a0007.wav"
@@ -58,6 +74,15 @@ def speech_of(seconds: float) -> np.ndarray:
     wave = load_audio(SPEECH, target_rate=RATE)
     reps = int(np.ceil(seconds * RATE / wave.size))
     return np.tile(wave, reps)[:int(seconds * RATE)].astype(np.float32)
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), for the printed results."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
 
 
 def rss_mb() -> float:
@@ -148,29 +173,205 @@ def bench_drift(pipe: FloatPipeline, source: Any, minutes: float, batch: int) ->
             "peak_rss_mb": peak_rss_mb()}
 
 
-def bench_features(pipe: FloatPipeline, seconds: float) -> list[dict[str, float]]:
-    """Live sliding-span w_a vs whole-clip w_a, and the motion each gives with the same noise."""
+def bench_features(pipe: FloatPipeline, seconds: float, settings: list[tuple[float, float]],
+                   chunk_frames: int | None, motion: bool = False) -> list[dict[str, float]]:
+    """Live w_a of the frames a stream commits (chunks of ``chunk_frames``, each on its own
+    span of context + chunk + look-ahead) against the whole clip's w_a; with ``motion``, also
+    the motion each gives with the same noise (official size: slow)."""
     from float_core.inputs import Prepared
     from float_core.streaming import live_audio_features
 
+    from float_core.bench import count_gflop
+
     wave = speech_of(seconds)
-    source = pipe.prepare_image(str(PORTRAIT))
     whole = pipe.prepare_audio(wave)
-    prepared = Prepared(source, whole)
-    ref_motion = pipe.sample_motion(prepared, seed=0, emotion="neutral")
     scale = float(whole.audio_features.abs().mean())
+    offline = count_gflop(lambda: pipe.encode_audio(torch.zeros(1, wave.size))) / seconds
+    print(f"offline (whole clip) wav2vec2: {offline:.0f} GFLOP per audio second", flush=True)
+    if motion:
+        source = pipe.prepare_image(str(PORTRAIT))
+        ref_motion = pipe.sample_motion(Prepared(source, whole), seed=0, emotion="neutral")
     rows = []
-    for context, lookahead in ((1.0, 0.0), (2.0, 0.2), (4.0, 0.4), (8.0, 0.4), (8.0, 1.0)):
-        live = live_audio_features(pipe, wave, context_seconds=context, lookahead_seconds=lookahead)
+    for context, lookahead in settings:
+        live = live_audio_features(pipe, wave, context_seconds=context, lookahead_seconds=lookahead,
+                                   chunk_frames=chunk_frames)
         diff = (live - whole.audio_features).abs()
-        motion = pipe.sample_motion(Prepared(source, type(whole)(whole.waveform, live, whole.emotion_probs)),
-                                    seed=0, emotion="neutral")
-        mdiff = (motion - ref_motion).abs()
-        rows.append({"context_s": context, "lookahead_s": lookahead, "wa_max": float(diff.max()),
-                     "wa_mean": float(diff.mean()), "wa_mean_rel": float(diff.mean()) / scale,
-                     "motion_max": float(mdiff.max()), "motion_mean": float(mdiff.mean()),
-                     "motion_mean_rel_std": float(mdiff.mean() / ref_motion.std())})
+        row = {"context_s": context, "lookahead_s": lookahead, "chunk_frames": chunk_frames,
+               "wa_max": float(diff.max()), "wa_mean": float(diff.mean()), "wa_mean_rel": float(diff.mean()) / scale,
+               "encoder_gflop_per_s": encoder_gflop_per_second(pipe, context, lookahead, chunk_frames)}
+        if motion:
+            m = pipe.sample_motion(Prepared(source, dataclasses.replace(whole, audio_features=live)),
+                                   seed=0, emotion="neutral")
+            mdiff = (m - ref_motion).abs()
+            row |= {"motion_max": float(mdiff.max()), "motion_mean": float(mdiff.mean()),
+                    "motion_mean_rel_std": float(mdiff.mean() / ref_motion.std())}
+        rows.append(row)
+        print_features(row, pipe.model.fmt.num_frames)
     return rows
+
+
+def encoder_gflop_per_second(pipe: FloatPipeline, context: float, lookahead: float, chunk_frames: int | None) -> float:
+    """wav2vec2 GFLOP per second of audio of a live stream in the steady state: one span of
+    context + chunk + look-ahead per chunk (FlopCounterMode)."""
+    from float_core.bench import count_gflop
+
+    k = chunk_frames or pipe.model.fmt.num_frames
+    samples = int(round((context + lookahead) * RATE)) + k * 640
+    span = torch.zeros(1, samples)
+    return count_gflop(lambda: pipe.encode_audio(span)) * FPS / k
+
+
+def print_features(row: dict[str, Any], window: int | None) -> None:
+    chunk = row["chunk_frames"]
+    what = f"chunks of {chunk}" if chunk else f"windows of {window}"
+    text = (f"live w_a ({what}, context {row['context_s']:g} s, look-ahead {row['lookahead_s']:g} s) vs whole "
+            f"clip: max {row['wa_max']:.3f}, mean {row['wa_mean']:.4f} ({100 * row['wa_mean_rel']:.1f}% of mean |w_a|); "
+            f"wav2vec2 {row['encoder_gflop_per_s']:.0f} GFLOP per audio second")
+    if "motion_max" in row:
+        text += (f"; motion max {row['motion_max']:.3f}, mean {row['motion_mean']:.4f} "
+                 f"({100 * row['motion_mean_rel_std']:.1f}% of its std)")
+    print(text, flush=True)
+
+
+def bench_delay(pipe: FloatPipeline, source: Any, seconds: float, chunk_frames: int | None,
+                lookahead: float) -> dict[str, float]:
+    """A/V delay of a live stream fed in real time (40 ms blocks, as a microphone): for every
+    speech frame, the time from the arrival of its last sample to its chunk being yielded."""
+    wave = speech_of(seconds)
+    arrived: list[float] = []
+
+    def source_iter() -> Iterator[np.ndarray]:
+        t0 = time.perf_counter()
+        for i, start in enumerate(range(0, wave.size, 640)):
+            time.sleep(max(0.0, t0 + i * 0.04 - time.perf_counter()))
+            arrived.append(time.perf_counter())  # frame i's samples, yielded now
+            yield wave[start:start + 640]
+
+    delays, latencies = [], []
+    for chunk in pipe.stream(source, source_iter(), seed=0, chunk_frames=chunk_frames, lookahead_seconds=lookahead):
+        now = time.perf_counter()
+        latencies.append(chunk.latency)
+        delays += [now - arrived[f] for f, speaking in zip(range(chunk.start_frame, chunk.end_frame), chunk.speaking)
+                   if speaking and f < len(arrived)]
+    d, lat = np.array(delays), np.array(latencies)
+    return {"chunk_frames": chunk_frames, "lookahead_s": lookahead, "frames": len(d),
+            "p50": float(np.percentile(d, 50)), "p90": float(np.percentile(d, 90)), "max": float(d.max()),
+            "compute_p50": float(np.median(lat)), "compute_max": float(lat.max())}
+
+
+def print_delay(row: dict[str, Any]) -> None:
+    k = row["chunk_frames"]
+    print(f"{'whole windows' if k is None else f'k={k}':>13}, look-ahead {row['lookahead_s']:.2f} s: A/V delay over "
+          f"{row['frames']} speech frames p50 {row['p50']:.2f} s, p90 {row['p90']:.2f} s, max {row['max']:.2f} s "
+          f"(of it, chunk ready after its last sample: median {row['compute_p50']:.2f} s, "
+          f"max {row['compute_max']:.2f} s)", flush=True)
+
+
+# ---------------------------------------------------------------------------- the live schedule
+def window_shaped_tiny() -> FloatConfig:
+    """Tiny widths with the official window shape (L = 50, L' = 10): compute is negligible, so
+    the delay measured is the schedule's."""
+    return dataclasses.replace(FloatConfig.tiny(), num_frames=50, num_prev_frames=10)
+
+
+def seam_stats(motion: torch.Tensor, k: int) -> dict[str, float]:
+    """Frame-to-frame motion-latent steps ``|m_f - m_{f-1}|`` at chunk starts (f a multiple of
+    k, f > 0: the seams) against every other step (inside chunks): p50 / p99 / max of each."""
+    steps = (motion[1:] - motion[:-1]).norm(dim=-1).numpy()  # steps[f - 1]: into frame f
+    frames = np.arange(1, motion.shape[0])
+    seam = frames % k == 0
+    out: dict[str, float] = {"seams": int(seam.sum())}
+    for name, part in (("inside", steps[~seam]), ("seam", steps[seam])):
+        out |= {f"{name}_p50": float(np.percentile(part, 50)), f"{name}_p99": float(np.percentile(part, 99)),
+                f"{name}_max": float(part.max())}
+    return out
+
+
+def fmt_gflop_per_second(fmt: torch.nn.Module, pass_frames: int, committed: int, nfe: int = 10) -> float:
+    """FMT GFLOP per second of audio (torch FlopCounterMode, guided: a = 2, e = 1, three branches):
+    one pass of ``L' + pass_frames`` positions per ``committed`` frames, ``nfe`` Euler evaluations."""
+    from float_core.bench import count_gflop
+
+    d, d_a, Lp = fmt.dim_w, fmt.dim_a, fmt.num_prev_frames
+    x, wa = torch.randn(1, pass_frames, d), torch.randn(1, pass_frames, d_a)
+    args = (torch.rand(1), x, wa, torch.randn(1, d), torch.rand(1, fmt.dim_e), torch.randn(1, Lp, d),
+            torch.randn(1, Lp, d_a))
+    per_eval = count_gflop(lambda: fmt.guided_velocity(*args, a_cfg=2.0, e_cfg=1.0))
+    return per_eval * nfe * FPS / committed
+
+
+def parse_schedule(text: str) -> ChunkSchedule:
+    """``k:lookahead[:length[:padding]]`` (frames; length "full" = L, "short" = k + lookahead)."""
+    parts = text.split(":")
+    k, la = int(parts[0]), int(parts[1])
+    length = None if len(parts) < 3 or parts[2] == "short" else (10**6 if parts[2] == "full" else int(parts[2]))
+    return ChunkSchedule(frames=k, lookahead=la, length=length, padding=parts[3] if len(parts) > 3 else "repeat")
+
+
+def schedule_name(chunk: ChunkSchedule, window: int) -> str:
+    length = "short" if chunk.length is None else ("full" if chunk.length >= window else str(chunk.length))
+    return f"k={chunk.frames} look-ahead={chunk.lookahead} pass={length} pad={chunk.padding}"
+
+
+def bench_cost(schedules: list[ChunkSchedule], size: str = "official") -> None:
+    """FMT GFLOP per second of audio of every schedule against whole windows (no sampling)."""
+    fmt = random_model(size).fmt
+    L = fmt.num_frames
+    offline = fmt_gflop_per_second(fmt, L, L)
+    print(f"offline (whole windows): FMT {offline:.4g} GFLOP per audio second")
+    lengths: dict[int, float] = {}
+    for chunk in schedules:
+        n = chunk.pass_length(L)
+        if n not in lengths:
+            lengths[n] = fmt_gflop_per_second(fmt, n, 1)
+        cost = lengths[n] / chunk.frames
+        print(f"{schedule_name(chunk, L)}: FMT {cost:.4g} GFLOP per audio second ({cost / offline:.2f}x offline)",
+              flush=True)
+
+
+def bench_schedule(schedules: list[ChunkSchedule], seconds: float, size: str = "official") -> list[dict[str, Any]]:
+    """Official size, seeded random weights: every schedule's motion (whole-clip features, the
+    offline noise of each frame) against offline sampling: seams, difference, FMT cost."""
+    from float_core.inputs import Prepared
+
+    pipe = build(size, "float32")
+    fmt = pipe.model.fmt
+    L = fmt.num_frames
+    source = pipe.prepare_image(str(PORTRAIT))
+    speech = pipe.prepare_audio(speech_of(seconds))
+    prepared = Prepared(source, speech)
+    emotion = pipe.resolve_emotion(prepared)
+    t0 = time.perf_counter()
+    offline = pipe.sample_motion(prepared, seed=0, emotion=emotion.tolist())
+    rows = [{"schedule": "offline (whole windows)", "gflop_per_s": fmt_gflop_per_second(fmt, L, L),
+             "wall_s": time.perf_counter() - t0, **seam_stats(offline, L)}]
+    print_schedule(rows[-1])
+    scale = float(offline.std())
+    lengths: dict[int, float] = {}
+    for chunk in schedules:
+        t0 = time.perf_counter()
+        motion = pipe.sample_motion(prepared, seed=0, emotion=emotion.tolist(), chunk=chunk)
+        wall = time.perf_counter() - t0
+        n = chunk.pass_length(L)
+        if n not in lengths:
+            lengths[n] = fmt_gflop_per_second(fmt, n, 1)
+        diff = (motion - offline).abs()
+        rows.append({"schedule": schedule_name(chunk, L), "gflop_per_s": lengths[n] / chunk.frames, "wall_s": wall,
+                     "motion_mean_rel_std": float(diff.mean()) / scale, "motion_max": float(diff.max()),
+                     **seam_stats(motion, chunk.frames)})
+        print_schedule(rows[-1], rows[0]["gflop_per_s"])
+    return rows
+
+
+def print_schedule(row: dict[str, Any], offline_gflop: float | None = None) -> None:
+    cost = f"FMT {row['gflop_per_s']:.4g} GFLOP per audio second"
+    if offline_gflop:
+        cost += f" ({row['gflop_per_s'] / offline_gflop:.2f}x offline)"
+    diff = (f"; motion vs offline: mean |diff| {100 * row['motion_mean_rel_std']:.1f}% of its std, "
+            f"max {row['motion_max']:.3f}") if "motion_max" in row else ""
+    print(f"{row['schedule']}: {cost}; steps inside chunks p50 {row['inside_p50']:.3f} p99 {row['inside_p99']:.3f} "
+          f"max {row['inside_max']:.3f}; across {row['seams']} seams p50 {row['seam_p50']:.3f} "
+          f"p99 {row['seam_p99']:.3f} max {row['seam_max']:.3f}{diff} [{row['wall_s']:.0f} s]", flush=True)
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,7 +385,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     if args.drift_minutes > 0:
         result["drift"] = bench_drift(pipe, source, args.drift_minutes, args.batch_size)
     if args.features:
-        result["features"] = bench_features(pipe, args.feature_seconds)
+        settings = [tuple(float(v) for v in text.split(":")) for text in args.feature_settings]
+        result["features"] = bench_features(pipe, args.feature_seconds, settings, args.chunk_frames)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -208,10 +410,8 @@ def print_result(r: dict[str, Any]) -> None:
               f"(stream), {d['file_drift_ms']:.1f} ms (MP4, AAC padding), RSS {d['rss_after_1min_mb']:.0f} MB "
               f"after min(1 min, 1/5) -> {d['rss_end_mb']:.0f} MB at the end, peak {d['peak_rss_mb']:.0f} MB")
     for row in r.get("features", []):
-        print(f"{name} live w_a (context {row['context_s']:g} s, look-ahead {row['lookahead_s']:g} s) vs whole clip: "
-              f"max {row['wa_max']:.3f}, mean {row['wa_mean']:.4f} ({100 * row['wa_mean_rel']:.1f}% of mean |w_a|); "
-              f"motion max {row['motion_max']:.3f}, mean {row['motion_mean']:.4f} "
-              f"({100 * row['motion_mean_rel_std']:.1f}% of its std)")
+        print(name, end=" ")
+        print_features(row, None)
     print(f"{name} peak RSS {r['peak_rss_mb']:.0f} MB")
 
 
@@ -227,18 +427,51 @@ def main() -> None:
     p.add_argument("--features", action="store_true", help="also measure live vs whole-clip features")
     p.add_argument("--features-only", action="store_true", help="only the feature comparison, for each of --sizes")
     p.add_argument("--feature-seconds", type=float, default=20.0)
+    p.add_argument("--feature-settings", nargs="+", default=["0.5:0.2", "1:0.1", "1:0.2", "1:0.3", "1:0.4", "2:0.2", "4:0.2", "4:0.12"],
+                   metavar="CONTEXT:LOOKAHEAD", help="seconds of left context and look-ahead to compare")
+    p.add_argument("--chunk-frames", type=lambda v: None if v == "none" else int(v), default=10,
+                   help="live chunk size for --features-only (none: whole windows)")
+    p.add_argument("--features-motion", action="store_true", help="also sample motion with each feature setting")
+    p.add_argument("--delay", nargs="*", metavar="K[:LOOKAHEAD]",
+                   help="A/V delay of a real-time 40 ms-block source on tiny widths with the official window "
+                        "(L = 50, L' = 10) for each chunk size (none: whole windows) and look-ahead, and exit")
+    p.add_argument("--schedule", nargs="*", metavar="K:LA[:LEN[:PAD]]",
+                   help="official size: seams, difference from offline and FMT cost of chunk schedules "
+                        "(frames; LEN short|full|n, PAD repeat|null) and exit")
+    p.add_argument("--cost-only", action="store_true", help="with --schedule: only the FMT GFLOP (no sampling)")
     p.add_argument("--one", nargs=2, metavar=("SIZE", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.schedule is not None and args.cost_only:
+        print(f"{args.sizes[0]} size; FlopCounterMode, NFE 10 Euler, a_cfg 2, e_cfg 1 (three branches)")
+        bench_cost([parse_schedule(text) for text in args.schedule], args.sizes[0])
+        return
+    if args.schedule is not None:
+        print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"{args.sizes[0]} size, random weights, {args.seconds:g} s of speech, seed 0, NFE 10, a_cfg 2, e_cfg 1")
+        bench_schedule([parse_schedule(text) for text in args.schedule], args.seconds, args.sizes[0])
+        return
     if args.one:
         args.size, args.dtype = args.one
         print("RESULT " + json.dumps(run_one(args)))
         return
+    if args.delay is not None:
+        print(f"machine: {os.cpu_count()} CPUs ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} "
+              f"threads; tiny widths, L = 50, L' = 10, random weights; {args.live_seconds:g} s of speech in "
+              f"40 ms blocks at real time; load average {os.getloadavg()[0]:.1f}")
+        pipe = FloatPipeline(random_model(window_shaped_tiny()), device="cpu", dtype="float32")
+        source = pipe.prepare_image(str(PORTRAIT))
+        for text in args.delay or ["none", "10"]:
+            k, _, la = text.partition(":")
+            print_delay(bench_delay(pipe, source, args.live_seconds, None if k == "none" else int(k),
+                                    float(la) if la else StreamOptions().lookahead_seconds))
+        return
     if args.features_only:
+        settings = [tuple(float(v) for v in text.split(":")) for text in args.feature_settings]
         for size in args.sizes:
-            pipe = build(size, "float32")
-            print_result({"size": size, "dtype": "float32", "file": None, "features": bench_features(
-                pipe, args.feature_seconds), "peak_rss_mb": peak_rss_mb()} | {"file": {
-                    "ttff_s": float("nan"), "steady_fps": float("nan"), "rtf": float("nan"), "frames": 0}})
+            print(f"machine: {os.cpu_count()} CPUs ({cpu_name()}); {size} size, random weights, "
+                  f"{args.feature_seconds:g} s of speech")
+            bench_features(build(size, "float32"), args.feature_seconds, settings, args.chunk_frames,
+                           args.features_motion)
         return
     print(f"machine: {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; random weights")

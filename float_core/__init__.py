@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .config import EMOTIONS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FloatConfig, SamplingConfig
+from .config import EMOTIONS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FloatConfig, SamplingConfig, StreamOptions
 
 __version__ = "0.1.0"
 
@@ -28,16 +28,18 @@ _LAZY = {
     "DrivingAudio": "inputs",
     "Prepared": "inputs",
     "Precision": "precision",
-    "StreamOptions": "streaming",
     "StreamChunk": "streaming",
     "StreamIterator": "streaming",
     "Script": "conversation",
     "ConversationResult": "conversation",
     "synthesize": "tts",
     "VideoMotion": "video_in",
+    "LiveAvatar": "avatar",
+    "AvatarFrame": "avatar",
 }
 
-__all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", *_LAZY])
+__all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig",
+                  "StreamOptions", *_LAZY])
 
 
 def __getattr__(name: str) -> Any:

@@ -32,11 +32,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .config import FloatConfig
 
 #: Flow-offset scale of the benchmark decoder: offsets of median ~9 px at 512 px, as a trained
 #: decoder predicts (benchmarks/decoder_speed.py's docstring has the measurements).
@@ -57,13 +60,14 @@ def scale_flow_offsets_(synthesis: torch.nn.Module, scale: float) -> None:
             to_flow.bias[:, :2].mul_(scale)
 
 
-def random_model(size: str, seed: int = 0, flow_scale: float = FLOW_SCALE):
-    """A :class:`~float_core.models.float_model.FloatModel` of ``size`` ("tiny" or "official")
-    with seeded random, non-degenerate weights and flow offsets scaled by ``flow_scale``."""
+def random_model(size: "str | FloatConfig", seed: int = 0, flow_scale: float = FLOW_SCALE):
+    """A :class:`~float_core.models.float_model.FloatModel` of ``size`` ("tiny", "official" or
+    a :class:`~float_core.config.FloatConfig`) with seeded random, non-degenerate weights and
+    flow offsets scaled by ``flow_scale``."""
     from .config import FloatConfig
     from .models.float_model import FloatModel
 
-    config = FloatConfig.tiny() if size == "tiny" else FloatConfig.official()
+    config = size if isinstance(size, FloatConfig) else FloatConfig.preset(size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FloatModel(config)

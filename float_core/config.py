@@ -2,7 +2,9 @@
 
 Every size in the engine comes from :class:`FloatConfig`. ``FloatConfig.official()`` is the
 released checkpoint; ``FloatConfig.tiny()`` is a few-MB random model for tests and the app's
-test mode (``FLOAT_TEST_MODEL=tiny-random``).
+test mode (``FLOAT_TEST_MODEL=tiny-random``). :class:`SamplingConfig` holds the sampling
+settings, :class:`StreamOptions` how a stream runs (torch-free, so the command line's defaults
+come from here without importing the engine).
 """
 
 from __future__ import annotations
@@ -394,3 +396,72 @@ class SamplingConfig:
 #: The :class:`SamplingConfig` fields, which are also the command-line flags and batch job
 #: fields of the same names.
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SamplingConfig))
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How :meth:`FloatPipeline.stream` runs (everything but the sampling settings of :class:`SamplingConfig`).
+
+    Attributes:
+        idle: silence mode: frames the voice-activity detector marks silent use the null audio
+            condition, and a stalled live source is padded with silence (``False``: the audio
+            drives every frame as offline, nothing is inserted).
+        crop: detect and crop the face when ``source`` is an image path or array.
+        batch_size: frames decoded at once (and so per :class:`StreamChunk`).
+        chunk_frames: live input: frames committed per FMT pass (the low-latency schedule,
+            :class:`~float_core.sampling.ChunkSchedule`); a frame waits for the rest of its
+            chunk and the look-ahead. ``None`` (or a value >= the model's window L): whole
+            windows of L frames. Paths and arrays always use whole windows (exactly offline).
+        context_seconds: live input: left context of the wav2vec2 span of a chunk.
+        lookahead_seconds: live input: audio after a chunk's end seen by its features and its
+            FMT pass; a chunk waits for it, so it adds this much latency.
+        stall_timeout: live input, idle mode: how many seconds the source may fall behind the
+            wall clock before silence is inserted to keep 25 fps (``None``: wait forever).
+            Must exceed the source's chunk period. For a
+            :class:`~float_core.streaming.LiveInput` in real time: how
+            long after the last push the stream waits for more speech before it fills silence.
+        max_buffer_seconds: live input: how far the source may run ahead of the frames being
+            made before the reader stops pulling from it (back-pressure).
+        queue_size: items each inter-stage queue holds.
+        first_frame_first: the sampler starts window 1 only once the first frames are decoded,
+            so the two do not share the processor before the first frame (on a CPU without
+            spare cores overlapping them delays the first frame, not the throughput).
+        vad_threshold: speech probability that starts speech (:class:`~float_core.vad.VoiceActivity`).
+        min_silence_ms: silence needed before a speaking span ends.
+    """
+
+    idle: bool = True
+    crop: bool = True
+    batch_size: int = 8
+    # The live defaults, measured side by side (benchmarks/streaming.py --delay / --schedule /
+    # --features-only; docs/streaming.md): chunks of 10 frames and a 0.12 s look-ahead keep the
+    # A/V delay of a real-time source under 0.6 s (p90) at 1.9x the FMT work of whole windows;
+    # 4 s of left context halves the live features' difference from the whole clip's against 1 s.
+    chunk_frames: int | None = 10
+    context_seconds: float = 4.0
+    lookahead_seconds: float = 0.12
+    stall_timeout: float | None = 1.0
+    max_buffer_seconds: float = 60.0
+    queue_size: int = 2
+    first_frame_first: bool = True
+    vad_threshold: float = 0.5
+    min_silence_ms: float = 300.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size: must be a whole number >= 1, got {self.batch_size!r}")
+        if self.chunk_frames is not None and (isinstance(self.chunk_frames, bool)
+                                              or not isinstance(self.chunk_frames, int) or self.chunk_frames < 1):
+            raise ValueError(f"chunk_frames: must be a whole number >= 1 or None (whole windows), "
+                             f"got {self.chunk_frames!r}")
+        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
+            raise ValueError(f"queue_size: must be a whole number >= 1, got {self.queue_size!r}")
+        for name in ("context_seconds", "lookahead_seconds", "max_buffer_seconds", "min_silence_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+        if self.stall_timeout is not None and not (isinstance(self.stall_timeout, (int, float))
+                                                   and math.isfinite(self.stall_timeout) and self.stall_timeout > 0):
+            raise ValueError(f"stall_timeout: must be a number of seconds > 0 or None, got {self.stall_timeout!r}")
+        if self.max_buffer_seconds < 1:
+            raise ValueError(f"max_buffer_seconds: must be >= 1, got {self.max_buffer_seconds!r}")

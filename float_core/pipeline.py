@@ -377,7 +377,7 @@ class FloatPipeline:
 
     def iter_motion(self, prepared: Prepared, sampling: SamplingConfig | None = None, *,
                     noise: Tensor | None = None, progress: ProgressLike = None,
-                    **overrides: Any) -> Iterator[Tensor]:
+                    chunk: sampling_mod.ChunkSchedule | None = None, **overrides: Any) -> Iterator[Tensor]:
         """Yield motion latents (n_k, d) window by window, as soon as each is solved.
 
         See :meth:`sample_motion` for the arguments.
@@ -388,13 +388,13 @@ class FloatPipeline:
             self.model.fmt, prepared.audio_features[None], prepared.source_motion[None], we[None],
             a_cfg=cfg.a_cfg, e_cfg=cfg.e_cfg, nfe=cfg.nfe, solver=cfg.solver, seed=cfg.seed,
             noise=None if noise is None else torch.as_tensor(noise).to(self.device),
-            progress=as_progress(progress), dtype=self.precision.fmt, cuda_graphs=self.cuda_graphs,
+            progress=as_progress(progress), dtype=self.precision.fmt, cuda_graphs=self.cuda_graphs, chunk=chunk,
         ):
             yield window[0]
 
     def sample_motion(self, prepared: Prepared, sampling: SamplingConfig | None = None, *,
                       noise: Tensor | None = None, progress: ProgressLike = None,
-                      **overrides: Any) -> Tensor:
+                      chunk: sampling_mod.ChunkSchedule | None = None, **overrides: Any) -> Tensor:
         """Generate the motion latents w_{r->D} (T, d) for the whole clip (paper Sec. 4.2).
 
         Args:
@@ -404,6 +404,9 @@ class FloatPipeline:
             progress: ``True`` (tqdm), ``None`` or a ``progress(stage, done, total)`` callback
                 (:mod:`float_core.progress`), called with stage "sampling" after every
                 vector-field evaluation.
+            chunk: sample with a live :class:`~float_core.sampling.ChunkSchedule` (k frames
+                per pass) instead of whole windows, from the whole clip's features (to measure
+                the live schedule alone; streams of live speech use it by default).
             overrides: fields of ``SamplingConfig`` to change, e.g. ``nfe=5, seed=0,
                 emotion="happy"``: a_cfg / e_cfg (guidance scales gamma_a, gamma_e of Eq. 13;
                 both 1 means one conditional evaluation per step), nfe (evaluations per window;
@@ -413,7 +416,7 @@ class FloatPipeline:
         """
         with torch.no_grad():
             return torch.cat(list(self.iter_motion(prepared, sampling, noise=noise, progress=progress,
-                                                   **overrides)), dim=0)
+                                                   chunk=chunk, **overrides)), dim=0)
 
     # ------------------------------------------------------------------ directions
     def describe_directions(self, source: SourceImage | Prepared, *, landmarks: np.ndarray | None = None,

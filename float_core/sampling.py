@@ -9,12 +9,14 @@ Two layers, each usable alone:
 2. The windowed sampler (paper Sec. 4.2, "L' + L"): :func:`iter_motion_windows` generates the
    clip L frames at a time, each window conditioned on the last L' latents and audio features of
    the previous one, and yields every window as soon as it is solved (streaming);
-   :func:`sample_motion` concatenates them.
+   :func:`sample_motion` concatenates them. A :class:`ChunkSchedule` instead commits k frames
+   per pass (live streams: a frame waits for k frames of audio, not L). Every pass is one
+   :meth:`WindowSampler.step`.
 
 **NFE** (number of function evaluations) here means vector-field evaluations per window; each
 evaluation is one batched FMT pass over the guidance branches (Eq. 13). The authors' script
 builds its grid as ``linspace(0, 1, nfe)``, i.e. ``nfe - 1`` Euler steps, so its ``nfe = n``
-equals our ``solver="euler", nfe=n - 1`` (ARCHITECTURE.md, "Sampling"); the paper's "NFE = 10"
+equals our ``solver="euler", nfe=n - 1``; the paper's "NFE = 10"
 results therefore use 9 evaluations.
 """
 
@@ -33,7 +35,9 @@ from .precision import autocast
 from .transfer import to_device
 
 __all__ = [
+    "PADDINGS",
     "SOLVERS",
+    "ChunkSchedule",
     "OdeSolver",
     "VectorField",
     "WindowInputs",
@@ -136,18 +140,91 @@ def num_windows(num_frames_total: int, window: int) -> int:
     return -(-num_frames_total // window)
 
 
+#: What conditions the padding positions of a shortened live pass (:class:`ChunkSchedule`).
+PADDINGS: tuple[str, ...] = ("repeat", "null")
+
+
 @dataclass(frozen=True)
-class WindowInputs:
-    """Everything one window's ODE starts from (handed to ``on_window`` for inspection).
+class ChunkSchedule:
+    """The live schedule: one FMT pass per ``frames`` new frames (paper Sec. 4.2's window, cut short).
+
+    A pass covers ``[L' context | k new frames | look-ahead | padding]``. The L' context
+    positions are the last L' committed latents and their audio features, exactly as window
+    k+1 is conditioned on window k offline. The k new frames and the ``lookahead`` frames
+    after them carry the audio features that have arrived; ``length - k - lookahead``
+    positions of padding follow. Only the k new frames are committed (they become the next
+    pass's context); the look-ahead frames are solved again, with their own look-ahead, by the
+    next pass. The FMT's band attention (T = 2 frames per layer) and its fixed sinusoid
+    positions make this possible without retraining: a frame sees ``depth * T`` frames on each
+    side at most, and a short pass uses the first positions of the same table.
 
     Attributes:
-        index: window number k (0-based).
-        x0: starting noise ``(B, L, d)``.
-        audio: the window's audio slice ``(B, L, d_a)``; the last window's is right-padded by
+        frames: k, frames committed per pass (1 .. L).
+        lookahead: frames of known audio after the k new ones (conditioning only).
+        length: frames per pass after the context, ``k + lookahead`` .. L; None: ``k +
+            lookahead`` clipped to L (the shortest pass, no padding inside the stream).
+        padding: the audio condition of padding positions (and of frames past the end of the
+            speech): ``"repeat"`` the last known feature, as offline pads its last window, or
+            ``"null"``, w_a = 0 (the dropped audio condition of Eq. 13).
+    """
+
+    frames: int
+    lookahead: int = 0
+    length: int | None = None
+    padding: str = "repeat"
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "lookahead"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "frames" else 0):
+                raise ValueError(f"{name}: must be a whole number >= {1 if name == 'frames' else 0}, got {value!r}")
+        if self.length is not None and (isinstance(self.length, bool) or not isinstance(self.length, int)
+                                        or self.length < self.frames):
+            raise ValueError(f"length: must be None or a whole number >= frames ({self.frames}), got {self.length!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding: must be one of {PADDINGS}, got {self.padding!r}")
+
+    @classmethod
+    def whole_windows(cls, window: int) -> "ChunkSchedule":
+        """The offline schedule: L frames committed per pass of L (no look-ahead inside the pass)."""
+        return cls(frames=window, lookahead=0, length=window)
+
+    def check(self, window: int) -> None:
+        """Raise ValueError unless k fits the FMT's window L."""
+        if self.frames > window:
+            raise ValueError(f"chunk frames ({self.frames}) must not exceed the FMT's window L = {window}")
+
+    def pass_length(self, window: int) -> int:
+        """Frames per pass after the context: ``length`` (or k + lookahead), at most L."""
+        return min(window, self.frames + self.lookahead if self.length is None else self.length)
+
+    def pass_audio(self, known: Tensor, window: int) -> Tensor:
+        """The pass's audio condition ``(B, n, d_a)`` from the known features ``(B, m, d_a)``
+        of its first frames (the k new frames and the look-ahead that has arrived)."""
+        n = self.pass_length(window)
+        batch, m, dim = known.shape
+        if m >= n:
+            return known[:, :n]
+        if self.padding == "repeat":
+            fill = known[:, -1:].expand(batch, n - m, dim)
+        else:
+            fill = known.new_zeros(batch, n - m, dim)
+        return torch.cat([known, fill], dim=1)
+
+
+@dataclass(frozen=True)
+class WindowInputs:
+    """Everything one pass's ODE starts from (handed to ``on_window`` for inspection).
+
+    Attributes:
+        index: pass number (0-based; the window number offline).
+        x0: starting noise ``(B, n, d)`` (n = L offline).
+        audio: the pass's audio condition ``(B, n, d_a)``; the last window's is right-padded by
             replicating its last real frame.
-        prev_x: last L' generated latents of window k-1 ``(B, L', d)`` (zeros for k = 0).
-        prev_wa: last L' frames of window k-1's padded audio slice ``(B, L', d_a)`` (zeros for k = 0).
-        num_real: how many of the L frames are real (the rest is padding, not yielded).
+        prev_x: last L' committed latents ``(B, L', d)`` (zeros for the first pass).
+        prev_wa: their audio features ``(B, L', d_a)`` (zeros for the first pass).
+        num_real: how many of the n frames are real (the rest is padding, not yielded).
+        first_frame: the frame number of the pass's first frame.
     """
 
     index: int
@@ -156,6 +233,7 @@ class WindowInputs:
     prev_x: Tensor
     prev_wa: Tensor
     num_real: int
+    first_frame: int = 0
 
 
 def _check_tensor(name: str, value: Tensor, shape: tuple[int | None, ...], meaning: str) -> None:
@@ -187,13 +265,14 @@ def iter_motion_windows(
     on_window: Callable[[WindowInputs], None] | None = None,
     dtype: torch.dtype = torch.float32,
     cuda_graphs: bool = False,
+    chunk: ChunkSchedule | None = None,
 ) -> Iterator[Tensor]:
     """Generate motion latents window by window, yielding each window when it is solved.
 
     Window k solves the flow ODE (paper Eq. 2) from noise ``x0`` over flow time 0 -> 1 with the
     guided vector field of Eq. 13 (``fmt.guided_velocity``), conditioned on audio frames
     ``[kL, (k+1)L)``, the source motion, the emotion, and the previous window's last L' latents and
-    audio features (zeros for window 0; ARCHITECTURE.md, "Windows").
+    audio features (zeros for window 0).
 
     Args:
         fmt: a :class:`~float_core.models.fmt.FlowMatchingTransformer` (eval mode, on the inputs' device).
@@ -212,9 +291,14 @@ def iter_motion_windows(
             vector-field evaluation of the whole clip.
         on_window: called with the :class:`WindowInputs` of every window before it is solved.
         dtype, cuda_graphs: compute dtype of the FMT and CUDA-graph replay (see :class:`WindowSampler`).
+        chunk: sample with a live :class:`ChunkSchedule` instead of whole windows (the whole
+            clip's features stand in for the live ones: for measuring the schedule alone).
+            Frame f gets the same starting noise as offline, so the two differ only by the
+            schedule; ``noise`` then covers every frame a pass reaches.
 
     Yields:
-        ``(B, n_k, d)`` motion latents of window k: its ``n_k`` real frames (``L``, fewer in the last).
+        ``(B, n_k, d)`` motion latents of window k: its ``n_k`` real frames (``L``, fewer in the
+        last); with ``chunk``, the k committed frames of every pass.
     """
     # ---- validation (all before the first window, so errors surface on the first next()).
     SamplingConfig(a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed)
@@ -236,12 +320,23 @@ def iter_motion_windows(
     else:
         _check_tensor("emotion", emotion, (batch, d_e), f"(B={batch}, {d_e}) or (B, num_windows, {d_e})")
         per_window = (emotion,) * windows
+    starts = range(0, total, L if chunk is None else chunk.frames)
+    if chunk is not None:
+        chunk.check(L)
+    noise_windows = windows if chunk is None else num_windows(starts[-1] + chunk.pass_length(L), L)
     if noise is not None:
-        _check_tensor("noise", noise, (windows, batch, L, d), f"(num_windows={windows}, B={batch}, L={L}, d={d})")
+        _check_tensor("noise", noise, (noise_windows, batch, L, d),
+                      f"(num_windows={noise_windows}, B={batch}, L={L}, d={d})")
     sampler = WindowSampler(fmt, source_motion, a_cfg=a_cfg, e_cfg=e_cfg, nfe=nfe, solver=solver, seed=seed,
                             noise=noise, progress=progress, on_window=on_window,
-                            evals_total=windows * steps * integrate.evals_per_step, dtype=dtype,
+                            evals_total=len(starts) * steps * integrate.evals_per_step, dtype=dtype,
                             cuda_graphs=cuda_graphs)
+    if chunk is not None:
+        for first in starts:
+            known = audio_features[:, first:first + chunk.frames + chunk.lookahead]
+            real = min(chunk.frames, total - first)
+            yield sampler.step(chunk.pass_audio(known, L), per_window[first // L], num_real=real, commit=real)
+        return
 
     # ---- audio: pad once to whole windows by repeating the last frame; slices are then views.
     padded = torch.cat([audio_features, audio_features[:, -1:].expand(batch, windows * L - total, d_a)], dim=1)
@@ -250,19 +345,27 @@ def iter_motion_windows(
 
 
 class WindowSampler:
-    """The per-window step of the "L' + L" sampler (paper Sec. 4.2), with the carried context.
+    """One FMT pass of the "L' + L" sampler (paper Sec. 4.2) at a time, with the carried context.
 
-    The one code path of windowed sampling: :func:`iter_motion_windows` (offline, the whole
-    clip's features known) and the live loop of :mod:`float_core.streaming` (features computed
-    as the speech arrives) both call :meth:`step` once per window, in order. The sampler keeps
-    what window k+1 needs from window k: the last L' latents and audio features, the noise
-    generator, and the evaluation count for progress.
+    The one code path of sampling: :func:`iter_motion_windows` (offline, whole windows or a
+    :class:`ChunkSchedule`) and the live loop of :mod:`float_core.streaming` (features
+    computed as the speech arrives, in chunks) both call :meth:`step` once per pass, in frame
+    order. The sampler keeps what the next pass needs: the last L' committed latents and audio
+    features, the noise of every frame, and the evaluation count for progress. A live sampler
+    built with ``keep_history`` can also :meth:`rewind` to an earlier frame (an interrupted
+    avatar drops frames generated ahead of the one shown).
+
+    Noise is a property of the frame, not of the pass: frames ``[wL, (w+1)L)`` take block w,
+    drawn as ``(B, L, d)`` in order from the seeded generator (or ``noise[w]``), so a whole
+    window's pass draws exactly the offline noise, and a chunked pass over frames f .. f+n
+    reuses the same per-frame noise (the look-ahead frames start from the noise they will be
+    committed with).
 
     Args:
         fmt: a :class:`~float_core.models.fmt.FlowMatchingTransformer` (eval mode).
         source_motion: w_{r->S} ``(B, d)``; fixes batch, device and dtype.
         a_cfg, e_cfg, nfe, solver, seed, progress, on_window: as in :func:`iter_motion_windows`.
-        noise: explicit starting noise ``(W, B, L, d)`` for the first W windows; overrides ``seed``.
+        noise: explicit starting noise ``(W, B, L, d)`` for the frames of the first W windows; overrides ``seed``.
         evals_total: the ``total`` reported to ``progress`` (0 = unknown, e.g. a live stream).
         dtype: compute dtype of the FMT's matmuls (:class:`float_core.precision.Precision`
             ``.fmt``): low precision runs each vector-field evaluation under autocast; the ODE
@@ -270,6 +373,8 @@ class WindowSampler:
         cuda_graphs: replay the guided vector field from a CUDA graph captured at the first
             evaluation (:mod:`float_core.cuda_graphs`); ``capture`` replaces CUDA's capture
             (default :func:`~float_core.cuda_graphs.capture_cuda_graph`; tests pass their own).
+        keep_history: keep the committed latents and features (and the noise) back to the last
+            :meth:`forget_before`, so :meth:`rewind` can restore the context of any of those frames.
     """
 
     def __init__(self, fmt: torch.nn.Module, source_motion: Tensor, *, a_cfg: float = 2.0, e_cfg: float = 1.0,
@@ -277,10 +382,11 @@ class WindowSampler:
                  progress: Callable[[str, int, int], None] | None = None,
                  on_window: Callable[[WindowInputs], None] | None = None, evals_total: int = 0,
                  dtype: torch.dtype = torch.float32, cuda_graphs: bool = False,
-                 capture: Capture | None = None) -> None:
+                 capture: Capture | None = None, keep_history: bool = False) -> None:
         self.fmt = fmt
         self.dtype, self.cuda_graphs = dtype, cuda_graphs
-        #: the guided field of (t, x, audio, source_motion, emotion, prev_x, prev_wa)
+        #: the guided field of (t, x, audio, source_motion, emotion, prev_x, prev_wa) (every
+        #: pass of one schedule has the same shapes, so one CUDA graph serves them all)
         self.velocity = (GraphedFunction(self._guided_velocity, capture or capture_cuda_graph) if cuda_graphs
                          else self._guided_velocity)
         self.source_motion = source_motion
@@ -299,63 +405,141 @@ class WindowSampler:
                 self.generator.manual_seed(int(seed))
         batch, device, dtype = source_motion.shape[0], source_motion.device, source_motion.dtype
         self.window, Lp = fmt.num_frames, fmt.num_prev_frames
-        #: Window number of the next :meth:`step` (0-based).
+        #: Pass number of the next :meth:`step` (0-based; the window number offline).
         self.index = 0
+        #: Frames committed so far (the frame number of the next pass's first frame).
+        self.frame = 0
         self.prev_x = torch.zeros(batch, Lp, fmt.dim_w, device=device, dtype=dtype)
         self.prev_wa = torch.zeros(batch, Lp, fmt.dim_a, device=device, dtype=dtype)
+        self._blocks: dict[int, Tensor] = {}  # noise block w -> (B, L, d) on the device
+        self._drawn = 0  # noise blocks drawn from the generator so far
+        self.keep_history = keep_history
+        # History: committed latents / features of frames [_hist_from, frame), starting with the
+        # L' zero frames "before" frame 0 that the first pass sees as its context.
+        self._hist_from = -Lp
+        self._hist_x, self._hist_wa = self.prev_x, self.prev_wa
+        self._forgotten = 0  # rewinds before this frame are impossible
 
     def _guided_velocity(self, t: Tensor, x: Tensor, audio: Tensor, source_motion: Tensor, emotion: Tensor,
                          prev_x: Tensor, prev_wa: Tensor) -> Tensor:
-        """Eq. 13's guided field in the sampler's compute dtype, as float32 ``(B, L' + L, d)``."""
+        """Eq. 13's guided field in the sampler's compute dtype, as float32 ``(B, L' + n, d)``."""
         with autocast(x.device, self.dtype, cache=not self.cuda_graphs):
             v = self.fmt.guided_velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa, self.a_cfg, self.e_cfg)
         return v.to(x.dtype)
 
-    def _next_noise(self) -> Tensor:
-        batch, device, dtype = self.source_motion.shape[0], self.source_motion.device, self.source_motion.dtype
-        if self.noise is not None:
-            if self.index >= self.noise.shape[0]:
-                raise ValueError(f"noise: holds {self.noise.shape[0]} windows, window {self.index} needs one more")
-            return to_device(self.noise[self.index], device, dtype)
-        # Drawn on the host (same noise on every device for a seed), copied without stalling.
-        x0 = torch.randn(batch, self.window, self.fmt.dim_w, generator=self.generator)
-        return to_device(x0, device, dtype)
+    def _block(self, w: int) -> Tensor:
+        """Noise block w: the starting noise ``(B, L, d)`` of frames ``[wL, (w+1)L)``."""
+        if w not in self._blocks:
+            batch, device, dtype = self.source_motion.shape[0], self.source_motion.device, self.source_motion.dtype
+            if self.noise is not None:
+                if w >= self.noise.shape[0]:
+                    raise ValueError(f"noise: holds {self.noise.shape[0]} windows, window {w} needs one more")
+                self._blocks[w] = to_device(self.noise[w], device, dtype)
+            else:
+                # Drawn on the host in order (same noise on every device for a seed), copied
+                # without stalling; blocks are drawn once and kept until forgotten.
+                while self._drawn <= w:
+                    x0 = torch.randn(batch, self.window, self.fmt.dim_w, generator=self.generator)
+                    if self._drawn * self.window + self.window > self._forgotten:
+                        self._blocks[self._drawn] = to_device(x0, device, dtype)
+                    self._drawn += 1
+        return self._blocks[w]
 
-    def step(self, audio: Tensor, emotion: Tensor, num_real: int | None = None) -> Tensor:
-        """Solve the next window and return its ``(B, num_real, d)`` motion latents.
+    def _noise(self, first: int, n: int) -> Tensor:
+        """Starting noise ``(B, n, d)`` of frames ``[first, first + n)``."""
+        L = self.window
+        w0, w1 = first // L, (first + n - 1) // L
+        if w0 == w1:
+            block = self._block(w0)
+            return block if n == L else block[:, first - w0 * L:first - w0 * L + n]
+        parts = [self._block(w) for w in range(w0, w1 + 1)]
+        return torch.cat(parts, dim=1)[:, first - w0 * L:first - w0 * L + n]
+
+    def step(self, audio: Tensor, emotion: Tensor, num_real: int | None = None, *,
+             commit: int | None = None) -> Tensor:
+        """Solve the next pass and return its ``(B, num_real, d)`` motion latents.
 
         Args:
-            audio: the window's audio features ``(B, L, d_a)`` (pad a short last window, e.g. by
-                repeating its last frame; zeroed frames are the null audio condition of Eq. 13).
-            emotion: w_e ``(B, 7)`` for this window.
-            num_real: how many of the L frames to return (default L).
+            audio: the pass's audio features ``(B, n, d_a)``, ``1 <= n <= L`` (a whole window
+                is n = L; pad a short last window, e.g. by repeating its last frame; zeroed
+                frames are the null audio condition of Eq. 13).
+            emotion: w_e ``(B, 7)`` for this pass.
+            num_real: how many of the n frames to return (default n).
+            commit: how many of the n frames become the committed motion: the next pass starts
+                after them, with their last L' latents and features as its context (default n).
         """
         L, Lp, fmt = self.window, self.fmt.num_prev_frames, self.fmt
         batch = self.source_motion.shape[0]
-        if tuple(audio.shape) != (batch, L, fmt.dim_a):
-            raise ValueError(f"audio must have shape (B={batch}, L={L}, {fmt.dim_a}), got {tuple(audio.shape)}")
+        n = audio.shape[1] if audio.dim() == 3 else 0
+        if audio.dim() != 3 or audio.shape[0] != batch or audio.shape[2] != fmt.dim_a or not 1 <= n <= L:
+            raise ValueError(f"audio must have shape (B={batch}, n, {fmt.dim_a}) with 1 <= n <= L={L}, "
+                             f"got {tuple(audio.shape)}")
         if tuple(emotion.shape) != (batch, fmt.dim_e):
             raise ValueError(f"emotion must have shape (B={batch}, {fmt.dim_e}), got {tuple(emotion.shape)}")
-        num_real = L if num_real is None else num_real
-        if not 1 <= num_real <= L:
-            raise ValueError(f"num_real must be in 1..{L}, got {num_real}")
-        x0 = self._next_noise()
+        num_real = n if num_real is None else num_real
+        commit = n if commit is None else commit
+        if not 1 <= num_real <= n:
+            raise ValueError(f"num_real must be in 1..{n}, got {num_real}")
+        if not 1 <= commit <= n:
+            raise ValueError(f"commit must be in 1..{n}, got {commit}")
+        x0 = self._noise(self.frame, n)
         prev_x, prev_wa, source_motion = self.prev_x, self.prev_wa, self.source_motion
         if self.on_window is not None:
-            self.on_window(WindowInputs(self.index, x0, audio, prev_x, prev_wa, num_real))
+            self.on_window(WindowInputs(self.index, x0, audio, prev_x, prev_wa, num_real, self.frame))
 
         def field(t: Tensor, x: Tensor) -> Tensor:
             v = self.velocity(t, x, audio, source_motion, emotion, prev_x, prev_wa)
             self.evals_done += 1
             if self.progress is not None:
                 self.progress("sampling", self.evals_done, self.evals_total)
-            return v[:, Lp:]  # the velocity of the current window (outputs 0..L'-1 are context)
+            return v[:, Lp:]  # the velocity of the pass's own frames (outputs 0..L'-1 are context)
 
         with torch.no_grad():
             x1 = self.integrate(field, x0, self.times)
-        self.prev_x, self.prev_wa = x1[:, L - Lp :], audio[:, L - Lp :]
+        self._commit(x1[:, :commit], audio[:, :commit])
         self.index += 1
         return x1[:, :num_real]
+
+    def _commit(self, x: Tensor, wa: Tensor) -> None:
+        """Append committed frames: they become (the end of) the next pass's L' context."""
+        Lp, c = self.fmt.num_prev_frames, x.shape[1]
+        if c >= Lp:
+            self.prev_x, self.prev_wa = x[:, c - Lp:], wa[:, c - Lp:]
+        else:
+            self.prev_x = torch.cat([self.prev_x[:, c:], x], dim=1)
+            self.prev_wa = torch.cat([self.prev_wa[:, c:], wa], dim=1)
+        self.frame += c
+        if self.keep_history:
+            self._hist_x = torch.cat([self._hist_x, x], dim=1)
+            self._hist_wa = torch.cat([self._hist_wa, wa], dim=1)
+        else:
+            self.forget_before(self.frame)
+
+    def forget_before(self, frame: int) -> None:
+        """Rewinds to frames before ``frame`` will not be asked for: drop their history and noise."""
+        frame = min(frame, self.frame)
+        if frame <= self._forgotten:
+            return
+        self._forgotten = frame
+        for w in [w for w in self._blocks if (w + 1) * self.window <= frame]:
+            del self._blocks[w]
+        keep_from = frame - self.fmt.num_prev_frames
+        if self.keep_history and keep_from > self._hist_from:
+            self._hist_x = self._hist_x[:, keep_from - self._hist_from:]
+            self._hist_wa = self._hist_wa[:, keep_from - self._hist_from:]
+            self._hist_from = keep_from
+
+    def rewind(self, frame: int) -> None:
+        """Drop the committed frames from ``frame`` on; the next pass starts at ``frame`` with the
+        context of the L' committed frames before it (needs ``keep_history``)."""
+        if not self.keep_history:
+            raise ValueError("rewind needs a WindowSampler built with keep_history=True")
+        if not self._forgotten <= frame <= self.frame:
+            raise ValueError(f"rewind: frame {frame} is outside the kept history [{self._forgotten}, {self.frame}]")
+        Lp, keep = self.fmt.num_prev_frames, frame - self._hist_from
+        self._hist_x, self._hist_wa = self._hist_x[:, :keep], self._hist_wa[:, :keep]
+        self.prev_x, self.prev_wa = self._hist_x[:, keep - Lp:], self._hist_wa[:, keep - Lp:]
+        self.frame = frame
 
 
 def sample_motion(

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from .cli_options import add_model_arguments, add_sampling_arguments
+from .config import StreamOptions
 
 #: Bytes read from stdin at most per chunk (20 ms of s16le at 16 kHz; less is taken as it comes).
 STDIN_BLOCK = 640
@@ -51,13 +52,18 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("streaming")
     s.add_argument("--no-idle", dest="idle", action="store_false",
                    help="no silence mode: every frame is driven by its audio, nothing is inserted on stalls")
-    s.add_argument("--lookahead", type=float, default=0.4,
-                   help="live input: seconds of audio after a window its features see (adds latency; default 0.4)")
-    s.add_argument("--context", type=float, default=4.0,
-                   help="live input: seconds of left context of the features (default 4)")
-    s.add_argument("--stall-timeout", type=float, default=1.0,
-                   help="live input: seconds the input may lag the clock before idle frames are inserted "
-                        "(default 1; 0 = never insert)")
+    live = StreamOptions()  # the live defaults, one home
+    s.add_argument("--chunk-frames", type=int, default=live.chunk_frames,
+                   help=f"live input: frames committed per sampling pass (latency: a frame waits for its chunk "
+                        f"and the look-ahead; default {live.chunk_frames}; 0 = whole windows)")
+    s.add_argument("--lookahead", type=float, default=live.lookahead_seconds,
+                   help=f"live input: seconds of audio after a chunk its features and pass see (adds latency; "
+                        f"default {live.lookahead_seconds:g})")
+    s.add_argument("--context", type=float, default=live.context_seconds,
+                   help=f"live input: seconds of left context of the features (default {live.context_seconds:g})")
+    s.add_argument("--stall-timeout", type=float, default=live.stall_timeout,
+                   help=f"live input: seconds the input may lag the clock before idle frames are inserted "
+                        f"(default {live.stall_timeout:g}; 0 = never insert)")
     m = p.add_argument_group("model")
     add_model_arguments(m)
     p.set_defaults(func=run)
@@ -128,6 +134,7 @@ def _stream(args: argparse.Namespace, pipe: Any, source: Any, audio: Any, out: P
     chunks = pipe.stream(source, audio, a_cfg=args.a_cfg, e_cfg=args.e_cfg, nfe=args.nfe, solver=args.solver,
                          emotion=args.emotion, seed=args.seed, idle=args.idle, batch_size=args.batch_size,
                          lookahead_seconds=args.lookahead, context_seconds=args.context,
+                         chunk_frames=args.chunk_frames or None,
                          stall_timeout=args.stall_timeout or None)
     try:
         for chunk in chunks:

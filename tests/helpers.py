@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TypeVar
 
 import numpy as np
 import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+_T = TypeVar("_T")
 
 
 class Fixture:
@@ -68,3 +71,30 @@ def one_thread_module():
     at the same load on the 2 cores."""
     with one_torch_thread():
         yield
+
+
+def consume(items: Iterator[_T], timeout: float = 60.0, limit: int | None = None, close: bool = False) -> list[_T]:
+    """The items of ``items`` (at most ``limit``), read on a helper thread: a hang fails the test
+    after ``timeout`` seconds instead of stalling the suite. ``close``: close the iterator once
+    ``limit`` items are read. An error raised by the iterator is re-raised here."""
+    out: list[_T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for item in items:
+                out.append(item)
+                if limit is not None and len(out) >= limit:
+                    if close:
+                        items.close()  # type: ignore[attr-defined]
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised below on the test's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"only {len(out)} items within {timeout} s"
+    if error:
+        raise error[0]
+    return out

@@ -62,9 +62,30 @@ def test_forward_accepts_emotion_without_frame_axis():
 def test_forward_rejects_wrong_sequence_length():
     f = Fixture("fmt_tiny_forward")
     inputs = {n: f.input(n) for n in FORWARD_INPUTS}
-    inputs["x"] = inputs["x"][:, :4]
+    inputs["x"] = inputs["x"][:, :4]  # 4 latents, 5 audio frames
     with pytest.raises(ValueError, match="L' \\+ L = 7"):
         tiny_fmt(f)(**inputs)
+    inputs["x"] = torch.cat([f.input("x")] * 2, dim=1)  # longer than L
+    inputs["wa"] = torch.cat([f.input("wa")] * 2, dim=1)
+    with pytest.raises(ValueError, match="L' \\+ L = 7"):
+        tiny_fmt(f)(**inputs)
+
+
+@torch.no_grad()
+def test_a_shorter_pass_equals_the_full_pass_where_the_band_cannot_see_the_difference():
+    """Frames i of a pass over the first n positions equal those of the full pass wherever the
+    band (T = 2 per layer, depth 2: 4 frames) does not reach the cut (up to float rounding of
+    differently shaped matmuls)."""
+    f = Fixture("fmt_tiny_forward")
+    fmt = tiny_fmt(f)
+    inputs = {n: f.input(n) for n in FORWARD_INPUTS}
+    full = fmt(**inputs)
+    for n in (1, 3, 5):
+        short = fmt(**{**inputs, "x": inputs["x"][:, :n], "wa": inputs["wa"][:, :n]})
+        assert short.shape == (full.shape[0], 2 + n, full.shape[2])
+        reach = 2 * len(fmt.blocks)  # T frames per layer
+        same = max(0, 2 + n - reach)
+        torch.testing.assert_close(short[:, :same], full[:, :same], rtol=0, atol=1e-6)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from helpers import Fixture, assert_close
 from test_fmt import tiny_fmt
 
 from float_core.sampling import (
-    SOLVERS, WindowInputs, euler, iter_motion_windows, midpoint, num_steps, num_windows, rk4, sample_motion,
+    SOLVERS, ChunkSchedule, WindowInputs, WindowSampler, euler, iter_motion_windows, midpoint, num_steps, num_windows, rk4, sample_motion,
     time_grid,
 )
 
@@ -195,3 +195,66 @@ def test_per_window_emotion_equals_each_window_sampled_with_its_own_emotion():
     assert torch.equal(mixed[0], plain[0]) and not torch.allclose(mixed[1], plain[1])
     with pytest.raises(ValueError, match="num_windows"):
         next(iter_motion_windows(fmt, wa, wr, per_window[:, :1].expand(1, windows + 1, -1), **scales, nfe=2))
+
+
+# --------------------------------------------------------------------------- live chunks
+def test_whole_window_chunks_equal_the_offline_windows():
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    offline = sample_motion(*args, **scales, nfe=3, seed=4)
+    chunked = sample_motion(*args, **scales, nfe=3, seed=4, chunk=ChunkSchedule.whole_windows(5))
+    assert torch.equal(offline, chunked)
+
+
+def test_chunks_commit_k_frames_with_the_offline_noise_of_each_frame():
+    f, args, scales = _reference_run("float_sample_tiny_s2e")  # T = 12, L = 5, L' = 2
+    seen: list[WindowInputs] = []
+    chunk = ChunkSchedule(frames=2, lookahead=1)
+    windows = list(iter_motion_windows(*args, **scales, nfe=2, seed=7, chunk=chunk, on_window=seen.append))
+    assert [w.shape[1] for w in windows] == [2] * 6
+    assert [w.first_frame for w in seen] == [0, 2, 4, 6, 8, 10]
+    generator = torch.Generator().manual_seed(7)
+    per_frame = torch.cat([torch.randn(1, 5, 16, generator=generator) for _ in range(3)], dim=1)
+    for w in seen:  # passes of k + look-ahead = 3 frames, across noise blocks where they must
+        assert torch.equal(w.x0, per_frame[:, w.first_frame:w.first_frame + 3])
+    wa = args[1]
+    # The context of pass i is the last L' committed latents and their features.
+    assert torch.equal(seen[3].prev_wa, wa[:, 4:6]) and torch.equal(seen[3].prev_x, torch.cat(windows, 1)[:, 4:6])
+    # The last pass has only frames 10, 11 of audio: it repeats the last feature.
+    assert torch.equal(seen[5].audio, torch.cat([wa[:, 10:12], wa[:, 11:12]], dim=1))
+    null = ChunkSchedule(frames=2, lookahead=1, length=5, padding="null")
+    seen.clear()
+    list(iter_motion_windows(*args, **scales, nfe=1, seed=7, chunk=null, on_window=seen.append))
+    assert seen[0].audio.shape[1] == 5 and not seen[0].audio[:, 3:].any()
+    assert torch.equal(seen[0].audio[:, :3], wa[:, :3])
+
+
+def test_rewind_restores_the_context_and_noise_of_a_frame():
+    f, (fmt, wa, wr, we), scales = _reference_run("float_sample_tiny_s2e")
+    chunk = ChunkSchedule(frames=2, lookahead=1)
+
+    def run(sampler: WindowSampler, first: int, count: int) -> list[torch.Tensor]:
+        return [sampler.step(chunk.pass_audio(wa[:, f:f + 3], 5), we, commit=2)[:, :2]
+                for f in range(first, first + 2 * count, 2)]
+
+    straight = run(WindowSampler(fmt, wr, **scales, nfe=2, seed=3), 0, 5)
+    sampler = WindowSampler(fmt, wr, **scales, nfe=2, seed=3, keep_history=True)
+    run(sampler, 0, 4)  # frames 0..7 committed
+    sampler.forget_before(3)
+    sampler.rewind(4)  # drop frames 4..7: the next pass starts at frame 4 with frames 2, 3 as context
+    again = run(sampler, 4, 3)
+    assert all(torch.equal(a, b) for a, b in zip(again, straight[2:]))
+    with pytest.raises(ValueError, match="outside the kept history"):
+        sampler.rewind(2)  # forgotten
+    with pytest.raises(ValueError, match="keep_history"):
+        WindowSampler(fmt, wr, nfe=1, seed=0).rewind(0)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(frames=0), "frames"), (dict(frames=2, lookahead=-1), "lookahead"),
+                                           (dict(frames=3, length=2), "length"),
+                                           (dict(frames=2, padding="zeros"), "padding")])
+def test_chunk_schedule_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ChunkSchedule(**kwargs)
+    f, args, scales = _reference_run("float_sample_tiny_s2e")
+    with pytest.raises(ValueError, match="exceed"):
+        next(iter_motion_windows(*args, **scales, nfe=1, seed=0, chunk=ChunkSchedule(frames=6)))

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from helpers import consume
 
 from float_core.media.audio import load_audio
 from float_core.pipeline import FloatPipeline
@@ -41,27 +42,8 @@ def speech() -> np.ndarray:
 
 
 def collect(chunks: Iterator[StreamChunk], timeout: float = 60.0, limit: int | None = None) -> list[StreamChunk]:
-    """Consume a stream on a helper thread; fail (not hang) after ``timeout`` seconds."""
-    out: list[StreamChunk] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            for chunk in chunks:
-                out.append(chunk)
-                if limit is not None and len(out) >= limit:
-                    chunks.close()  # type: ignore[attr-defined]
-                    return
-        except BaseException as exc:  # noqa: BLE001 - re-raised below on the test's thread
-            error.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"the stream did not finish within {timeout} s"
-    if error:
-        raise error[0]
-    return out
+    """Consume a stream on a helper thread (closing it after ``limit`` chunks); fail, not hang."""
+    return consume(chunks, timeout, limit, close=True)
 
 
 def pieces(wave: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -79,7 +61,8 @@ def stream_threads() -> list[threading.Thread]:
 
 # ---------------------------------------------------------------------------- exactness
 def test_file_stream_equals_offline_render(pipe: FloatPipeline, source) -> None:
-    chunks = collect(pipe.stream(source, str(SPEECH), idle=False, seed=5, nfe=3))
+    # chunk_frames is the live schedule: a path (or an array) keeps whole windows, exactly offline.
+    chunks = collect(pipe.stream(source, str(SPEECH), idle=False, seed=5, nfe=3, chunk_frames=4))
     prepared = pipe.prepare(str(PORTRAIT), str(SPEECH))
     expected = np.concatenate(list(pipe.render(prepared, pipe.sample_motion(prepared, seed=5, nfe=3))))
     got = frames_of(chunks)
@@ -98,11 +81,12 @@ def test_array_stream_equals_file_stream_and_seed_matters(pipe: FloatPipeline, s
 
 
 @pytest.mark.parametrize("samples", [RATE + 123, 2 * RATE, 9999])
-@pytest.mark.parametrize("live", [False, True])
-def test_frame_count_and_audio_preserved(pipe: FloatPipeline, source, speech, samples: int, live: bool) -> None:
+@pytest.mark.parametrize("live, chunk_frames", [(False, None), (True, None), (True, 3)])
+def test_frame_count_and_audio_preserved(pipe: FloatPipeline, source, speech, samples: int, live: bool,
+                                         chunk_frames: int | None) -> None:
     wave = speech[RATE // 2:RATE // 2 + samples]
     audio: Any = pieces(wave, 1000) if live else wave
-    chunks = collect(pipe.stream(source, audio, nfe=1, seed=0))
+    chunks = collect(pipe.stream(source, audio, nfe=1, seed=0, chunk_frames=chunk_frames))
     frames = math.ceil(samples * 25 / RATE)
     assert sum(c.num_frames for c in chunks) == frames
     assert [c.start_frame for c in chunks] == list(np.cumsum([0] + [c.num_frames for c in chunks[:-1]]))
@@ -115,9 +99,11 @@ def test_frame_count_and_audio_preserved(pipe: FloatPipeline, source, speech, sa
     assert not audio_out[samples:].any()  # the last chunk is zero-padded
 
 
-def test_live_chunking_invariance(pipe: FloatPipeline, source, speech) -> None:
+@pytest.mark.parametrize("chunk_frames", [None, 4])
+def test_live_chunking_invariance(pipe: FloatPipeline, source, speech, chunk_frames: int | None) -> None:
     wave = speech[:int(2.5 * RATE)]
-    options = dict(seed=2, nfe=2, lookahead_seconds=1.0, stall_timeout=None)
+    options = dict(seed=2, nfe=2, lookahead_seconds=1.0 if chunk_frames is None else 0.12, stall_timeout=None,
+                   chunk_frames=chunk_frames)
     one_second = collect(pipe.stream(source, pieces(wave, RATE), **options))
     ms37 = collect(pipe.stream(source, pieces(wave, 592), **options))
     np.testing.assert_array_equal(frames_of(one_second), frames_of(ms37))
@@ -131,7 +117,7 @@ def test_live_chunking_invariance(pipe: FloatPipeline, source, speech) -> None:
 def test_live_with_full_look_ahead_equals_the_file_path(pipe: FloatPipeline, source, speech) -> None:
     """Spans covering the whole clip make the live features the whole-clip ones, so the
     live loop (WindowSampler.step per window) and the offline one give the same frames."""
-    from float_core.streaming import live_audio_features
+    from float_core.streaming import live_audio_features, live_schedule
 
     wave = speech[:int(2.2 * RATE)]
     full = dict(context_seconds=60.0, lookahead_seconds=60.0)
@@ -143,6 +129,14 @@ def test_live_with_full_look_ahead_equals_the_file_path(pipe: FloatPipeline, sou
     live = collect(pipe.stream(source, pieces(wave, 592), **common, **full))
     offline = collect(pipe.stream(source, wave, **common))
     np.testing.assert_array_equal(frames_of(live), frames_of(offline))
+    # Chunks of 4 frames: the same as sampling the whole clip's features with that schedule
+    # (one code path: WindowSampler.step per pass, with the same noise per frame).
+    chunked = dict(common, batch_size=4, chunk_frames=4)
+    live = collect(pipe.stream(source, pieces(wave, 592), **chunked, **full))
+    prepared = pipe.prepare(str(PORTRAIT), wave)
+    schedule = live_schedule(pipe, StreamOptions(chunk_frames=4, **full))
+    motion = pipe.sample_motion(prepared, seed=3, nfe=2, emotion="neutral", chunk=schedule)
+    np.testing.assert_array_equal(frames_of(live), np.concatenate(list(pipe.render(prepared, motion, batch_size=4))))
     # A bounded span changes the features (by how much: benchmarks/streaming.py --features).
     bounded = live_audio_features(pipe, wave, context_seconds=0.4, lookahead_seconds=0.0)
     assert (bounded - pipe.prepare_audio(wave).audio_features).abs().max() > 1e-3
@@ -183,6 +177,21 @@ def test_speaking_flags_and_idle_frames(pipe: FloatPipeline, source, speech) -> 
         idle = frames_of(chunks)[:50].astype(np.int16)
         # Idle frames move (the null-audio prior: blinks, head motion), they are not a still.
         assert np.abs(np.diff(idle, axis=0)).mean() > 0.5
+
+
+def test_chunked_live_frames_respond_at_a_speech_onset(pipe: FloatPipeline, source, speech) -> None:
+    """Chunks of 4 frames: the frames right after a speech onset differ from the same stream with
+    the speech replaced by silence, and no frame before the onset's chunk does."""
+    lead = np.zeros(RATE, np.float32)  # 25 frames of silence, then speech
+    talk = speech[int(0.5 * RATE):int(2.0 * RATE)]
+    runs = []
+    for tail in (talk, np.zeros_like(talk)):
+        chunks = collect(pipe.stream(source, pieces(np.concatenate([lead, tail]), 640), seed=1, nfe=2,
+                                     emotion="neutral", chunk_frames=4, lookahead_seconds=0.12, batch_size=4))
+        runs.append(frames_of(chunks).astype(np.int16))
+    diff = np.abs(runs[0] - runs[1]).reshape(len(runs[0]), -1).mean(axis=1)
+    assert not diff[:24].any()  # the chunks before the onset's (frames 24-27) saw only silence
+    assert diff[25:30].max() > 1.0, f"no response within 0.2 s of the onset: {diff[24:32]}"
 
 
 def test_silence_uses_the_null_audio_condition(pipe: FloatPipeline, source, speech) -> None:

@@ -7,8 +7,8 @@ A DiT-style transformer over the ``L' + L`` frames of one window (``L'`` previou
 
 which drives frame-wise adaptive layer norm and gating (paper Eq. 9), and self-attention is
 restricted to a band of ``2 T + 1`` neighbouring frames. Tensor names, arithmetic and numerics
-follow shared/reference/ARCHITECTURE.md ("Flow matching transformer") so that the released
-``float.pth`` loads unchanged under the ``fmt.`` prefix.
+follow the released checkpoint, so that ``float.pth`` loads unchanged under the ``fmt.``
+prefix and the reference fixtures are reproduced.
 
 Shapes: B batch, L' = ``num_prev_frames``, L = ``num_frames``, N = L' + L, h = ``dim_h``,
 d = ``dim_w`` (motion latent), d_a = ``dim_a`` (audio feature), d_e = ``dim_e`` (7 emotions).
@@ -37,7 +37,7 @@ __all__ = [
     "timestep_embedding",
 ]
 
-#: Layer-norm epsilon of every normalisation in the FMT (ARCHITECTURE.md: "no affine, eps 1e-6").
+#: Layer-norm epsilon of every normalisation in the FMT (no affine, eps 1e-6, as released).
 _LN_EPS = 1e-6
 
 
@@ -46,7 +46,7 @@ def sinusoid_table(n: int, dim: int) -> Tensor:
     """Fixed sinusoid position table (Vaswani et al.), shape ``(n, dim)``, float32.
 
     Channel ``j`` of position ``p`` holds ``sin`` (even ``j``) or ``cos`` (odd ``j``) of the
-    angle ``p / 10000^(2 (j // 2) / dim)``. As in the reference (ARCHITECTURE.md, "Numerics"),
+    angle ``p / 10000^(2 (j // 2) / dim)``. As in the reference implementation,
     the angles are computed in float64, rounded to float32, and only then passed to sin/cos;
     computing them in float32 directly differs by up to ~1e-5 for the 60x1024 table.
     """
@@ -65,7 +65,7 @@ def alignment_mask(n: int, window: int) -> Tensor:
     """Band attention mask of the FMT, shape ``(n, n)``, bool, **True = attention blocked**.
 
     Frame ``i`` may attend frame ``j`` iff ``|i - j| <= window`` (paper Sec. 4.2: "a masked
-    self-attention layer that attends to 2 T neighboring frames"; ARCHITECTURE.md).
+    self-attention layer that attends to 2 T neighboring frames").
     """
     if n < 1 or window < 0:
         raise ValueError(f"alignment_mask needs n >= 1 and window >= 0, got n={n}, window={window}")
@@ -265,25 +265,33 @@ class FlowMatchingTransformer(nn.Module):
 
         Args:
             t: flow time in [0, 1], shape ``(B,)`` or ``(1,)`` (shared), unscaled.
-            x: noisy motion latents of the current window, ``(B, L, d)``.
-            wa: audio features of the current window, ``(B, L, d_a)``.
+            x: noisy motion latents of the current window, ``(B, n, d)`` with ``1 <= n <= L``
+                (``n < L``: a shorter pass over the first ``L' + n`` positions, for live chunks).
+            wa: audio features of the current window, ``(B, n, d_a)``.
             wr: source motion latent ``w_{r->S}``, ``(B, d)`` (shared by all frames).
             we: emotion probabilities, ``(B, d_e)`` or ``(B, 1, d_e)`` (shared by all frames).
             prev_x: the last L' generated latents of the previous window, ``(B, L', d)``.
             prev_wa: the last L' audio features of the previous window, ``(B, L', d_a)``.
 
         Returns:
-            ``(B, L' + L, d)``; the velocity of the current window is ``[:, L':]``.
+            ``(B, L' + n, d)``; the velocity of the current window is ``[:, L':]``.
         """
         x = torch.cat([prev_x, x], dim=1)
         wa = torch.cat([prev_wa, wa], dim=1)
         batch, n, _ = x.shape
-        if n != self.sequence_length:
-            raise ValueError(f"prev_x + x must have L' + L = {self.sequence_length} frames, got {n}")
+        if n > self.sequence_length or n <= prev_x.shape[1] or wa.shape[1] != n:
+            raise ValueError(f"prev_x + x must have L' + 1 .. L' + L = {self.sequence_length} frames and as many "
+                             f"audio frames as latents, got {n} latents and {wa.shape[1]} audio frames")
+        # A shorter pass (live chunks) uses the first n positions of the fixed sinusoid table and
+        # of the band mask: both are functions of the frame offsets only, so frame i of a short
+        # pass is computed exactly as frame i of a full one would be given the same neighbours.
+        pos_embed, blocked = self.pos_embed, self.alignment_mask
+        if n < self.sequence_length:
+            pos_embed, blocked = pos_embed[:, :n], blocked[:n, :n]
         if we.dim() == 2:
             we = we.unsqueeze(1)
         dtype = self.c_embedder.weight.dtype
-        # Per-frame condition: [w_{r->S}, w_a^l, w_e] (paper Sec. 4.2; ARCHITECTURE.md order).
+        # Per-frame condition: [w_{r->S}, w_a^l, w_e] (paper Sec. 4.2, in the released checkpoint's order).
         condition = torch.cat(
             [wr.unsqueeze(1).expand(batch, n, -1), wa, we.expand(batch, n, -1)], dim=-1
         ).to(dtype)
@@ -292,9 +300,9 @@ class FlowMatchingTransformer(nn.Module):
         # to bf16 cost 1.4 dB of frame PSNR for ~1.5 % of the FLOPs (measured, precision.py).
         with full_precision(x.device):
             c = self.c_embedder(condition) + self.t_embedder(t).unsqueeze(1)  # (B or 1 -> B, N, h)
-            h = self.x_embedder(x.to(dtype)) + self.pos_embed
+            h = self.x_embedder(x.to(dtype)) + pos_embed
         for block in self.blocks:
-            h = block(h, c, self.alignment_mask)
+            h = block(h, c, blocked)
         with full_precision(x.device):
             return self.decoder(h, c)
 
@@ -310,7 +318,7 @@ class FlowMatchingTransformer(nn.Module):
         a_cfg: float = 2.0,
         e_cfg: float = 1.0,
     ) -> Tensor:
-        """Incremental classifier-free vector field (paper Eq. 13; ARCHITECTURE.md "Sampling").
+        """Incremental classifier-free vector field (paper Eq. 13).
 
         ``v = v_u + a_cfg (v_a - v_u) + e_cfg (v_ae - v_a)`` with
         ``v_u`` = audio and emotion zeroed, ``v_ae`` = all conditions, ``v_a`` = emotion zeroed.
