@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import FPS, SAMPLES_PER_FRAME, SamplingConfig
+from .config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig
 from .inputs import SourceImage
 from .pipeline import frames_to_uint8
 from .streaming import Closing, LiveInput, StreamIterator, StreamOptions, live_schedule, stream
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from .pipeline import FloatPipeline
 
 __all__ = ["AVATAR_STALL_SECONDS", "AvatarFrame", "LiveAvatar"]
+
+#: A/V delays kept for :attr:`LiveAvatar.av_delays` (20 s of speech frames).
+_DELAYS_KEPT = 500
 
 #: A real-time avatar waits this long after the last pushed audio for more speech before it
 #: fills silence (idle frames): longer than a microphone's or a voice's packet period, short
@@ -116,6 +119,9 @@ class LiveAvatar(Closing):
         self._silence = np.zeros(SAMPLES_PER_FRAME, np.float32)
         self._clock: float | None = None
         self._latency = 0.0
+        self._delays: deque[float] = deque(maxlen=_DELAYS_KEPT)
+        #: frames :meth:`frames` repeated (real time: no new frame was ready on time)
+        self.repeated = 0
         self._pump = threading.Thread(target=self._run_pump, name=_THREAD_NAME, daemon=True)
         self._pump.start()
 
@@ -163,12 +169,16 @@ class LiveAvatar(Closing):
         if entry is None and self._closed:
             return None
         if entry is None:  # real time, nothing new on time: the last image again, silent
+            self.repeated += 1
             frame = AvatarFrame(self._last_image, self._silence, self._index, False, self._index / FPS)
         else:
             number, _epoch, image, audio, speaking = entry
             self._next_frame = number + 1
             self._input.mark_shown(self._next_frame)
             self._last_image = image
+            if speaking:  # A/V delay: the frame's last sample arrived -> the frame is shown
+                arrived = self._input.arrival_time(self._next_frame * SAMPLES_PER_FRAME)
+                self._delays.append(time.perf_counter() - arrived)
             frame = AvatarFrame(image, audio, self._index, speaking, self._index / FPS)
         self._index += 1
         return frame
@@ -219,6 +229,23 @@ class LiveAvatar(Closing):
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+
+    # ------------------------------------------------------------------ measurements
+    @property
+    def av_delays(self) -> list[float]:
+        """The A/V delay of the latest speech frames (at most 500), oldest first, in seconds:
+        from the arrival of a frame's last audio sample (its :meth:`push_audio`) to the frame
+        leaving :meth:`frames`. It is the delay a listener hears for a real-time source (a
+        microphone); audio pushed faster than real time (a text-to-speech answer) also waits
+        for the speech before it to be shown."""
+        return list(self._delays)
+
+    @property
+    def queued_seconds(self) -> float:
+        """Stream time from the next frame to show to the end of the pushed speech: 0 once every
+        pushed sample has been shown (or dropped by :meth:`interrupt`)."""
+        with self._input.cond:
+            return max(0, self._input.real_end - self._input.shown * SAMPLES_PER_FRAME) / SAMPLE_RATE
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -300,6 +300,15 @@ class LiveInput:
         with self.cond:
             return all(frame < target for started, target in self._rollbacks if started > epoch)
 
+    def arrival_time(self, position: int) -> float:
+        """When the sample before ``position`` arrived (``time.perf_counter()``; kept for the
+        samples not yet released, i.e. from ``context_seconds`` before the frame shown on)."""
+        with self.cond:
+            for end, t in self.arrivals:
+                if end >= position:
+                    return t
+            return self.arrivals[-1][1] if self.arrivals else time.perf_counter()
+
     def close(self) -> None:
         """No more input; pushes raise from now on."""
         with self.cond:
@@ -444,14 +453,6 @@ class LiveInput:
             parts = [b[max(0, start - s):max(0, stop - s)] for s, b in self.blocks
                      if s < stop and s + b.size > start]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-    def _arrival_time(self, position: int) -> float:
-        """When the sample before ``position`` arrived (perf_counter)."""
-        with self.cond:
-            for end, t in self.arrivals:
-                if end >= position:
-                    return t
-            return self.arrivals[-1][1] if self.arrivals else time.perf_counter()
 
     def _release(self, position: int) -> None:
         """Samples before ``position`` are no longer needed (memory stays flat)."""
@@ -677,7 +678,7 @@ class _Run:
             num_real = min(k, frames_available - first) if ended else k
             known = min(k + lookahead, frames_available - first)
             span_start, end = feature_span(first, k, context, lookahead, spf, available)
-            ready = live._arrival_time(end)
+            ready = live.arrival_time(end)
             span = live._read(span_start, end)
             samples = np.zeros(num_real * spf, np.float32)
             own = live._read(first * spf, (first + num_real) * spf)

@@ -124,3 +124,24 @@ def test_engine_module_imports_no_ui_and_no_private_names(module):
         if target.startswith("float_core") and target != module:
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private, f"{module}:{line} imports private {private} from {target}"
+
+
+#: Agent frameworks (optional extras): each imported only by its adapter module.
+FRAMEWORKS = {"pipecat": "float_core.integrations.pipecat"}
+
+
+def test_agent_frameworks_stay_in_their_adapters():
+    """``import float_core`` (or any engine module) never imports an agent framework: only its
+    adapter in ``float_core.integrations`` imports it, and no module outside that package
+    imports an adapter."""
+    for module, path in MODULES.items():
+        for target, names, line in _imports(path):
+            top = target.split(".")[0]
+            if top in FRAMEWORKS:
+                assert module == FRAMEWORKS[top], f"{module}:{line} imports {target}"
+            adapters = [target] + [f"{target}.{n}" for n in names]
+            if not module.startswith("float_core.integrations"):
+                assert not any(a.startswith("float_core.integrations") for a in adapters), \
+                    f"{module}:{line} imports {target}"
+    edges = _edges()
+    assert any(e.startswith("float_core.avatar") for e in edges["float_core.integrations.pipecat"])  # seen

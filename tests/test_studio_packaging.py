@@ -31,9 +31,10 @@ def test_pyproject_lists_the_requirements_files_dependencies():
     extras = meta["optional-dependencies"]
     runtime = set(meta["dependencies"]) | set(extras["app"])
     assert runtime == _requirements(ROOT / "requirements.txt")
-    dev = set(extras["train"]) | set(extras["scale"]) | {d for d in extras["dev"] if not d.startswith("float-studio")}
+    dev = (set(extras["train"]) | set(extras["scale"]) | set(extras["agents"])
+           | {d for d in extras["dev"] if not d.startswith("float-studio")})
     assert dev == _requirements(ROOT / "requirements-dev.txt")
-    assert "float-studio[app,train,scale]" in extras["dev"]
+    assert "float-studio[app,train,scale,agents]" in extras["dev"]
     assert meta["scripts"]["float-studio"] == "float_core.cli:main"
     ui = {"gradio", "plotly", "aiortc", "spaces"}
     assert not {re.split(r"[=<>]", d)[0] for d in meta["dependencies"]} & ui  # the UI is the app extra
