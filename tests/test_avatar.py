@@ -68,7 +68,11 @@ def test_audio_round_trip_is_exact_and_idle_frames_follow(pipe, source, speech) 
         for start in range(0, wave.size, 1234):  # any chunk length, float32 and int16
             avatar.push_audio(wave[start:start + 1234], RATE)
         avatar.end_turn()
+        assert avatar.queued_seconds == wave.size / RATE  # nothing shown yet
         frames = take(avatar.frames(), 60)
+        assert avatar.queued_seconds == 0  # all of it shown
+        delays = avatar.av_delays  # one per speech frame shown: arrival of its audio -> shown
+        assert len(delays) == sum(f.speaking for f in frames) >= 15 and min(delays) > 0
         for start in range(0, pcm.size, 999):
             avatar.push_audio(pcm[start:start + 999], RATE)
         at8k = speech[RATE:2 * RATE:2].copy()  # 0.5 s at 8 kHz
@@ -193,4 +197,5 @@ def test_realtime_frames_are_paced_and_flow_without_input(pipe, source) -> None:
         elapsed = time.perf_counter() - t0
     assert [f.index for f in frames] == list(range(13))
     assert elapsed >= 12 / 25 - 0.01  # paced at 25 fps (the first frame at once)
+    assert avatar.repeated < len(frames)  # counted (shown again: none ready on time); idle frames were made
     assert not audio_of(frames).any() and not any(f.speaking for f in frames)
