@@ -52,8 +52,9 @@
     } else if (ev.type === "stats") {
       const f = ev.frames || {};
       ui.fps.textContent = `${f.fps ?? "-"} fps, ${f.shown ?? 0} shown, ${f.stalls ?? 0} late`;
-      if (ev.latency_ms != null) ui.latency.textContent = `${ev.latency_ms} ms (speech in → mouth out)`;
-      else if (ev.delay_ms != null) ui.latency.textContent = `${ev.delay_ms} ms (your audio in → its frame out)`;
+      if (ev.av_delay_ms != null) {
+        ui.latency.textContent = `A/V delay ${ev.av_delay_ms} ms (p90 ${ev.av_delay_p90_ms} ms; speech in → mouth out)`;
+      }
       ui.speaking.textContent = ev.speaking ? "Speaking" : "Idle";
       ui.countdown.textContent = ev.remaining_s != null && ev.remaining_s <= COUNTDOWN_S
         ? `The call ends in ${Math.ceil(ev.remaining_s)} s (calls last at most ${ev.max_seconds} s).` : "";

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from float_core.batch import ModelSpec, run_batch  # noqa: E402
+from float_core.bench import cpu_name  # noqa: E402
 from float_core.config import SAMPLE_RATE  # noqa: E402
 from float_core.media.audio import load_audio  # noqa: E402
 
@@ -64,16 +64,6 @@ def official_pipeline():
 
 
 FACTORIES = {"tiny": tiny_pipeline, "official": official_pipeline}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def job_file(folder: Path, jobs: int, seconds: float) -> Path:

@@ -1,19 +1,21 @@
 """Call latency benchmark: puppet speech-in -> mouth-out, assistant end-of-question -> answer.
 
-    python benchmarks/call_latency.py                          # tiny and official, both modes
-    python benchmarks/call_latency.py --sizes tiny --modes puppet --seconds 12
+    python benchmarks/call_latency.py                          # tiny, tiny-window and official, both modes
+    python benchmarks/call_latency.py --sizes tiny tiny-window --modes puppet --seconds 12
 
 Each (size, mode) runs the Call routes (:func:`float_studio.call.mount_call_routes`) on a
 FastAPI app served by uvicorn on 127.0.0.1 with random weights (``float_core.bench.random_model``:
-the timings depend only on the model size) and calls them with the aiortc client of
-:mod:`float_studio.call.client` (the same WebRTC stack as a browser, over loopback):
+the timings depend only on the model size; ``tiny-window`` is the tiny widths with the official
+window shape, L = 50, L' = 10, so the live schedule is the official one and compute is small)
+and calls them with the aiortc client of :mod:`float_studio.call.client` (the same WebRTC stack
+as a browser, over loopback):
 
 * **puppet**: the caller sends 1 s of silence then the example speech (tiled) in real time.
-  Reported: the server's speech-in -> mouth-out latency (arrival of a speaking frame's first
-  sample -> that frame on the outgoing timeline; median and p90), the delay the client hears
-  (lag of the best cross-correlation between the sent and received audio envelopes), the rate
-  of generated frames reaching the timeline, stalls (ticks that repeated a frame), the caller
-  audio dropped to keep the delay bounded, and the time to the first generated frame.
+  Reported: the A/V delay the server's LiveAvatar measures (a speech frame's last sample in ->
+  that frame out to the tracks; median and p90), the delay the client hears (lag of the best
+  cross-correlation between the sent and received audio envelopes), the rate of generated
+  frames, stalls (frames repeated because none was ready on time), the caller audio dropped to
+  keep the delay bounded (``FLOAT_CALL_MAX_LAG``), and the time to the first generated frame.
 * **assistant**: a local OpenAI-compatible stub (:mod:`float_studio.call.stub_services`: fixed
   transcript and answer, espeak-ng speech) answers one question; reported: end of question
   (the last voiced frame) -> first answer frame on the timeline, and its parts (the closing
@@ -41,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from float_core.bench import random_model  # noqa: E402
+from float_core.bench import BENCH_SIZES, cpu_name, random_model  # noqa: E402
 from float_core.media.audio import load_audio  # noqa: E402
 from float_core.pipeline import FloatPipeline  # noqa: E402
 
@@ -106,11 +108,11 @@ def run_puppet(url: str, seconds: float, nfe: int) -> dict[str, Any]:
     rec = asyncio.run(place_call(url, PORTRAIT, mic, seconds=seconds, crop=False, seed=0, nfe=nfe))
     st = rec.status
     lag, r = heard_delay_ms(mic.played, rec.audio_wave, max_lag_s=min(seconds - 2, 20))
-    return {"latency_ms": st["latency_ms"], "latency_p90_ms": st["latency_p90_ms"], "delay_ms": st["delay_ms"],
-            "heard_delay_ms": lag, "heard_corr": round(r, 2), "generated_fps": st["frames"]["fps"],
-            "received_fps": round(rec.video_fps(), 1), "stalls": st["frames"]["stalls"],
-            "skipped": st["frames"]["skipped"], "shown": st["frames"]["shown"], "first_frame_s": st["first_frame_s"],
-            "dropped_input_s": st["dropped_input_s"], "call_s": st["seconds"]}
+    return {"av_delay_ms": st["av_delay_ms"], "av_delay_p90_ms": st["av_delay_p90_ms"],
+            "heard_delay_ms": lag, "heard_corr": round(r, 2), "generated_fps": st["generated_fps"],
+            "received_fps": round(rec.video_fps(), 1), "shown": st["frames"]["shown"],
+            "generated": st["frames"]["generated"], "stalls": st["frames"]["stalls"], "late": st["frames"]["late"],
+            "first_frame_s": st["first_frame_s"], "dropped_input_s": st["dropped_input_s"], "call_s": st["seconds"]}
 
 
 def run_assistant(url: str, timeout: float, nfe: int) -> dict[str, Any]:
@@ -132,10 +134,10 @@ def run_assistant(url: str, timeout: float, nfe: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "official"], choices=["tiny", "official"])
+    parser.add_argument("--sizes", nargs="+", default=list(BENCH_SIZES), choices=BENCH_SIZES)
     parser.add_argument("--modes", nargs="+", default=["puppet", "assistant"], choices=["puppet", "assistant"])
     parser.add_argument("--seconds", type=float, default=None,
-                        help="puppet call length (default 12 tiny, 40 official)")
+                        help="puppet call length (default 12, official 40)")
     parser.add_argument("--nfe", type=int, default=10)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="auto")
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    print(f"# call latency, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+    print(f"# call latency, {os.cpu_count()} CPUs ({cpu_name()}), torch threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.1f} (random weights; a shared machine is noisy)", flush=True)
     for size in args.sizes:
         pipe = FloatPipeline(random_model(size), device=args.device, dtype=args.dtype)
@@ -152,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes:
                 t0 = time.perf_counter()
                 if mode == "puppet":
-                    seconds = args.seconds or (12.0 if size == "tiny" else 40.0)
+                    seconds = args.seconds or (40.0 if size == "official" else 12.0)
                     result = run_puppet(url, seconds, args.nfe)
                 else:
-                    result = run_assistant(url, 30.0 if size == "tiny" else 180.0, args.nfe)
+                    result = run_assistant(url, 180.0 if size == "official" else 30.0, args.nfe)
                 row = {"size": size, "mode": mode, "device": str(pipe.device), "dtype": args.dtype,
                        "nfe": args.nfe, **result, "wall_s": round(time.perf_counter() - t0, 1)}
                 print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)

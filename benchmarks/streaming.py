@@ -58,8 +58,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from float_core.bench import random_model  # noqa: E402
-from float_core.config import FPS, FloatConfig, StreamOptions  # noqa: E402
+from float_core.bench import cpu_name, random_model  # noqa: E402
+from float_core.config import FPS, StreamOptions  # noqa: E402
 from float_core.media.audio import load_audio  # noqa: E402
 from float_core.pipeline import FloatPipeline  # noqa: E402
 from float_core.sampling import ChunkSchedule  # noqa: E402
@@ -74,15 +74,6 @@ def speech_of(seconds: float) -> np.ndarray:
     wave = load_audio(SPEECH, target_rate=RATE)
     reps = int(np.ceil(seconds * RATE / wave.size))
     return np.tile(wave, reps)[:int(seconds * RATE)].astype(np.float32)
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), for the printed results."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def rss_mb() -> float:
@@ -268,12 +259,6 @@ def print_delay(row: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- the live schedule
-def window_shaped_tiny() -> FloatConfig:
-    """Tiny widths with the official window shape (L = 50, L' = 10): compute is negligible, so
-    the delay measured is the schedule's."""
-    return dataclasses.replace(FloatConfig.tiny(), num_frames=50, num_prev_frames=10)
-
-
 def seam_stats(motion: torch.Tensor, k: int) -> dict[str, float]:
     """Frame-to-frame motion-latent steps ``|m_f - m_{f-1}|`` at chunk starts (f a multiple of
     k, f > 0: the seams) against every other step (inside chunks): p50 / p99 / max of each."""
@@ -458,7 +443,7 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} "
               f"threads; tiny widths, L = 50, L' = 10, random weights; {args.live_seconds:g} s of speech in "
               f"40 ms blocks at real time; load average {os.getloadavg()[0]:.1f}")
-        pipe = FloatPipeline(random_model(window_shaped_tiny()), device="cpu", dtype="float32")
+        pipe = FloatPipeline(random_model("tiny-window"), device="cpu", dtype="float32")
         source = pipe.prepare_image(str(PORTRAIT))
         for text in args.delay or ["none", "10"]:
             k, _, la = text.partition(":")

@@ -60,13 +60,40 @@ def scale_flow_offsets_(synthesis: torch.nn.Module, scale: float) -> None:
             to_flow.bias[:, :2].mul_(scale)
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux ``/proc/cpuinfo``), for printed results."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown CPU"
+
+
+def window_shaped_tiny() -> "FloatConfig":
+    """Tiny widths with the official window shape (L = 50, L' = 10): the compute is negligible,
+    so a live measurement shows the schedule's delay (``random_model("tiny-window")``)."""
+    import dataclasses
+
+    from .config import FloatConfig
+
+    return dataclasses.replace(FloatConfig.tiny(), num_frames=50, num_prev_frames=10)
+
+
+#: Model sizes the benchmarks take by name: the two presets and the official-shaped tiny model.
+BENCH_SIZES = ("tiny", "tiny-window", "official")
+
+
 def random_model(size: "str | FloatConfig", seed: int = 0, flow_scale: float = FLOW_SCALE):
-    """A :class:`~float_core.models.float_model.FloatModel` of ``size`` ("tiny", "official" or
-    a :class:`~float_core.config.FloatConfig`) with seeded random, non-degenerate weights and
-    flow offsets scaled by ``flow_scale``."""
+    """A :class:`~float_core.models.float_model.FloatModel` of ``size`` (one of
+    :data:`BENCH_SIZES` or a :class:`~float_core.config.FloatConfig`) with seeded random,
+    non-degenerate weights and flow offsets scaled by ``flow_scale``."""
     from .config import FloatConfig
     from .models.float_model import FloatModel
 
+    if size == "tiny-window":
+        size = window_shaped_tiny()
     config = size if isinstance(size, FloatConfig) else FloatConfig.preset(size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -19,8 +19,9 @@ the GPU worker process; :mod:`float_studio.gpu`).
 
 Text and uploads are known speech: their conditions are the offline ones (whole-clip
 features), so the video equals the Studio tab's for the same seed with idle off. The
-microphone is live speech: sliding-span features, the emotion re-estimated per window, and
-idle frames while nobody speaks.
+microphone is live speech, pushed into a :class:`float_core.avatar.LiveAvatar` as it arrives:
+chunked live sampling, the emotion re-estimated per window, idle frames while nobody speaks,
+and its measured A/V delay (a frame's audio in -> the frame out) in the stats.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from float_core.config import EMOTIONS, FPS, SAMPLE_RATE, SamplingConfig
+from float_core.config import EMOTIONS, FPS, SAMPLE_RATE, SamplingConfig, StreamOptions
 
 from .gpu import dedicated_gpu_message, gpu_handler, on_zero_gpu
 from .limits import (SLOWEST_CHARS_PER_SECOND, check_speech, check_speech_seconds, check_text, countdown_note,
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 FIRST_SEGMENT_FRAMES = 1  #: the first segment goes out with the first decoded chunk
 SEGMENT_FRAMES = 25  #: later segments: about one second
 MIC_QUEUE_CHUNKS = 400  #: microphone chunks buffered (~100 s at 0.25 s); the oldest are dropped
+#: The microphone arrives in 0.25 s blocks (``stream_every``) through the web server: idle frames
+#: are filled in only after this long without a block, so a late block is not taken for silence.
+MIC_STALL_SECONDS = 0.5
 VOICE_ESPEAK, VOICE_PIPER, VOICE_SERVICE = "espeak-ng", "Piper", "Speech server (FLOAT_TTS_URL)"
 SOURCES = ("Text", "Upload", "Microphone")
 
@@ -65,7 +69,7 @@ class LiveSession:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self.stream: Any = None  # the running StreamIterator
+        self.stream: Any = None  # the running StreamIterator (known speech) or LiveAvatar (microphone)
         self.mic: queue.Queue = queue.Queue(MIC_QUEUE_CHUNKS)
         self.mic_state = "idle"  # idle -> recording -> done
         self.workdir: str | None = None
@@ -206,11 +210,12 @@ class LiveStats:
 
     state: str = "starting"  # starting, streaming, done, stopped, limit
     frames: int = 0
+    repeated: int = 0  #: frames shown again because no new one was ready on time (microphone)
     elapsed: float = 0.0
     first_frame: float | None = None
     frames_at_first: int = 0  #: frames of the first chunk (the rate is measured after it)
     speaking: bool = False
-    latency: float | None = None
+    av_delay: tuple[float, float] | None = None  #: microphone: A/V delay p50 and p90 (seconds)
     live: bool = False
     limit: float | None = None
     estimate: str = ""
@@ -222,9 +227,10 @@ class LiveStats:
     @property
     def fps(self) -> float | None:
         """Frames per second generated after the first chunk (None until measurable)."""
-        if self.first_frame is None or self.elapsed <= self.first_frame or self.frames <= self.frames_at_first:
+        made = self.frames - self.repeated
+        if self.first_frame is None or self.elapsed <= self.first_frame or made <= self.frames_at_first:
             return None
-        return (self.frames - self.frames_at_first) / (self.elapsed - self.first_frame)
+        return (made - self.frames_at_first) / (self.elapsed - self.first_frame)
 
     def markdown(self) -> str:
         if self.first_frame is None:
@@ -233,7 +239,8 @@ class LiveStats:
         fps = self.fps if self.fps is not None else self.frames / max(self.elapsed, 1e-9)
         rtf = self.elapsed / max(self.seconds, 1e-9)
         mode = "**speaking**" if self.speaking else "**idle**"
-        extra = f" · latency {self.latency:.2f} s" if self.latency is not None else ""
+        extra = (f" · A/V delay **{self.av_delay[0]:.2f} s** (p90 {self.av_delay[1]:.2f} s)"
+                 if self.av_delay is not None else "")
         lines = [f"**{self.state}** · time to first frame **{self.first_frame:.2f} s** · "
                  f"**{fps:.1f} fps** · real-time factor **{rtf:.2f}** · {mode} · "
                  f"{self.seconds:.1f} s generated{extra}"]
@@ -262,35 +269,35 @@ def run_live(pipe: Any, portrait: Any, speech: Any, sampling: SamplingConfig, se
              estimate: str = "") -> Iterator[tuple[Path | None, LiveStats]]:
     """Stream ``speech`` through the engine and yield (segment path or None, stats).
 
-    ``speech``: a path or a 16 kHz array (known speech) or, with ``live``, an iterable of chunks.
-    ``max_seconds``: stop after this many seconds of wall time (state "limit"; the stats count
-    down the last 30 s). ``estimate``: shown until the first frame. The segment files are
-    removed two segments later (Gradio has read them by then).
+    ``speech``: a path or a 16 kHz array (known speech: ``FloatPipeline.stream``) or, with
+    ``live``, an iterable of ``(samples, rate)`` chunks (``None``: keep-alive) pushed into a
+    :class:`~float_core.avatar.LiveAvatar` until it ends, then played out. ``max_seconds``:
+    stop after this many seconds of wall time (state "limit"; the stats count down the last
+    30 s). ``estimate``: shown until the first frame. The segment files are removed two
+    segments later (Gradio has read them by then).
     """
     start = time.perf_counter()
     stats = LiveStats(live=live, limit=max_seconds, estimate=estimate)
     yield None, stats
     source = session.source_image(pipe, portrait, crop)
-    options: dict[str, Any] = {"stall_timeout": 0.5} if live else {}
-    stream = pipe.stream(source, speech, sampling, idle=idle, **options)
-    session.stream = stream
+    batches = (_avatar_batches(pipe, source, speech, sampling, session, idle, stats) if live
+               else _stream_batches(pipe, source, speech, sampling, session, idle))
     frames: list[np.ndarray] = []
     audio: list[np.ndarray] = []
     pending = 0
     index = 0
     written: list[Path] = []
     try:
-        for chunk in stream:
+        for batch, samples, speaking in batches:
             if session.stop.is_set():
                 break
             if stats.first_frame is None:
-                stats.first_frame, stats.frames_at_first = time.perf_counter() - start, chunk.num_frames
-            frames.append(chunk.frames)
-            audio.append(chunk.audio)
-            pending += chunk.num_frames
-            stats.frames += chunk.num_frames
-            stats.speaking = bool(chunk.speaking[-1])
-            stats.latency = chunk.latency if live else None
+                stats.first_frame, stats.frames_at_first = time.perf_counter() - start, batch.shape[0]
+            frames.append(batch)
+            audio.append(samples)
+            pending += batch.shape[0]
+            stats.frames += batch.shape[0]
+            stats.speaking = speaking
             over = max_seconds is not None and time.perf_counter() - start >= max_seconds
             if over or pending >= (FIRST_SEGMENT_FRAMES if index == 0 else SEGMENT_FRAMES):
                 stats.state, stats.elapsed = "streaming", time.perf_counter() - start
@@ -307,11 +314,69 @@ def run_live(pipe: Any, portrait: Any, speech: Any, sampling: SamplingConfig, se
             stats.state = "done"
             yield written[-1], stats
     finally:
-        stream.close()
+        batches.close()
         session.stream = None
     stats.elapsed = time.perf_counter() - start
     stats.state = "stopped" if session.stop.is_set() else ("limit" if stats.state == "limit" else "done")
     yield None, stats
+
+
+def _stream_batches(pipe: Any, source: Any, speech: Any, sampling: SamplingConfig, session: LiveSession,
+                    idle: bool) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    """Known speech: ``FloatPipeline.stream``'s chunks as (frames, their audio, speaking now)."""
+    stream = pipe.stream(source, speech, sampling, idle=idle)
+    session.stream = stream
+    try:
+        for chunk in stream:
+            yield chunk.frames, chunk.audio, bool(chunk.speaking[-1])
+    finally:
+        stream.close()
+
+
+def _avatar_batches(pipe: Any, source: Any, chunks: Any, sampling: SamplingConfig, session: LiveSession,
+                    idle: bool, stats: LiveStats) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    """Live speech: a LiveAvatar's frames (one at a time, 25 fps) while a thread pushes the
+    chunks into it; after the last chunk, until the pushed speech has been shown. Keeps the
+    stats' repeated-frame count and A/V delay."""
+    from float_core.avatar import LiveAvatar
+
+    avatar = LiveAvatar(pipe, source, sampling=sampling,
+                        options=StreamOptions(idle=idle, stall_timeout=MIC_STALL_SECONDS), realtime=True)
+    session.stream = avatar
+    fed = threading.Event()
+    failed: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for item in chunks:
+                if avatar.closed:
+                    return
+                if item is not None:
+                    samples, rate = item
+                    avatar.push_audio(samples, rate)
+            avatar.end_turn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
+            if not avatar.closed:
+                failed.append(exc)
+        finally:
+            fed.set()
+
+    feeder = threading.Thread(target=feed, name="float-live-mic", daemon=True)
+    feeder.start()
+    try:
+        for frame in avatar.frames():
+            if failed:
+                raise failed[0]
+            stats.repeated = avatar.repeated
+            delays = avatar.av_delays[-200:]
+            if delays:
+                stats.av_delay = (float(np.median(delays)), float(np.percentile(delays, 90)))
+            yield frame.image[None], frame.audio, frame.speaking
+            if fed.is_set() and avatar.queued_seconds == 0:  # the recording ended and has been shown
+                break
+    finally:
+        avatar.close()
+        feeder.join(5)
 
 
 def _drop_old(written: list[Path], keep: int = 2) -> None:

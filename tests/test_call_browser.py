@@ -81,7 +81,7 @@ def test_call_tab_connects_and_its_video_plays(call_page, manager):
     assert call.state == "connected" and call.mic is not None and call.mic.samples > 0
     page.wait_for_function("() => /fps/.test(document.querySelector('#float-call-fps').textContent)",
                            timeout=15000)
-    assert wait_until(lambda: call.playout.stats.shown > 10, 30)
+    assert wait_until(lambda: call.output.stats.generated > 10, 30)
     page.locator("#float-call-hangup").click()
     page.wait_for_selector('#float-call-state[data-state="closed"]', timeout=10000)
     assert wait_until(lambda: not manager.calls, 15)

@@ -1,111 +1,62 @@
-"""Unit tests of the call's media timeline, feeds, turn detection and settings (no network)."""
+"""Unit tests of the call's outgoing tracks, turn detection and settings (no network)."""
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
 
 import numpy as np
 import pytest
 
 pytest.importorskip("aiortc")
 
-from float_studio.call.assistant import Conversation, TurnDetector  # noqa: E402
+from float_core.avatar import AvatarFrame  # noqa: E402
 from float_core.config import SAMPLES_PER_FRAME  # noqa: E402
-from float_studio.call.media import AnswerFeed, MicFeed, Playout  # noqa: E402
+from float_studio.call.assistant import Conversation, TurnDetector  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from float_studio.call.media import MAX_QUEUED_FRAMES, AvatarOutput, PortraitAudioTrack, PortraitVideoTrack  # noqa: E402
 from float_studio.call.session import (  # noqa: E402
     CallError, CallSettings, decode_portrait, ice_servers_from_env, loopback_sdp)
 from test_call import PORTRAIT, SPEECH  # noqa: E402
 
 
-def chunk(start: int, k: int, speaking: bool = True) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-    """k frames whose pixels and samples both encode their frame number."""
-    frames = np.stack([np.full((4, 4, 3), (start + i) % 256, np.uint8) for i in range(k)])
-    audio = np.repeat(np.arange(start, start + k, dtype=np.float32) / 1000.0, SAMPLES_PER_FRAME)
-    return frames, audio, start, np.full(k, speaking)
+def avatar_frame(index: int) -> AvatarFrame:
+    """Frame ``index`` whose pixels and samples both encode its number."""
+    audio = (index + np.arange(SAMPLES_PER_FRAME, dtype=np.float32) / SAMPLES_PER_FRAME) / 1000.0
+    return AvatarFrame(np.full((4, 4, 3), index % 256, np.uint8), audio, index, True, index / 25)
 
 
-def test_playout_keeps_each_frame_with_its_own_samples():
-    placeholder = np.zeros((4, 4, 3), np.uint8)
-    p = Playout(placeholder)
-    assert p.tick(0).index is None and p.tick(0).frame is placeholder  # warm-up: the portrait
-    p.put(*chunk(0, 3))
-    for k, frame_no in ((1, 0), (2, 1), (3, 2)):
-        t = p.tick(k)
-        assert t.index == frame_no and t.frame[0, 0, 0] == frame_no
-        assert np.allclose(t.audio, frame_no / 1000.0)  # the audio of that frame, in that tick
-    stall = p.tick(4)  # nothing ready: the last frame again, with silence
-    assert stall.index is None and stall.frame[0, 0, 0] == 2 and not stall.audio.any()
-    assert (p.stats.shown, p.stats.stalls) == (3, 1)
-    assert p.tick(2).index == 1  # an earlier tick is still there for the audio track
+def test_the_tracks_send_each_frame_with_its_own_samples_and_timestamps():
+    async def scenario():
+        out = AvatarOutput()
+        video, audio = PortraitVideoTrack(out), PortraitAudioTrack(out)
+        for i in range(3):
+            out.put(avatar_frame(i), generated=i != 1)
+        # A track starts from the newest frame (the peer connects late), then gets every frame.
+        first_video = await video.recv()
+        first_audio = [await audio.recv() for _ in range(2)]
+        for i in range(3, 6):
+            out.put(avatar_frame(i), generated=True)
+        videos = [await video.recv() for _ in range(3)]
+        audios = [await audio.recv() for _ in range(6)]
+        for _ in range(MAX_QUEUED_FRAMES + 4):  # the tracks stop reading: the oldest are skipped
+            out.put(avatar_frame(9), generated=True)
+        stats = out.stats
+        out.close()
+        with pytest.raises(MediaStreamError):
+            while True:
+                await video.recv()
+        return first_video, first_audio, videos, audios, stats
 
-
-def test_playout_drop_and_catch_up():
-    p = Playout(np.zeros((4, 4, 3), np.uint8), catch_up=4)
-    p.put(*chunk(0, 6, speaking=False))
-    p.put(*chunk(6, 4, speaking=True))
-    p.drop(7, 9)  # e.g. an interrupted answer
-    p.put(*chunk(10, 2, speaking=True))
-    shown = [p.tick(k).index for k in range(8)]
-    # 10 frames waiting > 4: idle frames are skipped (all six: speech is never skipped, so the
-    # backlog cannot shrink below the speech), frames 7-8 dropped.
-    assert shown == [6, 9, 10, 11, None, None, None, None], shown
-    assert p.stats.skipped == 6 and p.stats.dropped == 2
-
-
-def test_playout_back_pressure_and_close():
-    p = Playout(np.zeros((4, 4, 3), np.uint8), max_buffered=2)
-    p.put(*chunk(0, 2))
-    done = []
-    worker = threading.Thread(target=lambda: done.append(p.put(*chunk(2, 1))))
-    worker.start()
-    time.sleep(0.2)
-    assert not done  # blocked: two frames already wait
-    p.tick(0)
-    worker.join(2)
-    assert done == [True]
-    p.close()
-    assert p.put(*chunk(3, 1)) is False
-
-
-def test_mic_feed_fills_silence_when_the_caller_stalls_and_drops_late_audio():
-    feed = MicFeed(stall_s=0.1, max_lag_s=1.0)
-    t0 = time.monotonic()
-    feed.push(np.ones(320, np.float32), t0)
-    assert feed.__next__().size == 320
-    silence = next(feed)  # nothing for >= 0.1 s: silence up to the clock
-    assert not silence.any() and 1600 <= silence.size <= 4000
-    # The late packets that then arrive are dropped as far as silence was inserted.
-    now = time.monotonic()
-    for _ in range(10):
-        feed.push(np.ones(320, np.float32), now)
-    assert feed.dropped >= silence.size - 1600 - 320
-    assert feed.arrival(0) == t0 and feed.arrival(400) >= now - 1  # sample 400 is in the silence
-    feed.close()
-    with pytest.raises(StopIteration):
-        while True:
-            next(feed)
-
-
-def test_answer_feed_paces_ahead_of_the_position_and_cancels():
-    position = [0]
-    feed = AnswerFeed(lambda: position[0], ahead_s=0.5)
-    got = []
-    worker = threading.Thread(target=lambda: [got.append(next(feed)) for _ in range(6)])
-    worker.start()
-    time.sleep(0.3)
-    assert sum(c.size for c in got) == 9600  # 200 ms chunks until >= 0.5 s ahead, then it waits
-    answer = feed.say(1, np.ones(3200, np.float32))
-    time.sleep(0.1)
-    assert len(got) == 3  # still waiting for the position to move
-    position[0] = 16000
-    worker.join(2)
-    assert not worker.is_alive() and (answer.start, answer.end) == (9600, 12800)
-    assert got[3].min() == 1.0 and not got[4].any() and not got[5].any()
-    long = feed.say(2, np.ones(16000, np.float32))
-    next(feed)
-    feed.cancel()
-    assert long.end == feed.fed and not feed.busy and not next(feed).any()
+    first_video, first_audio, videos, audios, stats = asyncio.run(scenario())
+    assert first_video.pts == 2 * 3600 and first_video.to_ndarray(format="rgb24")[0, 0, 0] == 2
+    assert [f.pts for f in first_audio] == [2 * 640, 2 * 640 + 320]
+    assert [f.pts for f in videos] == [3 * 3600, 4 * 3600, 5 * 3600]  # 90 kHz: index / 25 s
+    assert [f.to_ndarray(format="rgb24")[0, 0, 0] for f in videos] == [3, 4, 5]
+    assert [f.pts for f in audios] == [i * 640 + k * 320 for i in (3, 4, 5) for k in (0, 1)]  # 16 kHz
+    sent = np.concatenate([f.to_ndarray()[0] for f in audios])
+    expected = np.concatenate([avatar_frame(i).audio for i in (3, 4, 5)])
+    np.testing.assert_array_equal(sent, (expected * 32767).astype(np.int16))  # the frames' own samples
+    assert (stats.shown, stats.generated, stats.late) == (16, 15, 8)  # 4 skipped per track
 
 
 def test_turn_detector_cuts_a_turn_after_the_closing_silence():

@@ -68,6 +68,9 @@ def test_microphone_chunks_drive_a_live_stream_until_recording_stops(pipe, portr
     recorder.join(10)
     assert stats.state == "done"
     assert frames == stats.frames >= 50  # 2 s of speech (plus idle frames for the wait before it)
+    # The LiveAvatar's measured A/V delay (a speech frame's audio in -> the frame out) is shown.
+    p50, p90 = stats.av_delay
+    assert 0 < p50 <= p90 and f"A/V delay **{p50:.2f} s** (p90 {p90:.2f} s)" in stats.markdown()
     session.cleanup()
 
 

@@ -101,8 +101,8 @@ class FloatAvatarService(FrameProcessor):
         option_names = {f.name for f in dataclasses.fields(StreamOptions)}
         unknown = sorted(set(settings) - set(SAMPLING_FIELDS) - option_names)
         if unknown:
-            raise ValueError(f"FloatAvatarService: unknown setting(s) {', '.join(unknown)}; known: sampling, "
-                             f"options, realtime, name, {', '.join(SAMPLING_FIELDS)}, {', '.join(sorted(option_names))}")
+            known = ["sampling", "options", "realtime", "name", *SAMPLING_FIELDS, *sorted(option_names)]
+            raise ValueError(f"FloatAvatarService: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         self.sampling = sampling.with_overrides(**{k: v for k, v in settings.items() if k in SAMPLING_FIELDS})
         self.options = dataclasses.replace(options, **{k: v for k, v in settings.items() if k in option_names})
         self.realtime = realtime

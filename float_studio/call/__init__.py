@@ -1,8 +1,8 @@
 """The Call tab: a FaceTime-style WebRTC call with the portrait (puppet and assistant modes).
 
 Modules: :mod:`~float_studio.call.tab` (the tab and its HTTP signalling routes),
-:mod:`~float_studio.call.session` (one call: aiortc peer connection, the live stream, stats),
-:mod:`~float_studio.call.media` (paced audio/video tracks, microphone and answer feeds),
+:mod:`~float_studio.call.session` (one call: aiortc peer connection, its LiveAvatar, stats),
+:mod:`~float_studio.call.media` (the outgoing audio/video tracks, the microphone reader),
 :mod:`~float_studio.call.assistant` (turn detection, speech-to-text -> chat -> speech),
 :mod:`~float_studio.call.client` (a Python WebRTC client for tests and benchmarks),
 :mod:`~float_studio.call.stub_services` (local OpenAI-compatible stand-ins, ``python -m

@@ -8,7 +8,7 @@ portrait's video and voice, and records what arrives with arrival times. Example
 
     rec = asyncio.run(place_call("http://127.0.0.1:7860/", "portrait.png",
                                  SpeechTrack.from_file("speech.wav", lead_s=1.0), seconds=8))
-    print(rec.video_fps(), rec.status["latency_ms"])
+    print(rec.video_fps(), rec.status["av_delay_ms"])
 """
 
 from __future__ import annotations

@@ -1,21 +1,24 @@
 """Calls with the portrait over WebRTC: settings, one :class:`Call` per caller, the manager.
 
 A call is one aiortc ``RTCPeerConnection``: the caller sends the microphone, the server sends
-the portrait's video (25 fps) and voice, in sync (:mod:`float_studio.call.media`). Behind it,
-one ``FloatPipeline.stream`` runs in the call's own worker thread with idle (silence) mode on:
+the portrait's video (25 fps) and voice, in sync (:mod:`float_studio.call.media`). Behind it is
+one :class:`float_core.avatar.LiveAvatar` (the engine's live API: chunked live sampling, idle
+frames while nobody speaks, interruptions), whose frames a worker thread of the call hands to
+the tracks:
 
-* **puppet**: the caller's voice drives the portrait live (a virtual camera); the returned
-  audio is the caller's voice, delayed by exactly as much as the video.
+* **puppet**: the caller's voice is pushed into the avatar as it arrives and drives the portrait
+  live (a virtual camera); the returned audio is the caller's voice, delayed by exactly as much
+  as the video. The measured A/V delay (a frame's audio in -> the frame out) is in the stats.
 * **assistant**: turns of the caller's speech are answered by an OpenAI-compatible speech
-  recognition -> chat -> speech chain (:mod:`float_studio.call.assistant`); the portrait
-  speaks the answer and idles while it listens; speaking over it (barge-in) stops it.
+  recognition -> chat -> speech chain (:mod:`float_studio.call.assistant`); the answer is pushed
+  into the avatar, which speaks it and idles while it listens; speaking over it (barge-in)
+  calls the avatar's ``interrupt()``.
 
-Every call is isolated (its own stream, feeds, threads and peer connection) and everything it
-started is released when the caller hangs up, the peer drops (no audio for
-``FLOAT_CALL_TIMEOUT`` seconds, or ICE/DTLS failure), the call reaches its maximum length
-(``FLOAT_MAX_LIVE_SECONDS``, counted down to the caller in its last 30 s) or the server closes.
-On ZeroGPU, where a GPU is lent per request, calls are refused with a message that says which
-hardware runs them.
+Every call is isolated (its own avatar, threads and peer connection) and everything it started
+is released when the caller hangs up, the peer drops (no audio for ``FLOAT_CALL_TIMEOUT``
+seconds, or ICE/DTLS failure), the call reaches its maximum length (``FLOAT_MAX_LIVE_SECONDS``,
+counted down to the caller in its last 30 s) or the server closes. On ZeroGPU, where a GPU is
+lent per request, calls are refused with a message that says which hardware runs them.
 """
 
 from __future__ import annotations
@@ -32,22 +35,22 @@ import statistics
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Awaitable, Mapping
 
 import numpy as np
 
-from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME, SamplingConfig, env_number
-from float_core.pipeline import frames_to_uint8
-from float_core.streaming import StreamOptions
+from float_core.avatar import AVATAR_STALL_SECONDS, AvatarFrame, LiveAvatar
+from float_core.config import SAMPLE_RATE, SamplingConfig, StreamOptions, env_number
 
 from .. import services
 from ..gpu import dedicated_gpu_message, on_zero_gpu
 from ..limits import live_limit_message, max_live_seconds, remaining_seconds
 from ..speed import realtime_note
 from .assistant import DEFAULT_SYSTEM_PROMPT, Assistant, Conversation, TurnDetector, TurnTiming, Utterance
-from .media import AnswerFeed, LiveFeed, MicFeed, MicReader, Playout, Tick
+from .media import AvatarOutput, MicReader
 
 __all__ = ["CallError", "CallSettings", "Call", "CallManager", "ice_servers_from_env", "MODES"]
 
@@ -229,15 +232,26 @@ def _median_ms(values: list[float]) -> int | None:
 
 
 # ---------------------------------------------------------------------------- one call
+@dataclass
+class _Answer:
+    """An answer pushed into the avatar (assistant mode), until its last frame is shown."""
+
+    turn: int
+    samples: int
+    timing: TurnTiming
+    started: bool = False
+
+
 class Call:
-    """One caller: the peer connection, the stream worker and (assistant mode) the services.
+    """One caller: the peer connection, the avatar with its frame worker, and (assistant mode)
+    the services.
 
     Built and driven on the manager's media event loop; only :meth:`status` is read from
     other threads.
     """
 
     def __init__(self, manager: "CallManager", settings: CallSettings, pipe: Any, source: Any,
-                 placeholder: np.ndarray, cfg: services.ServiceConfig | None) -> None:
+                 cfg: services.ServiceConfig | None) -> None:
         from aiortc import RTCPeerConnection
 
         self.id = uuid.uuid4().hex[:12]
@@ -250,44 +264,41 @@ class Call:
         self.created_at = time.monotonic()
         self.transcript: list[dict[str, Any]] = []
         self.timings: list[TurnTiming] = []
-        self._latencies: list[float] = []  # puppet: speech in -> mouth out, per speaking frame
-        self._delays: list[float] = []  # puppet: caller audio in -> its frame out, every frame
-        self._pending_timing: dict[int, TurnTiming] = {}
         self._events: list[str] = []
         self._channel: Any = None
         self._tasks: list[asyncio.Task] = []
         self._closed: asyncio.Future | None = None
-        self._shown_index = -1
         self._speaking_now = False
-        window = pipe.model.fmt.num_frames
-        # Puppet: a window's frames arrive together; more than a window (+ 0.2 s) waiting means
-        # the timeline runs late, so idle frames are skipped to catch up.
-        self.playout = Playout(placeholder, on_show=self._on_show,
-                               catch_up=window + 5 if settings.mode == "puppet" else None)
-        # The stream's options for a call: the feeds keep to the clock themselves (so the
-        # stream's sample positions are the feed's and no stall silence is inserted), and the
-        # stream may buffer only what a window needs plus a second (bounded delay).
-        opts = StreamOptions()
-        window_s = window / pipe.config.fps
-        self.stream_options = dict(stall_timeout=None, max_buffer_seconds=math.ceil(
-            opts.context_seconds + window_s + opts.lookahead_seconds + 1.0))
-        self._resume_at = 0  # assistant: frames before this are idle frames skipped for an answer
-        if settings.mode == "puppet":
-            self.feed: LiveFeed = MicFeed(max_lag_s=manager.max_lag_s)
-        else:  # a window plus its look-ahead ahead of the caller, and a margin for the compute
-            self.feed = AnswerFeed(self._feed_position, ahead_s=window_s + opts.lookahead_seconds + 0.6)
+        self.output = AvatarOutput()
+        self.avatar: LiveAvatar | None = None  # started with the answer to the offer
+        self.dropped_input_s = 0.0  # pushed audio dropped by interrupt(): puppet backlog, barge-in
         self.pc = RTCPeerConnection(_rtc_configuration(manager.ice_servers))
         self.mic: MicReader | None = None
-        self._worker = threading.Thread(target=self._generate, name=f"float-call-{self.id}", daemon=True)
+        self._worker = threading.Thread(target=self._pump, name=f"float-call-{self.id}", daemon=True)
         self.assistant: Assistant | None = None
         self.turns: TurnDetector | None = None
         self._turn = 0
-        self._answer_active: int | None = None  # the turn whose answer is queued or being spoken
+        # Assistant mode: answers pushed and not yet over (oldest first), and the latest caller
+        # turn a barge-in cancelled (its answers, and older ones still being made, are dropped).
+        self._answers: deque[_Answer] = deque()
+        self._answers_lock = threading.Lock()
+        self._barged_turn = 0
         if settings.mode == "assistant":
             assert cfg is not None
             self.turns = TurnDetector(end_silence_ms=settings.end_silence_ms)
             self.assistant = Assistant(cfg, Conversation(settings.name or "Ava", settings.system_prompt),
                                        self._say, self._emit_threadsafe)
+
+    def _avatar_options(self) -> StreamOptions:
+        """The avatar's stream options: the live defaults (chunked sampling, the stall timeout
+        of a pushed source) with the call's silence mode. Puppet: room for the caller's backlog
+        up to ``max_lag_s`` beyond the features' left context, so a push never blocks the event
+        loop (the backlog is cut at ``max_lag_s`` first)."""
+        options = StreamOptions(idle=self.settings.idle, stall_timeout=AVATAR_STALL_SECONDS)
+        if self.settings.mode == "puppet":
+            buffer = math.ceil(options.context_seconds + self.manager.max_lag_s + 2.0)
+            options = replace(options, max_buffer_seconds=buffer)
+        return options
 
     # -------------------------------------------------------------- signalling
     async def answer(self, sdp: str, kind: str) -> dict[str, str]:
@@ -333,9 +344,11 @@ class Call:
         if "video" not in kinds:
             raise CallError(400, "offer: no video section; add a video transceiver (direction "
                                  "'recvonly') to receive the portrait")
-        pc.addTrack(PortraitVideoTrack(self.playout))
-        pc.addTrack(PortraitAudioTrack(self.playout))
+        pc.addTrack(PortraitVideoTrack(self.output))
+        pc.addTrack(PortraitAudioTrack(self.output))
         await pc.setLocalDescription(await pc.createAnswer())
+        self.avatar = LiveAvatar(self.pipe, self.source, sampling=self.settings.sampling,
+                                 options=self._avatar_options(), realtime=True)
         self._worker.start()
         self._spawn(self._watchdog())
         self._spawn(self._report())
@@ -349,30 +362,36 @@ class Call:
         await self.close("the caller's audio ended")
 
     def _on_mic(self, samples: np.ndarray, arrived: float) -> None:
-        """Caller audio (event loop): to the stream (puppet) or the turn detector (assistant)."""
-        if isinstance(self.feed, MicFeed):
-            self.feed.push(samples, arrived)
+        """Caller audio (event loop): into the avatar (puppet) or the turn detector (assistant)."""
+        avatar = self.avatar
+        if avatar is None or avatar.closed:
+            return
+        if self.settings.mode == "puppet":
+            backlog = avatar.queued_seconds
+            if backlog > self.manager.max_lag_s:  # the server is not keeping up: start again from now
+                avatar.interrupt()
+                self.dropped_input_s += backlog
+            avatar.push_audio(samples, SAMPLE_RATE)
             return
         assert self.turns is not None and self.assistant is not None
         for wave, speech_end_at, _cut in self.turns.push(samples, arrived):
             self._turn += 1  # a newer turn: an older answer still being prepared is dropped
             self.assistant.submit(Utterance(self._turn, wave, speech_end_at, time.monotonic()))
-        if (self._answer_active is not None and self.turns.in_speech
-                and self.turns.voiced_run >= self.manager.barge_in_frames):
+        if self._answers and self.turns.in_speech and self.turns.voiced_run >= self.manager.barge_in_frames:
             self._barge_in()
 
     def _barge_in(self) -> None:
-        """The caller speaks over the answer: stop its voice and mouth now."""
-        assert isinstance(self.feed, AnswerFeed) and self._answer_active is not None
-        turn = self._answer_active
-        self._answer_active = None
-        self.feed.cancel()  # nothing more of it enters the stream
-        answer = self.feed.history.get(turn)
-        if answer is not None and answer.start is not None:  # drop what is in flight or buffered
-            last = -(-(answer.end if answer.end is not None else self.feed.fed) // SAMPLES_PER_FRAME)
-            self.playout.drop(max(answer.start // SAMPLES_PER_FRAME, self._shown_index + 1), last)
-            self._resume_at = max(self._resume_at, last)  # the feed paces from after the dropped span
-            self.feed.wake()
+        """The caller speaks over the answer: stop its voice and mouth now (``interrupt()``)."""
+        assert self.avatar is not None
+        with self._answers_lock:
+            answers = list(self._answers)
+            self._answers.clear()
+            self._barged_turn = self._turn
+            self.dropped_input_s += self.avatar.queued_seconds
+            self.avatar.interrupt()
+        if not answers:
+            return
+        turn = answers[0].turn
         for entry in reversed(self.transcript):
             if entry["role"] == "assistant" and entry.get("turn") == turn:
                 entry["interrupted"] = True
@@ -380,77 +399,76 @@ class Call:
         self._emit({"type": "barge_in", "turn": turn})
 
     def _say(self, turn: int, wave: np.ndarray, timing: TurnTiming) -> None:
-        """The assistant's answer is ready (assistant thread)."""
-        assert isinstance(self.feed, AnswerFeed)
-        self.manager.loop.call_soon_threadsafe(self._start_answer, turn, timing)
-        self.feed.say(turn, wave, on_start=self._answer_entered)
-
-    def _start_answer(self, turn: int, timing: TurnTiming) -> None:
-        self._answer_active = turn
-        self._pending_timing[turn] = timing
-        self.timings.append(timing)
-
-    def _feed_position(self) -> int:
-        """AnswerFeed pacing: the input sample the caller's timeline continues from."""
-        return max(self._shown_index + 1, self._resume_at) * SAMPLES_PER_FRAME
-
-    def _answer_entered(self, start: int) -> None:
-        """An answer's first sample entered the stream at ``start``: skip the idle frames
-        queued before it so it is seen as soon as its frames exist (they are only idling)."""
-        first = start // SAMPLES_PER_FRAME
-        if first > self._shown_index + 1:
-            self.playout.drop(self._shown_index + 1, first)
-            self._resume_at = max(self._resume_at, first)
-
-    def _on_show(self, tick: Tick, now: float) -> None:
-        """A new frame reached the timeline (event loop): latency bookkeeping."""
-        self._shown_index = tick.index if tick.index is not None else self._shown_index
-        self._speaking_now = tick.speaking
-        if tick.index is None:
+        """The assistant's answer is ready (assistant thread): push it into the avatar, a second
+        at a time so that a barge-in stops it between two pieces."""
+        avatar = self.avatar
+        if avatar is None:
             return
-        sample = tick.index * SAMPLES_PER_FRAME
-        if isinstance(self.feed, MicFeed):
-            arrived = self.feed.arrival(sample)
-            if arrived is not None:
-                self._delays.append(now - arrived)
-                del self._delays[:-500]
-                if tick.speaking:
-                    self._latencies.append(now - arrived)
-                    del self._latencies[:-500]
-            return
-        assert isinstance(self.feed, AnswerFeed)
-        for turn, answer in list(self.feed.history.items()):
-            timing = self._pending_timing.get(turn)
-            if answer.start is None:
-                continue
-            if timing is not None and sample >= answer.start:
-                timing.first_frame_s = now - timing.speech_end_at
-                del self._pending_timing[turn]
-                self._emit({"type": "answer_started", **timing.as_dict()})
-            if (self._answer_active == turn
-                    and answer.end is not None and sample + SAMPLES_PER_FRAME >= answer.end):
-                self._answer_active = None  # the last frame of the answer is on screen
+        step = SAMPLE_RATE
+        for start in range(0, wave.size, step):
+            with self._answers_lock:
+                if turn <= self._barged_turn or avatar.closed:
+                    return
+                avatar.push_audio(wave[start:start + step], SAMPLE_RATE)
+                if start + step >= wave.size:
+                    self._answers.append(_Answer(turn, wave.size, timing))
+                    avatar.end_turn()
+                    self.timings.append(timing)
 
-    def _generate(self) -> None:
-        """The worker thread: iterate the stream into the playout until the call ends."""
+    def _answer_progress(self, queued: int) -> list[tuple[_Answer, str]]:
+        """Which answers started and ended with the frame just shown (worker thread), from
+        ``queued``: the samples from the next frame to the end of the pushed speech. The
+        answers lie end to end at the end of the pushed speech, so the newest ``k`` have been
+        reached once ``queued`` is below their length."""
+        events: list[tuple[_Answer, str]] = []
+        with self._answers_lock:
+            after = 0  # samples of the answers pushed after this one
+            for answer in reversed(self._answers):
+                if not answer.started and queued < after + answer.samples:
+                    answer.started = True
+                    events.append((answer, "started"))
+                after += answer.samples
+            while self._answers and queued <= after - self._answers[0].samples:
+                after -= self._answers[0].samples
+                events.append((self._answers.popleft(), "ended"))
+        return events
+
+    def _pump(self) -> None:
+        """The worker thread: every frame of the avatar (25 fps) to the tracks, until the call ends."""
+        avatar = self.avatar
+        assert avatar is not None
+        frames = avatar.frames()
         try:
-            stream = self.pipe.stream(self.source, self.feed, self.settings.sampling, idle=self.settings.idle,
-                                      **self.stream_options)
-            try:
-                for chunk in stream:
-                    frames = np.asarray(chunk.frames)
-                    if not self.playout.put(frames, np.asarray(chunk.audio, np.float32), int(chunk.start_frame),
-                                            np.asarray(chunk.speaking, bool)):
-                        break
-            finally:
-                stream.close()
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, then the call ends
-            if self.feed.closed:
+            while True:
+                repeated = avatar.repeated
+                frame = next(frames, None)
+                if frame is None:  # closed
+                    return
+                events = self._answer_progress(round(avatar.queued_seconds * SAMPLE_RATE)) if self._answers else []
+                self.manager.loop.call_soon_threadsafe(self._show, frame, avatar.repeated == repeated, events)
+        except RuntimeError as exc:
+            if avatar.closed or "loop" in str(exc):  # the call or the server is closing
                 return
-            log.exception("call %s: the stream failed", self.id)
-            self.error = f"The portrait stream failed: {type(exc).__name__}: {exc}"
-            self._emit_threadsafe({"type": "error", "message": self.error})
-            asyncio.run_coroutine_threadsafe(self.close(self.error), self.manager.loop)
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, then the call ends
+            if not avatar.closed:
+                self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("call %s: the portrait stream failed", self.id, exc_info=exc)
+        self.error = f"The portrait stream failed: {type(exc).__name__}: {exc}"
+        self._emit_threadsafe({"type": "error", "message": self.error})
+        asyncio.run_coroutine_threadsafe(self.close(self.error), self.manager.loop)
+
+    def _show(self, frame: AvatarFrame, generated: bool, events: list[tuple[_Answer, str]]) -> None:
+        """A frame leaves for the caller (event loop): to the tracks, and the answers' timings."""
+        self.output.put(frame, generated)
+        self._speaking_now = frame.speaking
+        for answer, what in events:
+            if what == "started":
+                timing = answer.timing
+                timing.first_frame_s = time.monotonic() - timing.speech_end_at
+                self._emit({"type": "answer_started", **timing.as_dict()})
 
     # -------------------------------------------------------------- events and status
     def _set_state(self, state: str) -> None:
@@ -476,33 +494,33 @@ class Call:
             pass
 
     def status(self) -> dict[str, Any]:
-        """Everything the page shows: state, frame rate, latencies, transcript."""
-        s = self.playout.stats
+        """Everything the page shows: state, frame rate, A/V delay, answer latencies, transcript."""
+        s = self.output.stats
         now = time.monotonic()
-        elapsed = now - s.first_frame_at if s.first_frame_at else 0.0
-        speech = self._latencies[-200:]
+        elapsed = now - s.started_at if s.started_at else 0.0
+        # The A/V delay of a real-time source, the caller's voice (puppet mode): its audio in ->
+        # its frame out. An answer is pushed at once, so its frames wait for its own playback.
+        delays = self.avatar.av_delays[-200:] if self.avatar is not None and self.settings.mode == "puppet" else []
         answers = [t.as_dict() for t in self.timings]
         return {
             "id": self.id, "mode": self.settings.mode, "state": self.state, "error": self.error,
             "seconds": round(now - self.created_at, 1),
             "first_frame_s": round(s.first_frame_at - self.created_at, 2) if s.first_frame_at else None,
-            "frames": {"generated": s.generated, "shown": s.shown, "stalls": s.stalls, "dropped": s.dropped,
-                       "skipped": s.skipped,
+            "frames": {"generated": s.generated, "shown": s.shown, "stalls": s.shown - s.generated, "late": s.late,
                        "fps": round(s.shown / elapsed, 1) if elapsed > 1 else None},
             "speaking": self._speaking_now,
-            "latency_ms": _median_ms(speech),
-            "latency_p90_ms": round(1000 * sorted(speech)[int(0.9 * (len(speech) - 1))]) if speech else None,
-            "delay_ms": _median_ms(self._delays[-200:]),
+            "av_delay_ms": _median_ms(delays),
+            "av_delay_p90_ms": round(1000 * float(np.percentile(delays, 90))) if delays else None,
             "answers": answers,
             "answer_latency_ms": answers[-1]["answer_latency_ms"] if answers else None,
             "transcript": list(self.transcript),
-            "dropped_input_s": round(getattr(self.feed, "dropped", 0) / SAMPLE_RATE, 2),
+            "dropped_input_s": round(self.dropped_input_s, 2),
             **self._limits(now),
         }
 
     def _limits(self, now: float) -> dict[str, Any]:
         """The call's maximum length and what is left of it, and whether generation keeps real time."""
-        s = self.playout.stats
+        s = self.output.stats
         limit = self.manager.max_seconds
         remaining = remaining_seconds(now - self.created_at, limit)
         rate = None
@@ -517,7 +535,7 @@ class Call:
             await asyncio.sleep(1.0)
             st = self.status()
             self._emit({"type": "stats", **{k: st[k] for k in (
-                "frames", "latency_ms", "delay_ms", "speaking", "answer_latency_ms", "seconds", "max_seconds",
+                "frames", "av_delay_ms", "av_delay_p90_ms", "speaking", "answer_latency_ms", "seconds", "max_seconds",
                 "remaining_s", "generated_fps", "realtime")}})
 
     async def _watchdog(self) -> None:
@@ -544,7 +562,7 @@ class Call:
 
     # -------------------------------------------------------------- hang-up
     async def close(self, reason: str = "hung up") -> None:
-        """Free everything: feeds, worker thread, assistant, tasks, peer connection (idempotent)."""
+        """Free everything: avatar, worker thread, assistant, tasks, peer connection (idempotent)."""
         if self._closed is not None:
             await asyncio.shield(self._closed)
             return
@@ -552,8 +570,7 @@ class Call:
         log.info("call %s closing: %s", self.id, reason)
         self._emit({"type": "state", "state": "closed", "reason": reason})
         self.state = "closed"
-        self.feed.close()
-        self.playout.close()
+        self.output.close()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -568,8 +585,10 @@ class Call:
         self._closed.set_result(None)
 
     def _join(self, timeout: float = 60.0) -> None:
-        """Wait for the worker (it stops after the stream's current decode batch, which on a
-        slow CPU at 512 px can take several seconds) and the assistant thread."""
+        """Close the avatar (its stream stops after the current decode batch, which on a slow CPU
+        at 512 px can take several seconds), then wait for the worker and the assistant thread."""
+        if self.avatar is not None:
+            self.avatar.close()
         if self._worker.is_alive():
             self._worker.join(timeout)
         if self.assistant is not None:
@@ -593,8 +612,8 @@ class CallManager:
             2-core CPU; raise it on a GPU).
         ice_servers: STUN/TURN servers (default :func:`ice_servers_from_env`).
         idle_timeout_s: hang up after this long without caller audio (``FLOAT_CALL_TIMEOUT``, 15).
-        max_lag_s: puppet mode: backlog of caller audio beyond which the oldest is dropped
-            (``FLOAT_CALL_MAX_LAG``, 3 s) so the delay stays bounded on a slow server.
+        max_lag_s: puppet mode: backlog of caller audio not yet shown beyond which it is dropped
+            (``interrupt()``; ``FLOAT_CALL_MAX_LAG``, 3 s) so the delay stays bounded on a slow server.
         max_seconds: the longest call in seconds (default ``FLOAT_MAX_LIVE_SECONDS``, 300; 0: no limit).
         services_config: assistant mode's services (default: from the environment, per call).
     """
@@ -697,8 +716,7 @@ class CallManager:
                 source = await asyncio.to_thread(pipe.prepare_image, image, settings.crop)
             except ValueError as exc:
                 raise CallError(422, f"portrait: {exc}") from None
-            placeholder = frames_to_uint8(source.image)[0]
-            return await asyncio.wrap_future(self.run(self._start(settings, pipe, source, placeholder, cfg, sdp)))
+            return await asyncio.wrap_future(self.run(self._start(settings, pipe, source, cfg, sdp)))
         finally:
             with self._lock:
                 self._reserved -= 1
@@ -710,9 +728,9 @@ class CallManager:
                                      f"{self.max_calls}); try again when one ends")
             self._reserved += 1
 
-    async def _start(self, settings: CallSettings, pipe: Any, source: Any, placeholder: np.ndarray,
+    async def _start(self, settings: CallSettings, pipe: Any, source: Any,
                      cfg: services.ServiceConfig | None, sdp: str) -> dict[str, Any]:
-        call = Call(self, settings, pipe, source, placeholder, cfg)
+        call = Call(self, settings, pipe, source, cfg)
         try:
             answer = await call.answer(sdp, "offer")
         except BaseException:
