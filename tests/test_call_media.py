@@ -59,6 +59,52 @@ def test_the_tracks_send_each_frame_with_its_own_samples_and_timestamps():
     assert (stats.shown, stats.generated, stats.late) == (16, 15, 8)  # 4 skipped per track
 
 
+def test_puppet_backlog_is_cut_in_silence_or_beyond_the_maximum_lag():
+    """Call._keep_up with the real voice-activity detector and a stand-in avatar whose backlog
+    (queued_seconds) the test sets: queued silence beyond a chunk's need is dropped, queued
+    speech only beyond FLOAT_CALL_MAX_LAG, and a second cut waits for a frame made after the
+    first (meanwhile audio beyond the maximum lag is not pushed)."""
+    from types import SimpleNamespace
+
+    from float_core.media.audio import load_audio
+    from float_core.vad import VoiceActivity
+    from float_studio.call.session import Call
+
+    class Avatar:
+        queued_seconds = 0.0
+        cuts = 0
+
+        def interrupt(self) -> None:
+            self.cuts += 1
+            self.queued_seconds = 0.0
+
+    speech = load_audio(SPEECH)[16000:48000]  # voiced throughout
+    silence = np.zeros(3 * 16000, np.float32)
+    call = SimpleNamespace(_vad=VoiceActivity(), _last_voice_at=0.0, _catch_up_s=1.0, _made_since_cut=1,
+                           manager=SimpleNamespace(max_lag_s=3.0), dropped_input_s=0.0)
+    avatar = Avatar()
+
+    def arrive(wave: np.ndarray, t0: float, backlog: float) -> bool:
+        """20 ms packets arriving from ``t0`` on while the backlog is ``backlog`` (until a cut)."""
+        before, pushed = avatar.cuts, True
+        for i in range(0, wave.size, 320):
+            if avatar.cuts == before:
+                avatar.queued_seconds = backlog
+            pushed &= Call._keep_up(call, avatar, wave[i:i + 320], t0 + i / 16000)
+        return pushed
+
+    assert arrive(speech, 0.0, 0.6) and avatar.cuts == 0  # the normal delay: nothing to do
+    assert arrive(speech, 2.0, 2.0) and avatar.cuts == 0  # behind, but speech is queued: kept
+    assert arrive(silence, 4.0, 2.0) and avatar.cuts == 1  # once 2 s of silence are queued: cut
+    assert call.dropped_input_s == 2.0 and call._made_since_cut == 0
+    # No frame made since the cut (a slow server): no second cut; audio beyond 3 s is not pushed.
+    avatar.queued_seconds = 3.5
+    assert not Call._keep_up(call, avatar, speech[:320], 8.0) and avatar.cuts == 1
+    call._made_since_cut = 10  # frames came: the next cut may happen, at the maximum lag even in speech
+    assert Call._keep_up(call, avatar, speech[:320], 8.02) and avatar.cuts == 2
+    assert call.dropped_input_s == 2.0 + 0.02 + 3.5
+
+
 def test_turn_detector_cuts_a_turn_after_the_closing_silence():
     from float_core.media.audio import load_audio
 

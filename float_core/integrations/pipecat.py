@@ -57,22 +57,17 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from ..avatar import AVATAR_STALL_SECONDS, AvatarFrame, LiveAvatar
 from ..config import SAMPLE_RATE, SAMPLING_FIELDS, SamplingConfig, StreamOptions
 from ..inputs import SourceImage
+from ..media.audio import pcm16
 
 if TYPE_CHECKING:
     from ..inputs import ImageInput
     from ..pipeline import FloatPipeline
 
-__all__ = ["FloatAvatarService", "pcm16"]
+__all__ = ["FloatAvatarService"]
 
 #: How long an ``EndFrame`` waits for the queued speech to be shown before closing the avatar.
 END_DRAIN_SECONDS = 30.0
 _NS = 1_000_000_000
-
-
-def pcm16(audio: np.ndarray) -> bytes:
-    """float32 samples in [-1, 1] as little-endian 16-bit PCM (x * 32768, rounded and clipped),
-    so int16 input pushed into the avatar comes out bit for bit."""
-    return np.clip(np.rint(audio * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 class FloatAvatarService(FrameProcessor):
@@ -192,6 +187,7 @@ class FloatAvatarService(FrameProcessor):
         meta = {"index": frame.index, "speaking": frame.speaking, "repeated": repeated}
         image = OutputImageRawFrame(image=frame.image.tobytes(), size=(width, height), format="RGB")
         image.sync_with_audio = True  # shown when the audio before it has been played
+        # int16 TTS audio comes out bit for bit (pcm16 inverts int16 / 32768)
         audio = SpeechOutputAudioRawFrame(audio=pcm16(frame.audio), sample_rate=SAMPLE_RATE, num_channels=1)
         for out in (image, audio):
             out.pts = pts

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "audio_seconds", "load_audio", "load_audio_channels"]
+__all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "audio_seconds", "load_audio", "load_audio_channels", "pcm16"]
 
 #: A waveform whose absolute peak stays below this (about -80 dBFS) is silent.
 SILENCE_PEAK = 1e-4
@@ -223,3 +223,9 @@ def load_audio_channels(
         raise AudioError(_too_long_message(planes.shape[-1] / rate, max_seconds))
     return np.stack([np.array(_resample(np.ascontiguousarray(p), rate, target_rate), dtype=np.float32)
                      for p in planes])
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """float samples in [-1, 1] as little-endian 16-bit PCM bytes (x * 32768, rounded, clipped):
+    the inverse of ``int16 / 32768``, so int16 audio converted to float comes back bit for bit."""
+    return np.clip(np.rint(np.asarray(samples) * 32768.0), -32768, 32767).astype("<i2").tobytes()

@@ -43,7 +43,8 @@ from typing import Any, Awaitable, Mapping
 import numpy as np
 
 from float_core.avatar import AVATAR_STALL_SECONDS, AvatarFrame, LiveAvatar
-from float_core.config import SAMPLE_RATE, SamplingConfig, StreamOptions, env_number
+from float_core.config import FPS, SAMPLE_RATE, SamplingConfig, StreamOptions, env_number
+from float_core.streaming import live_schedule
 
 from .. import services
 from ..gpu import dedicated_gpu_message, on_zero_gpu
@@ -57,6 +58,8 @@ __all__ = ["CallError", "CallSettings", "Call", "CallManager", "ice_servers_from
 log = logging.getLogger(__name__)
 
 MODES = ("puppet", "assistant")
+#: Puppet mode: queued silence beyond what a chunk and its look-ahead need plus this is dropped.
+CATCH_UP_MARGIN_S = 0.5
 MAX_PORTRAIT_BYTES = 15 * 1024 * 1024
 
 
@@ -283,6 +286,19 @@ class Call:
         self._answers: deque[_Answer] = deque()
         self._answers_lock = threading.Lock()
         self._barged_turn = 0
+        # Puppet mode: when the caller last spoke (voice activity of the arriving audio), and the
+        # frames made since the backlog was last cut (a cut waits for the one before it to pay off).
+        self._last_voice_at = 0.0
+        self._made_since_cut = 1
+        self._vad: Any = None
+        self.options = self._avatar_options()
+        schedule = live_schedule(pipe, self.options)
+        #: puppet: the backlog beyond which queued silence is dropped (what a chunk needs, + a margin)
+        self._catch_up_s = (schedule.frames + schedule.lookahead) / FPS + CATCH_UP_MARGIN_S
+        if settings.mode == "puppet":
+            from float_core.vad import VoiceActivity
+
+            self._vad = VoiceActivity(threshold=StreamOptions().vad_threshold)
         if settings.mode == "assistant":
             assert cfg is not None
             self.turns = TurnDetector(end_silence_ms=settings.end_silence_ms)
@@ -348,7 +364,7 @@ class Call:
         pc.addTrack(PortraitAudioTrack(self.output))
         await pc.setLocalDescription(await pc.createAnswer())
         self.avatar = LiveAvatar(self.pipe, self.source, sampling=self.settings.sampling,
-                                 options=self._avatar_options(), realtime=True)
+                                 options=self.options, realtime=True)
         self._worker.start()
         self._spawn(self._watchdog())
         self._spawn(self._report())
@@ -367,11 +383,8 @@ class Call:
         if avatar is None or avatar.closed:
             return
         if self.settings.mode == "puppet":
-            backlog = avatar.queued_seconds
-            if backlog > self.manager.max_lag_s:  # the server is not keeping up: start again from now
-                avatar.interrupt()
-                self.dropped_input_s += backlog
-            avatar.push_audio(samples, SAMPLE_RATE)
+            if self._keep_up(avatar, samples, arrived):
+                avatar.push_audio(samples, SAMPLE_RATE)
             return
         assert self.turns is not None and self.assistant is not None
         for wave, speech_end_at, _cut in self.turns.push(samples, arrived):
@@ -379,6 +392,32 @@ class Call:
             self.assistant.submit(Utterance(self._turn, wave, speech_end_at, time.monotonic()))
         if self._answers and self.turns.in_speech and self.turns.voiced_run >= self.manager.barge_in_frames:
             self._barge_in()
+
+    def _keep_up(self, avatar: LiveAvatar, samples: np.ndarray, now: float) -> bool:
+        """Puppet mode: keep the delay bounded; returns whether to push ``samples``.
+
+        The avatar plays a real-time timeline, so a hiccup (a busy CPU) would delay everything
+        after it for good. The queued audio is dropped (``interrupt()``; the face goes on from
+        the audio that arrives next) when it is more than a chunk and its look-ahead plus a
+        margin and all of it is silence, or when it is more than ``max_lag_s`` (the server does
+        not keep up); but only once the previous cut has produced a frame, so that a slow server
+        still makes progress; until then audio beyond ``max_lag_s`` is not pushed.
+        """
+        if self._vad.push(samples).any():
+            self._last_voice_at = now
+        backlog = avatar.queued_seconds
+        if backlog <= self._catch_up_s:
+            return True
+        if not self._made_since_cut:
+            if backlog <= self.manager.max_lag_s:
+                return True
+            self.dropped_input_s += samples.size / SAMPLE_RATE
+            return False
+        if now - self._last_voice_at >= backlog or backlog > self.manager.max_lag_s:
+            avatar.interrupt()
+            self.dropped_input_s += backlog
+            self._made_since_cut = 0
+        return True
 
     def _barge_in(self) -> None:
         """The caller speaks over the answer: stop its voice and mouth now (``interrupt()``)."""
@@ -463,6 +502,7 @@ class Call:
     def _show(self, frame: AvatarFrame, generated: bool, events: list[tuple[_Answer, str]]) -> None:
         """A frame leaves for the caller (event loop): to the tracks, and the answers' timings."""
         self.output.put(frame, generated)
+        self._made_since_cut += generated
         self._speaking_now = frame.speaking
         for answer, what in events:
             if what == "started":

@@ -2,7 +2,10 @@
 
 It speaks the real protocol of the three services the Call tab's assistant uses (multipart
 ``POST /v1/audio/transcriptions``, JSON ``POST /v1/chat/completions``, JSON
-``POST /v1/audio/speech`` answering WAV, plus ``GET /v1/models``), but recognises nothing:
+``POST /v1/audio/speech`` answering WAV, plus ``GET /v1/models``), and the variants agent
+frameworks ask for (Pipecat's OpenAI services, ``examples/pipecat_avatar.py``): a chat with
+``"stream": true`` answers server-sent events of ``chat.completion.chunk`` objects, a speech
+request with ``"response_format": "pcm"`` raw 24 kHz 16-bit mono PCM. It recognises nothing:
 the transcription and the chat answer are fixed strings, and the speech is espeak-ng's reading
 of the text (or a tone when espeak-ng is missing). Every request is recorded for inspection.
 
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 __all__ = ["StubServices", "serve_stub_services"]
 
@@ -81,7 +84,10 @@ class StubServices:
             if "llm" in self.fail:
                 return JSONResponse({"error": {"message": "stub failure"}}, status_code=500)
             text = self._pick(self.answer, "llm")
-            return {"id": "stub", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            created, model = int(time.time()), body.get("model")
+            if body.get("stream"):
+                return StreamingResponse(_chat_events(text, created, model), media_type="text/event-stream")
+            return {"id": "stub", "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": text}}]}
 
@@ -91,9 +97,42 @@ class StubServices:
             self.requests.append(("tts", {"body": body, "auth": request.headers.get("authorization")}))
             if "tts" in self.fail:
                 return JSONResponse({"error": "stub failure"}, status_code=500)
-            return Response(_speech_wav(str(body.get("input", ""))), media_type="audio/wav")
+            wav = _speech_wav(str(body.get("input", "")))
+            if body.get("response_format") == "pcm":  # raw 24 kHz s16le mono, as OpenAI's "pcm"
+                return Response(_pcm_24k(wav), media_type="audio/pcm")
+            return Response(wav, media_type="audio/wav")
 
         return app
+
+
+def _chat_events(text: str, created: int, model: Any) -> Any:
+    """A chat answer as OpenAI's streamed ``chat.completion.chunk`` events: the role, the text a
+    word at a time, the finish reason, ``[DONE]``."""
+    import json
+
+    def event(delta: dict[str, str], finish: str | None = None) -> str:
+        chunk = {"id": "stub", "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        yield event({"content": word if i == len(words) - 1 else word + " "})
+    yield event({}, "stop")
+    yield "data: [DONE]\n\n"
+
+
+def _pcm_24k(wav: bytes) -> bytes:
+    """WAV bytes as raw 24 kHz 16-bit mono PCM."""
+    import soundfile as sf
+    import soxr
+
+    from float_core.media.audio import pcm16
+
+    wave, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    mono = soxr.resample(wave.mean(axis=1), rate, 24000) if rate != 24000 else wave.mean(axis=1)
+    return pcm16(mono)
 
 
 def _speech_wav(text: str) -> bytes:
