@@ -36,7 +36,7 @@ import numpy as np
 from float_core.config import SAMPLE_RATE
 from float_core.tts import TTSError, TTSSettings, available_engines, synthesize
 
-__all__ = ["ServiceConfig", "ServiceError", "transcribe", "chat", "speak", "check_services",
+__all__ = ["ServiceConfig", "ServiceError", "transcribe", "chat", "chat_model", "speak", "check_services",
            "assistant_unavailable_reason"]
 
 _REACH_TIMEOUT_S = 3.0  #: how long the reachability check waits for a connection
@@ -205,8 +205,10 @@ def transcribe(cfg: ServiceConfig, wave: np.ndarray) -> str:
     return text.strip()
 
 
-def _default_model(cfg: ServiceConfig) -> str:
-    """The chat model when FLOAT_LLM_MODEL is unset: the first one ``GET {llm}/models`` lists."""
+def chat_model(cfg: ServiceConfig) -> str:
+    """The chat model: ``FLOAT_LLM_MODEL``, or when it is unset the first one ``GET {llm}/models`` lists."""
+    if cfg.llm_model:
+        return cfg.llm_model
     url = f"{cfg.llm_url}/models"
     try:
         models = _json(_request(cfg, "chat", "FLOAT_LLM_URL", "GET", url), "chat").get("data") or []
@@ -221,7 +223,7 @@ def chat(cfg: ServiceConfig, messages: Sequence[Mapping[str, str]], *, max_token
     if cfg.llm_url is None:
         raise ServiceError("chat is not configured: set FLOAT_LLM_URL")
     url = f"{cfg.llm_url}/chat/completions"
-    body = {"model": cfg.llm_model or _default_model(cfg), "messages": list(messages),
+    body = {"model": chat_model(cfg), "messages": list(messages),
             "max_tokens": max_tokens, "stream": False}
     data = _json(_request(cfg, "chat", "FLOAT_LLM_URL", "POST", url, json=body), "chat")
     try:

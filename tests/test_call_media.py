@@ -61,9 +61,10 @@ def test_the_tracks_send_each_frame_with_its_own_samples_and_timestamps():
 
 def test_puppet_backlog_is_cut_in_silence_or_beyond_the_maximum_lag():
     """Call._keep_up with the real voice-activity detector and a stand-in avatar whose backlog
-    (queued_seconds) the test sets: queued silence beyond a chunk's need is dropped, queued
-    speech only beyond FLOAT_CALL_MAX_LAG, and a second cut waits for a frame made after the
-    first (meanwhile audio beyond the maximum lag is not pushed)."""
+    (queued_seconds) the test sets. While generation keeps up: queued silence beyond a chunk's
+    need is dropped, queued speech only beyond FLOAT_CALL_MAX_LAG. A server that does not keep
+    up is never cut (its work in progress would be lost): audio beyond the lag is not pushed."""
+    from collections import deque
     from types import SimpleNamespace
 
     from float_core.media.audio import load_audio
@@ -80,7 +81,8 @@ def test_puppet_backlog_is_cut_in_silence_or_beyond_the_maximum_lag():
 
     speech = load_audio(SPEECH)[16000:48000]  # voiced throughout
     silence = np.zeros(3 * 16000, np.float32)
-    call = SimpleNamespace(_vad=VoiceActivity(), _last_voice_at=0.0, _catch_up_s=1.0, _made_since_cut=1,
+    fast = deque(np.arange(50) * 0.04, maxlen=50)  # 50 frames made in 2 s: keeping up
+    call = SimpleNamespace(_vad=VoiceActivity(), _last_voice_at=0.0, _catch_up_s=1.0, _made_at=fast,
                            manager=SimpleNamespace(max_lag_s=3.0), dropped_input_s=0.0)
     avatar = Avatar()
 
@@ -96,13 +98,14 @@ def test_puppet_backlog_is_cut_in_silence_or_beyond_the_maximum_lag():
     assert arrive(speech, 0.0, 0.6) and avatar.cuts == 0  # the normal delay: nothing to do
     assert arrive(speech, 2.0, 2.0) and avatar.cuts == 0  # behind, but speech is queued: kept
     assert arrive(silence, 4.0, 2.0) and avatar.cuts == 1  # once 2 s of silence are queued: cut
-    assert call.dropped_input_s == 2.0 and call._made_since_cut == 0
-    # No frame made since the cut (a slow server): no second cut; audio beyond 3 s is not pushed.
-    avatar.queued_seconds = 3.5
-    assert not Call._keep_up(call, avatar, speech[:320], 8.0) and avatar.cuts == 1
-    call._made_since_cut = 10  # frames came: the next cut may happen, at the maximum lag even in speech
-    assert Call._keep_up(call, avatar, speech[:320], 8.02) and avatar.cuts == 2
-    assert call.dropped_input_s == 2.0 + 0.02 + 3.5
+    assert call.dropped_input_s == 2.0 and not call._made_at  # the next cut waits for new frames
+    call._made_at.extend(np.arange(50) * 0.04)
+    assert arrive(speech[:320], 8.0, 3.5) and avatar.cuts == 2  # beyond the maximum lag, even in speech
+    # A slow server (50 frames in 10 s): never cut; the audio beyond the maximum lag is not pushed.
+    call._made_at.extend(np.arange(50) * 0.2)
+    assert arrive(silence, 9.0, 2.0) and avatar.cuts == 2
+    assert not arrive(speech[:640], 12.0, 3.5) and avatar.cuts == 2
+    assert call.dropped_input_s == pytest.approx(2.0 + 3.5 + 0.04)
 
 
 def test_turn_detector_cuts_a_turn_after_the_closing_silence():

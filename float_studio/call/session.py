@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 MODES = ("puppet", "assistant")
 #: Puppet mode: queued silence beyond what a chunk and its look-ahead need plus this is dropped.
 CATCH_UP_MARGIN_S = 0.5
+#: Generation keeps up when the last KEEPING_UP_FRAMES new frames were made within this many
+#: seconds (20 fps: a hiccup, not a server too slow for real time).
+KEEPING_UP_FRAMES = 50
+KEEPING_UP_SECONDS = 2.5
 MAX_PORTRAIT_BYTES = 15 * 1024 * 1024
 
 
@@ -286,10 +290,10 @@ class Call:
         self._answers: deque[_Answer] = deque()
         self._answers_lock = threading.Lock()
         self._barged_turn = 0
-        # Puppet mode: when the caller last spoke (voice activity of the arriving audio), and the
-        # frames made since the backlog was last cut (a cut waits for the one before it to pay off).
+        # Puppet mode: when the caller last spoke (voice activity of the arriving audio), and when
+        # the latest frames were made (whether generation keeps up with real time).
         self._last_voice_at = 0.0
-        self._made_since_cut = 1
+        self._made_at: deque[float] = deque(maxlen=KEEPING_UP_FRAMES)
         self._vad: Any = None
         self.options = self._avatar_options()
         schedule = live_schedule(pipe, self.options)
@@ -397,26 +401,27 @@ class Call:
         """Puppet mode: keep the delay bounded; returns whether to push ``samples``.
 
         The avatar plays a real-time timeline, so a hiccup (a busy CPU) would delay everything
-        after it for good. The queued audio is dropped (``interrupt()``; the face goes on from
-        the audio that arrives next) when it is more than a chunk and its look-ahead plus a
-        margin and all of it is silence, or when it is more than ``max_lag_s`` (the server does
-        not keep up); but only once the previous cut has produced a frame, so that a slow server
-        still makes progress; until then audio beyond ``max_lag_s`` is not pushed.
+        after it for good. While generation keeps up with real time, the queued audio is
+        dropped (``interrupt()``; the face goes on from the audio that arrives next) when it is
+        more than a chunk and its look-ahead plus a margin and all of it is silence, or when it
+        is more than ``max_lag_s``. A server that does not keep up would lose its work in
+        progress at every cut, so there the audio beyond ``max_lag_s`` is not pushed instead.
         """
         if self._vad.push(samples).any():
             self._last_voice_at = now
         backlog = avatar.queued_seconds
         if backlog <= self._catch_up_s:
             return True
-        if not self._made_since_cut:
-            if backlog <= self.manager.max_lag_s:
-                return True
-            self.dropped_input_s += samples.size / SAMPLE_RATE
-            return False
-        if now - self._last_voice_at >= backlog or backlog > self.manager.max_lag_s:
+        made = self._made_at
+        keeping_up = len(made) == made.maxlen and made[-1] - made[0] <= KEEPING_UP_SECONDS
+        if keeping_up and (now - self._last_voice_at >= backlog or backlog > self.manager.max_lag_s):
             avatar.interrupt()
             self.dropped_input_s += backlog
-            self._made_since_cut = 0
+            made.clear()  # the next cut waits for generation to be seen keeping up again
+            return True
+        if backlog > self.manager.max_lag_s:
+            self.dropped_input_s += samples.size / SAMPLE_RATE
+            return False
         return True
 
     def _barge_in(self) -> None:
@@ -502,7 +507,8 @@ class Call:
     def _show(self, frame: AvatarFrame, generated: bool, events: list[tuple[_Answer, str]]) -> None:
         """A frame leaves for the caller (event loop): to the tracks, and the answers' timings."""
         self.output.put(frame, generated)
-        self._made_since_cut += generated
+        if generated:
+            self._made_at.append(time.monotonic())
         self._speaking_now = frame.speaking
         for answer, what in events:
             if what == "started":
