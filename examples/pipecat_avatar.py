@@ -29,6 +29,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipecat.frames.frames import (  # noqa: E402
-    EndFrame, Frame, InputAudioRawFrame, OutputImageRawFrame, SpeechOutputAudioRawFrame, TranscriptionFrame,
-    TTSTextFrame)
+    EndFrame, Frame, InputAudioRawFrame, OutputImageRawFrame, SpeechOutputAudioRawFrame)
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
@@ -54,7 +54,7 @@ SYSTEM_PROMPT = "You are Ava, a friendly talking portrait. Answer in one or two 
 
 
 class Recorder(FrameProcessor):
-    """Writes the avatar's frames and their audio to an MP4 and prints what was said."""
+    """Writes the avatar's frames and their audio to an MP4."""
 
     def __init__(self, writer: VideoWriter) -> None:
         super().__init__(name="recorder")
@@ -75,15 +75,11 @@ class Recorder(FrameProcessor):
             if frame.metadata["float_avatar"]["speaking"]:
                 self.speaking += 1
                 self.last_speech = time.monotonic()
-        elif isinstance(frame, TranscriptionFrame):
-            print(f"user: {frame.text}", flush=True)
-        elif isinstance(frame, TTSTextFrame):
-            print(f"  portrait says: {frame.text}", flush=True)
         await self.push_frame(frame, direction)
 
 
-def build_services(cfg: services.ServiceConfig) -> list[FrameProcessor]:
-    """Pipecat's OpenAI services on the configured servers, and the context aggregators."""
+def build_services(cfg: services.ServiceConfig) -> tuple[list[FrameProcessor], Any]:
+    """Pipecat's OpenAI services on the configured servers, the context aggregators, the context."""
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (LLMContextAggregatorPair,
@@ -102,13 +98,14 @@ def build_services(cfg: services.ServiceConfig) -> list[FrameProcessor]:
     tts = OpenAITTSService(api_key=key, base_url=cfg.tts_url,
                            settings=OpenAITTSService.Settings(model=cfg.tts_model, voice=cfg.tts_voice))
     turns = UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])  # no turn model to download
-    context = LLMContextAggregatorPair(LLMContext(), user_params=LLMUserAggregatorParams(
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(
         vad_analyzer=SileroVADAnalyzer(), user_turn_strategies=turns))
-    return [stt, context.user(), llm, tts, context.assistant()]
+    return [stt, aggregators.user(), llm, tts, aggregators.assistant()], context
 
 
 async def converse(pipe: FloatPipeline, args: argparse.Namespace, cfg: services.ServiceConfig) -> Recorder:
-    stt, user, llm, tts, assistant = build_services(cfg)
+    (stt, user, llm, tts, assistant), context = build_services(cfg)
     avatar = FloatAvatarService(pipe, args.portrait, nfe=args.nfe, seed=0)
     with VideoWriter(args.output, fps=FPS, audio_rate=SAMPLE_RATE) as writer:
         recorder = Recorder(writer)
@@ -130,6 +127,8 @@ async def converse(pipe: FloatPipeline, args: argparse.Namespace, cfg: services.
             await asyncio.sleep(0.1)
         await worker.queue_frame(EndFrame())
         await asyncio.wait_for(run, 60)
+    for message in context.get_messages():
+        print(f"{message.get('role')}: {message.get('content')}")
     return recorder
 
 

@@ -161,3 +161,34 @@ def test_importing_the_engine_does_not_import_pipecat():
             "assert 'pipecat' not in sys.modules, sorted(m for m in sys.modules if 'pipecat' in m)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_example_agent_answers_through_the_avatar(monkeypatch, tmp_path):
+    """examples/pipecat_avatar.py end to end: Pipecat's OpenAI speech recognition, chat and speech
+    services on the local stand-ins (streamed chat, raw PCM speech), the tiny model; the MP4 shows
+    the portrait listening, then speaking the answer."""
+    import importlib.util
+
+    from float_core.media.video import probe_video
+    from float_studio.call.stub_services import StubServices, serve_stub_services
+
+    url, stub, stop = serve_stub_services(StubServices(answer=["I am Ava."]))
+    for name in ("FLOAT_ASR_URL", "FLOAT_LLM_URL", "FLOAT_TTS_URL"):
+        monkeypatch.setenv(name, url)
+    monkeypatch.setenv("FLOAT_TEST_MODEL", "tiny-random")
+    monkeypatch.delenv("FLOAT_LLM_MODEL", raising=False)
+    spec = importlib.util.spec_from_file_location("pipecat_avatar", ROOT / "examples" / "pipecat_avatar.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "answer.mp4"
+    try:
+        assert example.main(["-o", str(out), "--listen", "0.5", "--nfe", "2", "--timeout", "60"]) == 0
+    finally:
+        stop()
+    kinds = [s for s, _ in stub.requests]
+    assert kinds == ["asr", "llm", "tts"], kinds
+    llm, tts = stub.requests[1][1]["body"], stub.requests[2][1]["body"]
+    assert llm["stream"] is True and llm["messages"][-1] == {"role": "user", "content": "What is your name?"}
+    assert tts["input"] == "I am Ava." and tts["response_format"] == "pcm"
+    info = probe_video(out)
+    assert info["width"] == 64 and info["frames"] >= 100 and abs(info["audio_seconds"] - info["frames"] / 25) < 0.1
