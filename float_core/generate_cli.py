@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_options import add_generation_and_model_groups, pipeline_from_args, settings_from_args
+from .cli_options import add_generation_and_model_groups, pipeline_from_args, print_result, settings_from_args
 
 __all__ = ["DEFAULT_DRIVE_GROUPS", "add_subparser", "run"]
 
@@ -97,7 +97,4 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # bad input: a clear message, no traceback
         print(f"error: {args.output}: {exc}", file=sys.stderr)
         return 1
-    if result.message:
-        print(f"note: {result.message}", file=sys.stderr)
-    print(result.summary())
-    return 0
+    return print_result(result)
