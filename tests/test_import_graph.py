@@ -124,3 +124,17 @@ def test_engine_module_imports_no_ui_and_no_private_names(module):
         if target.startswith("float_core") and target != module:
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private, f"{module}:{line} imports private {private} from {target}"
+
+
+def test_public_names_are_exported_and_resolve():
+    """``float_core.__all__`` lists the eager names and every lazily imported one, and each
+    resolves to an object defined in the module the lazy table names."""
+    import float_core
+
+    eager = {n for n in float_core.__all__ if n not in float_core._LAZY}
+    assert set(float_core.__all__) == eager | set(float_core._LAZY)
+    assert eager == {"EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig",
+                     "StreamOptions"}
+    for name, module in float_core._LAZY.items():
+        value = getattr(float_core, name)
+        assert getattr(value, "__module__", f"float_core.{module}") == f"float_core.{module}", name
