@@ -208,7 +208,7 @@ def parse_settings(values: Mapping[str, Any], base: JobSettings | None = None) -
     Values may be typed (JSON, Python) or strings (CSV cells, "true"/"false" for booleans).
     ``face`` and ``video_face`` count from 1 (the largest face); ``drive_groups`` and
     ``groups_from_video`` are direction groups ("head,eyes" or a list); ``reference_frame`` is a
-    0-based frame index at 25 fps. Raises ValueError naming the field.
+    0-based frame index at :data:`~float_core.config.FPS`. Raises ValueError naming the field.
     """
     base = base or JobSettings()
     unknown = sorted(set(values) - set(SETTING_FIELDS))
@@ -486,13 +486,12 @@ def make_job(row: Mapping[str, Any], line: int, defaults: JobSettings | None = N
     if "drive_groups" in given and "drive" not in given:
         raise ValueError("drive_groups: needs drive (the video the groups come from)")
     settings = parse_settings({k: v for k, v in given.items() if k in SETTING_FIELDS}, defaults)
-    video = given.get("drive" if mode == "generate" else "video")
+    video_field = "drive" if mode == "generate" else "video"
     return Job(id=job_id, line=line, image=_input_file("image", given["image"]) if "image" in given else None,
                audio=_input_file("audio", given["audio"]) if "audio" in given else None,
                text=given["text"].strip() if "text" in given else None,
-               voice=_voice_spec(given.get("voice")) if "text" in given else None,
-               mode=mode, video=None if video is None else _input_file("drive" if mode == "generate" else "video",
-                                                                       video),
+               voice=_voice_spec(given.get("voice")) if "text" in given else None, mode=mode,
+               video=_input_file(video_field, given[video_field]) if video_field in given else None,
                settings=settings)
 
 
