@@ -38,8 +38,11 @@ _LAZY = {
     "AvatarFrame": "avatar",
 }
 
-__all__ = sorted(["EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig",
-                  "StreamOptions", *_LAZY])
+__all__ = [  # the torch-free names above, then every lazy one (tests/test_import_graph.py checks both)
+    "EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig", "StreamOptions",
+    "AvatarFrame", "ConversationResult", "DrivingAudio", "FloatPipeline", "GenerationResult", "LiveAvatar",
+    "Precision", "Prepared", "Script", "SourceImage", "StreamChunk", "StreamIterator", "VideoMotion", "synthesize",
+]
 
 
 def __getattr__(name: str) -> Any:

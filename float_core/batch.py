@@ -2,14 +2,23 @@
 
 A **job file** lists one video per job, in one of three formats with one set of field names
 (:data:`JOB_FIELDS`): a CSV with a header row, a JSON list of objects, or JSON Lines (one
-object per line). Each job has an ``id`` (unique; the video is ``OUT/<id>.mp4``), an ``image``,
-either an ``audio`` file or a ``text`` spoken by text-to-speech (:func:`float_core.tts.synthesize`
-with the job's ``voice`` spec, e.g. "espeak:en-us+f3"), and optionally the settings of
-:data:`SETTING_FIELDS`, with the names and validation of :class:`~float_core.config.SamplingConfig`
-and ``generate``; a job's settings override the command line's. :func:`load_jobs` validates
-every line before any work starts: a malformed line (bad JSON, unknown field, bad value,
-missing file, a voice the text-to-speech engine cannot use, repeated id) becomes an
-:class:`InvalidLine` with its line number, and the other lines still run.
+object per line). Each job has an ``id`` (unique; the video is ``OUT/<id>.mp4``) and a ``mode``
+(:data:`MODES`), which decides the fields it needs and takes (:data:`MODE_FIELDS`), with the
+names of the :class:`~float_core.pipeline.FloatPipeline` method it runs:
+
+* ``generate`` (the default): an ``image`` and either an ``audio`` file or a ``text`` spoken by
+  text-to-speech (:func:`float_core.tts.synthesize` with the job's ``voice`` spec, e.g.
+  "espeak:en-us+f3"); optionally a ``drive`` video whose face gives the ``drive_groups``
+  (lips from the speech, head from the video);
+* ``drive``: an ``image`` moved by the face of a ``video`` (reenactment; nothing is sampled);
+* ``dub``: a ``video`` whose lips follow new speech (``audio`` or ``text``).
+
+The optional settings (:data:`SETTING_FIELDS`) have the names and validation of
+:class:`~float_core.config.SamplingConfig` and those methods; a job's settings override the
+command line's, which apply to the jobs whose mode takes them. :func:`load_jobs` validates every
+line before any work starts: a malformed line (bad JSON, unknown field, a field its mode does
+not take, bad value, missing file, a voice the text-to-speech engine cannot use, repeated id)
+becomes an :class:`InvalidLine` with its line number, and the other lines still run.
 
 **Results.** Every job ends with one line appended to ``OUT/results.jsonl`` (:class:`ResultsLog`):
 ``id``, ``status`` ("ok", "failed", "skipped"), ``output``, ``seconds``, ``error``,
@@ -19,18 +28,19 @@ Videos are written to a temporary file and moved into place when complete
 were running.
 
 **Resume.** The settings hash (:func:`settings_hash`) covers what decides a job's video: the
-contents of its input files (or its text and voice), its mode and settings, and the model
-flags. A job whose video exists and whose last "ok" line in ``results.jsonl`` has the same
-hash is skipped.
+contents of its input files (image, speech, video; or its text and voice), its mode and the
+settings its mode takes, and the model flags. A job whose video exists and whose last "ok"
+line in ``results.jsonl`` has the same hash is skipped.
 
 **Runners** (:func:`run_batch`): locally, one process loads the pipeline once and runs the jobs
-in order (each job is :func:`run_job`, i.e. ``FloatPipeline.generate``, so outputs equal
-``generate``'s for the same settings and seed). With Ray (``ray=True`` or an address), a pool
-of actors (:class:`BatchWorker`), each holding one pipeline, takes the jobs one at a time as
-they come free (back-pressure: at most one job per actor in flight); the driver writes the
-results as they return. An actor that dies (crash, out-of-memory kill, node preemption) is
-replaced and its job retried up to ``retries`` times. Ray is imported only by the Ray runner:
-``import float_core`` never imports it (install it with the ``scale`` extra).
+in order (each job is :func:`run_job`, i.e. the ``FloatPipeline`` method of its mode, so
+outputs equal ``generate``'s, ``drive``'s or ``dub``'s for the same settings and seed). With
+Ray (``ray=True`` or an address), a pool of actors (:class:`BatchWorker`), each holding one
+pipeline, takes the jobs one at a time as they come free (back-pressure: at most one job per
+actor in flight); the driver writes the results as they return. An actor that dies (crash,
+out-of-memory kill, node preemption) is replaced and its job retried up to ``retries`` times.
+Ray is imported only by the Ray runner: ``import float_core`` never imports it (install it with
+the ``scale`` extra).
 """
 
 from __future__ import annotations
@@ -52,28 +62,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import SAMPLING_FIELDS, SamplingConfig, canonical_preset
+from .config import DEFAULT_DRIVE_GROUPS, DEFAULT_DUB_GROUPS, FPS, SAMPLING_FIELDS, SamplingConfig, canonical_preset
 from .progress import ProgressLike, as_progress
 from .tts import TTSSettings, check_voice, synthesize
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .pipeline import FloatPipeline
 
 __all__ = [
-    "JOB_FIELDS", "MODES", "RESULTS_FILE", "SETTING_FIELDS", "STATUSES", "BatchError", "BatchSummary",
+    "JOB_FIELDS", "MODES", "MODE_FIELDS", "RESULTS_FILE", "SETTING_FIELDS", "STATUSES", "BatchError", "BatchSummary",
     "BatchWorker", "InvalidLine", "Job", "JobFile", "JobResult", "JobSettings", "ModelSpec", "ResultsLog",
     "file_digest", "load_jobs", "make_job", "parse_settings", "read_job_rows", "run_batch", "run_job",
     "settings_hash",
 ]
 
-#: Per-job settings: the SamplingConfig fields plus the portrait and motion options of ``generate``.
-SETTING_FIELDS: tuple[str, ...] = (*SAMPLING_FIELDS, "crop", "paste_back", "face", "crop_scale", "preset")
+#: Per-job settings: the SamplingConfig fields, the portrait and motion options of ``generate``,
+#: and the video options of ``generate(drive=...)``, ``drive`` and ``dub`` (FloatPipeline's names).
+SETTING_FIELDS: tuple[str, ...] = (*SAMPLING_FIELDS, "crop", "paste_back", "face", "crop_scale", "preset",
+                                   "drive_groups", "relative", "video_face", "groups_from_video", "reference_frame")
 #: Every field a job may have.
-JOB_FIELDS: tuple[str, ...] = ("id", "mode", "image", "audio", "text", "voice", "video", *SETTING_FIELDS)
-#: The modes a job may name (``mode``; default "generate": portrait + speech).
-MODES: tuple[str, ...] = ("generate",)
-#: Modes that need the video-input pipeline (``video`` field), which this engine does not have yet.
-_VIDEO_MODES = ("drive", "dub")
+JOB_FIELDS: tuple[str, ...] = ("id", "mode", "image", "audio", "text", "voice", "video", "drive", *SETTING_FIELDS)
+#: The modes a job may name (``mode``; default "generate"), each the FloatPipeline method it runs:
+#: portrait + speech (optionally with the head from a video), portrait + video, video + speech.
+MODES: tuple[str, ...] = ("generate", "drive", "dub")
+#: The fields each mode takes besides ``id`` and ``mode``: the arguments of its FloatPipeline
+#: method (``face`` is the portrait's, except in a dub, whose only face is the video's).
+MODE_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "generate": ("image", "audio", "text", "voice", "drive", "drive_groups", *SAMPLING_FIELDS, "crop", "paste_back",
+                 "face", "crop_scale", "preset"),
+    "drive": ("image", "video", "relative", "crop", "paste_back", "face", "video_face", "crop_scale"),
+    "dub": ("video", "audio", "text", "voice", "groups_from_video", "reference_frame", *SAMPLING_FIELDS, "face",
+            "crop_scale"),
+}
+#: Why a mode does not take a field, for the error message.
+_NOT_TAKEN = {
+    "generate": "its video is the drive field (the head from the video, the lips from the speech); video is for "
+                "mode drive or dub",
+    "drive": "its motion and sound all come from its video: nothing is sampled, no speech, no preset; new speech "
+             "on a video is mode dub",
+    "dub": "its identity and picture come from its video: no image, crop, paste_back or preset",
+}
 #: The results log inside the output folder.
 RESULTS_FILE = "results.jsonl"
 #: A job's ``status`` in the results log.
@@ -105,11 +135,20 @@ class JobSettings:
     face: int = 0  #: which detected face, 0 = the largest (the job file and flags count from 1)
     crop_scale: float | None = None  #: None: the reference's 1.6
     preset: str | None = None  #: one of float_core.config.PRESET_NAMES
+    drive_groups: tuple[str, ...] = DEFAULT_DRIVE_GROUPS  #: generate with a drive video: groups from the video
+    relative: bool = True  #: drive: the video's change since its first frame (False: its pose itself)
+    video_face: int = 0  #: drive: which face of the video, 0 = the largest (counted from 1 in the job file)
+    groups_from_video: tuple[str, ...] = DEFAULT_DUB_GROUPS  #: dub: groups kept from each video frame
+    reference_frame: int | None = None  #: dub: the identity frame (None: the first frontal, sharp face)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able, with the job file's names (``face`` counted from 1)."""
-        return {**self.sampling.to_dict(), "crop": self.crop, "paste_back": self.paste_back, "face": self.face + 1,
-                "crop_scale": self.crop_scale, "preset": self.preset}
+    def to_dict(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """JSON-able, with the job file's names (faces counted from 1): the settings ``names``
+        (default: all of :data:`SETTING_FIELDS`)."""
+        data = {**self.sampling.to_dict(), "crop": self.crop, "paste_back": self.paste_back, "face": self.face + 1,
+                "crop_scale": self.crop_scale, "preset": self.preset, "drive_groups": list(self.drive_groups),
+                "relative": self.relative, "video_face": self.video_face + 1,
+                "groups_from_video": list(self.groups_from_video), "reference_frame": self.reference_frame}
+        return data if names is None else {name: data[name] for name in names}
 
 
 def _given(value: Any) -> bool:
@@ -139,7 +178,27 @@ def _as_number(name: str, value: Any, kind: type) -> Any:
         raise ValueError(f"{name}: expected {what}, got {value!r}") from None
 
 
-_NUMBER_KINDS = {"a_cfg": float, "e_cfg": float, "nfe": int, "seed": int, "face": int, "crop_scale": float}
+_NUMBER_KINDS = {"a_cfg": float, "e_cfg": float, "nfe": int, "seed": int, "face": int, "crop_scale": float,
+                 "video_face": int, "reference_frame": int}
+
+
+def _whole(name: str, value: Any, lowest: int, rule: str) -> int:
+    """``value`` as a whole number >= ``lowest``, or a ValueError stating ``rule``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
+        raise ValueError(f"{name}: {rule}; got {value!r}")
+    return int(value)
+
+
+def _groups(name: str, value: Any) -> tuple[str, ...]:
+    """Direction groups as ``float_core.video_in.parse_groups`` reads them ("head,eyes" or a list)."""
+    from .video_in import parse_groups
+
+    if not isinstance(value, (str, list, tuple)):
+        raise ValueError(f"{name}: expected group names such as \"head,eyes\" or [\"head\", \"eyes\"], got {value!r}")
+    try:
+        return parse_groups(value)
+    except ValueError as exc:  # its message names "groups"; say which field
+        raise ValueError(f"{name}: {str(exc).removeprefix('groups: ')}") from None
 
 
 def parse_settings(values: Mapping[str, Any], base: JobSettings | None = None) -> JobSettings:
@@ -147,7 +206,9 @@ def parse_settings(values: Mapping[str, Any], base: JobSettings | None = None) -
 
     Fields that are absent, None or blank keep ``base``'s value (default: the defaults).
     Values may be typed (JSON, Python) or strings (CSV cells, "true"/"false" for booleans).
-    ``face`` counts from 1 (the largest face). Raises ValueError naming the field.
+    ``face`` and ``video_face`` count from 1 (the largest face); ``drive_groups`` and
+    ``groups_from_video`` are direction groups ("head,eyes" or a list); ``reference_frame`` is a
+    0-based frame index at :data:`~float_core.config.FPS`. Raises ValueError naming the field.
     """
     base = base or JobSettings()
     unknown = sorted(set(values) - set(SETTING_FIELDS))
@@ -158,12 +219,9 @@ def parse_settings(values: Mapping[str, Any], base: JobSettings | None = None) -
     sampling = base.sampling.with_overrides(**{k: typed.get(k) for k in SAMPLING_FIELDS})
     crop = _as_bool("crop", typed["crop"]) if "crop" in typed else base.crop
     paste_back = _as_bool("paste_back", typed["paste_back"]) if "paste_back" in typed else base.paste_back
-    face = base.face
-    if "face" in typed:
-        value = typed["face"]
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"face: 1 is the largest face, 2 the next, ...; got {values['face']!r}")
-        face = int(value) - 1
+    faces = {name: _whole(name, typed[name], 1, "1 is the largest face, 2 the next, ...") - 1
+             for name in ("face", "video_face") if name in typed}
+    groups = {name: _groups(name, typed[name]) for name in ("drive_groups", "groups_from_video") if name in typed}
     crop_scale = base.crop_scale
     if "crop_scale" in typed:
         from .media.face import check_crop_scale
@@ -173,7 +231,14 @@ def parse_settings(values: Mapping[str, Any], base: JobSettings | None = None) -
     preset = canonical_preset(typed["preset"]) if "preset" in typed else base.preset
     if paste_back and not crop:
         raise ValueError("paste_back: needs crop (the crop box says where the face goes); drop one of them")
-    return JobSettings(sampling, crop=crop, paste_back=paste_back, face=face, crop_scale=crop_scale, preset=preset)
+    relative = _as_bool("relative", typed["relative"]) if "relative" in typed else base.relative
+    reference_frame = base.reference_frame
+    if "reference_frame" in typed:
+        reference_frame = _whole("reference_frame", typed["reference_frame"], 0,
+                                 f"a frame of the video at {FPS} fps, 0 = the first (leave it out for the first "
+                                 "frontal, sharp face)")
+    return dataclasses.replace(base, sampling=sampling, crop=crop, paste_back=paste_back, crop_scale=crop_scale,
+                               preset=preset, relative=relative, reference_frame=reference_frame, **faces, **groups)
 
 
 # ---------------------------------------------------------------------------- job file
@@ -183,18 +248,24 @@ class Job:
 
     id: str
     line: int  #: where it is in the job file (1 = the first line)
-    image: str
+    image: str | None = None  #: the portrait (generate, drive)
     audio: str | None = None
     text: str | None = None
     voice: str | None = None  #: a text job's voice spec, resolved ("espeak:en-us" when none was given)
     mode: str = "generate"
-    video: str | None = None
+    video: str | None = None  #: the input video: a drive or dub job's ``video``, a generate job's ``drive``
     settings: JobSettings = field(default_factory=JobSettings)
     settings_hash: str = ""
 
     def output(self, out_dir: str | os.PathLike[str]) -> Path:
         """The job's video: ``out_dir/<id>.mp4``."""
         return Path(out_dir) / f"{self.id}.mp4"
+
+    def setting_names(self) -> tuple[str, ...]:
+        """The settings that decide this job's video: those its mode takes (a generate job's
+        ``drive_groups`` only with a drive video)."""
+        return tuple(name for name in SETTING_FIELDS if name in MODE_FIELDS[self.mode]
+                     and (name != "drive_groups" or self.video is not None))
 
 
 @dataclass(frozen=True)
@@ -371,12 +442,20 @@ def _voice_spec(value: Any) -> str:
     return str(check_voice(value))
 
 
+#: What each mode needs its image or video for (in the message about a missing one).
+_NEEDS = {("generate", "image"): "a portrait", ("drive", "image"): "a portrait to move",
+          ("drive", "video"): "the video whose face moves the portrait", ("dub", "video"): "the video to dub"}
+
+
 def make_job(row: Mapping[str, Any], line: int, defaults: JobSettings | None = None) -> Job:
     """A validated :class:`Job` from one row of a job file (fields as in :data:`JOB_FIELDS`).
 
-    Input paths are made absolute (relative to the current folder) and must exist. A text
-    job's voice is resolved to its spec (no voice: :func:`float_core.tts.default_voice`'s)
-    and checked with :func:`float_core.tts.check_voice`. Raises ValueError naming the field.
+    The job's ``mode`` decides which fields it needs and takes (:data:`MODE_FIELDS`): generate
+    needs an image and speech (``audio`` or ``text``), drive an image and a video, dub a video
+    and speech. Input paths are made absolute (relative to the current folder) and must exist.
+    A text job's voice is resolved to its spec (no voice: :func:`float_core.tts.default_voice`'s)
+    and checked with :func:`float_core.tts.check_voice`. ``defaults`` (the command line's)
+    fill in the settings the row leaves out. Raises ValueError naming the field.
     """
     for name in row:
         message = _field_name_error(name)
@@ -387,28 +466,33 @@ def make_job(row: Mapping[str, Any], line: int, defaults: JobSettings | None = N
         raise ValueError("id: missing; every job needs an id (it names the video)")
     job_id = _check_id(given["id"])
     mode = str(given.get("mode", "generate")).strip().lower()
-    if mode in _VIDEO_MODES:
-        raise ValueError(f"mode: {mode!r} needs video input, which this version does not have; "
-                         f"available: {', '.join(MODES)}")
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {given['mode']!r}")
-    if "video" in given:
-        raise ValueError("video: only the drive and dub modes take a video, and this version has neither")
-    if "image" not in given:
-        raise ValueError("image: missing; a generate job needs a portrait")
-    if ("audio" in given) == ("text" in given):
+    taken = MODE_FIELDS[mode]
+    for name in given:
+        if name not in ("id", "mode", *taken):
+            raise ValueError(f"{name}: not a field of {mode} jobs: {_NOT_TAKEN[mode]} (a {mode} job takes "
+                             f"{', '.join(taken)})")
+    for name in ("image", "video"):
+        if (mode, name) in _NEEDS and name not in given:
+            raise ValueError(f"{name}: missing; a {mode} job needs {_NEEDS[mode, name]}")
+    if "audio" in taken and ("audio" in given) == ("text" in given):
         raise ValueError("give either audio (a speech file) or text (spoken by text-to-speech), not "
                          + ("both" if "audio" in given else "neither"))
     if "voice" in given and "text" not in given:
         raise ValueError("voice: only for text jobs (the text-to-speech voice)")
     if "text" in given and not isinstance(given["text"], str):
         raise ValueError(f"text: expected the words to speak, got {given['text']!r}")
-    settings = parse_settings({k: v for k, v in row.items() if k in SETTING_FIELDS}, defaults)
-    return Job(id=job_id, line=line, image=_input_file("image", given["image"]),
+    if "drive_groups" in given and "drive" not in given:
+        raise ValueError("drive_groups: needs drive (the video the groups come from)")
+    settings = parse_settings({k: v for k, v in given.items() if k in SETTING_FIELDS}, defaults)
+    video_field = "drive" if mode == "generate" else "video"
+    return Job(id=job_id, line=line, image=_input_file("image", given["image"]) if "image" in given else None,
                audio=_input_file("audio", given["audio"]) if "audio" in given else None,
                text=given["text"].strip() if "text" in given else None,
-               voice=_voice_spec(given.get("voice")) if "text" in given else None,
-               mode=mode, settings=settings)
+               voice=_voice_spec(given.get("voice")) if "text" in given else None, mode=mode,
+               video=_input_file(video_field, given[video_field]) if video_field in given else None,
+               settings=settings)
 
 
 def load_jobs(path: str | os.PathLike[str], defaults: JobSettings | None = None) -> JobFile:
@@ -520,9 +604,11 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def settings_hash(job: Job, model: Mapping[str, Any], digests: dict[str, str] | None = None) -> str:
     """16 hex digits of SHA-256 over what decides the job's video: the contents of its input
-    files (not their paths: moving the media keeps the hash), a text job's text and voice spec
-    (for a ``url:`` voice also the server and model, ``FLOAT_TTS_URL`` and ``FLOAT_TTS_MODEL``),
-    mode, settings (:meth:`JobSettings.to_dict`) and the model (:meth:`ModelSpec.key`).
+    files (image, audio, video; not their paths: moving the media keeps the hash), a text job's
+    text and voice spec (for a ``url:`` voice also the server and model, ``FLOAT_TTS_URL`` and
+    ``FLOAT_TTS_MODEL``), mode, the settings its mode takes (:meth:`Job.setting_names`; a
+    setting of the command line that the mode ignores does not count) and the model
+    (:meth:`ModelSpec.key`).
     ``digests`` caches file digests by path (a portrait shared by many jobs is read once).
 
     Raises:
@@ -541,7 +627,8 @@ def settings_hash(job: Job, model: Mapping[str, Any], digests: dict[str, str] | 
         if str(job.voice).startswith("url:"):  # the same voice name on another server is another voice
             tts = TTSSettings.from_env()
             inputs["tts_server"] = [tts.url, tts.model]
-    payload = {"mode": job.mode, "inputs": inputs, "settings": job.settings.to_dict(), "model": dict(model)}
+    payload = {"mode": job.mode, "inputs": inputs, "settings": job.settings.to_dict(job.setting_names()),
+               "model": dict(model)}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -628,40 +715,106 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
 
+class _Stage:
+    """What a job is doing, for its error message: the stage and the file it reads, if any."""
+
+    def __init__(self) -> None:
+        self.name, self.path = "start", None
+
+    def __call__(self, name: str, path: str | None = None) -> None:
+        self.name, self.path = name, path
+
+    def error(self, exc: BaseException) -> str:
+        detail = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+        return f"{self.name} {self.path}: {detail}" if self.path else f"{self.name}: {detail}"
+
+
+def _speech(pipe: "FloatPipeline", job: Job, at: _Stage, max_seconds: float | None) -> "np.ndarray":
+    """The job's speech as 16 kHz mono samples: its audio file decoded as ``prepare_audio``
+    decodes it, or its text spoken by its voice (whose errors name the voice)."""
+    if job.text is not None:
+        at("text-to-speech")
+        return synthesize(job.text, job.voice)
+    from .media.audio import load_audio
+
+    at("audio", job.audio)
+    return load_audio(str(job.audio), target_rate=pipe.config.sample_rate, max_seconds=max_seconds)
+
+
+def _generate_job(pipe: "FloatPipeline", job: Job, out: Path, at: _Stage, batch_size: int,
+                  max_seconds: float | None) -> Any:
+    """``generate``: the portrait and the speech, and the head (``drive_groups``) from the
+    drive video if the job has one."""
+    from .inputs import Prepared
+
+    s = job.settings
+    at("image", job.image)
+    source = pipe.prepare_image(str(job.image), crop=s.crop, face=s.face, crop_scale=s.crop_scale)
+    wave = _speech(pipe, job, at, max_seconds)
+    at("speech")
+    speech = pipe.prepare_audio(wave, max_seconds=max_seconds)
+    drive = None
+    if job.video is not None:  # analysed here so that its errors name it; generate would do the same
+        at("drive", job.video)
+        drive = pipe.analyse_video(job.video, crop=s.crop, crop_scale=s.crop_scale)
+    at("generation")
+    return pipe.generate(job.image, job.audio, out, s.sampling, prepared=Prepared(source, speech), crop=s.crop,
+                         paste_back=s.paste_back, preset=s.preset, batch_size=batch_size, progress=False,
+                         drive=drive, drive_groups=s.drive_groups)
+
+
+def _drive_job(pipe: "FloatPipeline", job: Job, out: Path, at: _Stage, batch_size: int,
+               max_seconds: float | None) -> Any:
+    """``drive``: the portrait moved by the video's face, with the video's length and sound."""
+    s = job.settings
+    at("image", job.image)
+    source = pipe.prepare_image(str(job.image), crop=s.crop, face=s.face, crop_scale=s.crop_scale)
+    at("video", job.video)  # analysed as drive analyses it
+    video = pipe.analyse_video(str(job.video), crop=s.crop, face=s.video_face, crop_scale=s.crop_scale)
+    at("drive")
+    return pipe.drive(source, video, out, relative=s.relative, crop=s.crop, paste_back=s.paste_back,
+                      batch_size=batch_size, progress=False)
+
+
+def _dub_job(pipe: "FloatPipeline", job: Job, out: Path, at: _Stage, batch_size: int,
+             max_seconds: float | None) -> Any:
+    """``dub``: the video with its lips following the speech."""
+    s = job.settings
+    wave = _speech(pipe, job, at, max_seconds)
+    at("video", job.video)  # analysed as dub analyses it
+    video = pipe.analyse_video(str(job.video), face=s.face, crop_scale=s.crop_scale,
+                               reference_frame="auto" if s.reference_frame is None else s.reference_frame)
+    at("dub")
+    return pipe.dub(video, wave, out, s.sampling, groups_from_video=s.groups_from_video,
+                    reference_frame=s.reference_frame, batch_size=batch_size, max_seconds=max_seconds, progress=False)
+
+
+#: The runner of each mode: the FloatPipeline method of that name, its inputs read first.
+_MODE_RUNNERS: dict[str, Callable[..., Any]] = {"generate": _generate_job, "drive": _drive_job, "dub": _dub_job}
+
+
 def run_job(pipe: "FloatPipeline", job: Job, out_dir: str | os.PathLike[str], *, batch_size: int = 8,
             max_seconds: float | None = None, attempt: int = 1) -> JobResult:
-    """Run one job on a loaded pipeline: ``pipe.generate`` into ``out_dir/<id>.mp4`` (a text
-    job's speech is :func:`float_core.tts.synthesize` of its text and voice).
+    """Run one job on a loaded pipeline into ``out_dir/<id>.mp4``: the ``FloatPipeline``
+    method of its mode (``generate``, ``drive`` or ``dub``). The inputs are read first, one by
+    one (the portrait, the speech: a text job's is :func:`float_core.tts.synthesize` of its
+    text and voice, the video), so that an error names the file it comes from; the method
+    then gets them read, which computes what it computes from the files.
 
     Never raises for the job's own failures: a bad input or setting gives a "failed" result
     whose error names the file (or the text-to-speech voice); running out of memory gives a
-    failed result marked ``retryable``.
+    failed result marked ``retryable``. ``max_seconds`` limits the speech (a drive job's
+    length is its video's).
     """
-    from .inputs import Prepared
-
     _crash_if_asked(job.id)
     start, cpu = time.perf_counter(), time.process_time()
     out = job.output(out_dir)
     result = JobResult(id=job.id, status="failed", settings_hash=job.settings_hash, line=job.line, attempts=attempt)
-    s = job.settings
-    stage, where = "image", job.image
+    at = _Stage()
     try:
-        source = pipe.prepare_image(job.image, crop=s.crop, face=s.face, crop_scale=s.crop_scale)
-        if job.text is not None:
-            stage, where = "text-to-speech", None  # its errors name the voice
-            spoken = synthesize(job.text, job.voice)
-            stage = "speech"
-            speech = pipe.prepare_audio(spoken, max_seconds=max_seconds)
-        else:
-            stage, where = "audio", job.audio
-            speech = pipe.prepare_audio(job.audio, max_seconds=max_seconds)
-        stage, where = "generation", None
-        generated = pipe.generate(job.image, job.audio, out, s.sampling, prepared=Prepared(source, speech),
-                                  crop=s.crop, paste_back=s.paste_back, preset=s.preset, batch_size=batch_size,
-                                  progress=False)
+        generated = _MODE_RUNNERS[job.mode](pipe, job, out, at, batch_size, max_seconds)
     except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the batch
-        detail = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-        result.error = f"{stage} {where}: {detail}" if where else f"{stage}: {detail}"
+        result.error = at.error(exc)
         result.retryable = _out_of_memory(exc)
     else:
         result.status, result.output, result.frames = "ok", str(out), generated.num_frames

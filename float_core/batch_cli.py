@@ -1,7 +1,8 @@
 """``python -m float_core batch JOBS -o DIR``: many videos from a job file, resumable, locally or on Ray.
 
-Each job of JOBS (CSV with a header, JSON list or JSON Lines; fields in :mod:`float_core.batch`)
-becomes ``DIR/<id>.mp4``, and ``DIR/results.jsonl`` gets one line per job as it ends. Running
+Each job of JOBS (CSV with a header, JSON list or JSON Lines; modes and fields in
+:mod:`float_core.batch`: generate, optionally with the head from a video, drive and dub) becomes
+``DIR/<id>.mp4``, and ``DIR/results.jsonl`` gets one line per job as it ends. Running
 the same command again skips the jobs already made with the same settings. Exit status 0 when
 every job is ok or skipped, 1 when any failed (after all have run), 2 for a usage error.
 ``generate --jobs FILE -o DIR`` is this command in local mode.
@@ -23,9 +24,13 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "batch", help="make many videos from a job file (resumable; one process or a Ray cluster)",
         description="Make one talking-head MP4 per job of a job file (CSV with a header row, JSON list or "
-                    "JSON Lines; fields: id, image, audio or text (with an optional voice, e.g. espeak:en-us+f3) "
-                    "and optional settings). Writes OUT/<id>.mp4 and OUT/results.jsonl; a second run skips the "
-                    "jobs already made with the same settings. A job's own settings override the flags below.",
+                    "JSON Lines). A job's mode decides its fields: generate (the default; id, image, audio or "
+                    "text with an optional voice such as espeak:en-us+f3, and optionally drive, a video whose "
+                    "face gives drive_groups, the head by default), drive (id, image, video: the portrait moves "
+                    "as the video's face) or dub (id, video, audio or text: the video's lips follow the speech); "
+                    "optional settings as in generate, drive and dub. Writes OUT/<id>.mp4 and OUT/results.jsonl; "
+                    "a second run skips the jobs already made with the same settings. A job's own settings "
+                    "override the flags below, which apply to the jobs whose mode takes them.",
     )
     p.add_argument("jobs", metavar="JOBS", help="the job file (.csv, .json or .jsonl)")
     p.add_argument("-o", "--out", required=True, metavar="DIR",
@@ -70,6 +75,7 @@ def run_jobs(args: argparse.Namespace, jobs_path: str, out_dir: str, *, ray: boo
         return 2
     for bad in job_file.invalid:
         print(f"{jobs_path} line {bad.line}: {bad.error}", file=sys.stderr)
+    _note_flags_not_taken(defaults, job_file.jobs)
     bar = _Bar(job_file.total, quiet=args.quiet)
     model = ModelSpec(args.checkpoint, args.audio_model, args.emotion_model, device=args.device, dtype=args.dtype)
 
@@ -95,6 +101,19 @@ def run_jobs(args: argparse.Namespace, jobs_path: str, out_dir: str, *, ray: boo
     print(f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped of {summary.total} jobs in "
           f"{summary.seconds:.1f} s; results: {Path(out_dir) / RESULTS_FILE}")
     return summary.exit_code
+
+
+def _note_flags_not_taken(defaults: Any, jobs: Any) -> None:
+    """Say which flags given on the command line some jobs' modes do not take (e.g. ``--seed``
+    for drive jobs, which sample nothing): they run without them."""
+    from .batch import MODE_FIELDS, SETTING_FIELDS, JobSettings
+
+    given, unset = defaults.to_dict(), JobSettings().to_dict()
+    for name in SETTING_FIELDS:
+        modes = sorted({job.mode for job in jobs if name not in MODE_FIELDS[job.mode]})
+        if given[name] != unset[name] and modes:
+            flag = "--no-crop" if name == "crop" else f"--{name.replace('_', '-')}"
+            print(f"note: {flag} does not apply to {' and '.join(modes)} jobs; they run without it", file=sys.stderr)
 
 
 class _Bar:

@@ -102,6 +102,14 @@ def pipeline_from_args(args: argparse.Namespace) -> FloatPipeline:
     return pipe
 
 
+def print_result(result: Any) -> int:
+    """Print a finished video's notes (stderr) and summary (stdout); the exit code 0."""
+    if result.message:
+        print(f"note: {result.message}", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
 def add_generation_and_model_groups(parser: argparse.ArgumentParser, generation_title: str = "generation") -> None:
     """The "generation" (:func:`add_generation_arguments`) and "model" (:func:`add_model_arguments`)
     flag groups of a command that makes videos."""

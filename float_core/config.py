@@ -273,6 +273,15 @@ def canonical_preset(preset: Any) -> str | None:
     return name
 
 
+#: Direction groups (``float_core.directions.GROUPS``) that a video gives by default when it
+#: drives a generation from speech (``generate(drive=...)``): the head, the lips staying with the
+#: speech. Here so that the command line and job files need no torch import.
+DEFAULT_DRIVE_GROUPS: tuple[str, ...] = ("head",)
+#: Direction groups a dub keeps from each frame of its video by default: all but the mouth,
+#: which follows the new speech.
+DEFAULT_DUB_GROUPS: tuple[str, ...] = ("head", "eyes", "other")
+
+
 #: Compositions of a conversation's video (``float_core.conversation.Layout``): side by side, a
 #: grid, or the current speaker large (here so that command-line choices need no torch import).
 LAYOUTS: tuple[str, ...] = ("row", "grid", "speaker")

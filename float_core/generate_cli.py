@@ -2,9 +2,10 @@
 
 Batch mode (``--jobs FILE -o DIR``) is the ``batch`` command in one process
 (:mod:`float_core.batch_cli`): job fields ``id`` (the video is ``DIR/<id>.mp4``), ``image``,
-``audio`` and optionally the settings of :data:`float_core.batch.SETTING_FIELDS`, with
-``DIR/results.jsonl`` and resume. Missing fields take the command-line values. The sampling
-defaults are SamplingConfig's (a flag left out is "not given").
+``audio`` or ``text``, optionally ``drive`` and ``drive_groups`` (this command's ``--drive`` and
+``--drive-groups``), the settings of :data:`float_core.batch.SETTING_FIELDS`, and the other
+modes (``mode``: drive, dub), with ``DIR/results.jsonl`` and resume. Missing fields take the
+command-line values. The sampling defaults are SamplingConfig's (a flag left out is "not given").
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_options import add_generation_and_model_groups, pipeline_from_args, settings_from_args
+from .cli_options import add_generation_and_model_groups, pipeline_from_args, print_result, settings_from_args
+from .config import DEFAULT_DRIVE_GROUPS
 
-__all__ = ["DEFAULT_DRIVE_GROUPS", "add_subparser", "run"]
-
-#: What ``--drive`` takes from the video when ``--drive-groups`` is not given.
-DEFAULT_DRIVE_GROUPS = ("head",)
+__all__ = ["add_subparser", "run"]
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +36,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                     help="output .mp4 path (with --jobs: the output folder)")
     io.add_argument("--jobs", metavar="FILE",
                     help="batch mode, = `batch FILE -o DIR`: a CSV (header: id,image,audio[,emotion,a_cfg,...]), "
-                         "JSON list or JSON Lines of jobs; each makes DIR/<id>.mp4")
+                         "JSON list or JSON Lines of jobs; each makes DIR/<id>.mp4 (a job's drive and "
+                         "drive_groups fields are --drive and --drive-groups)")
     add_generation_and_model_groups(p)
     v = p.add_argument_group("head from a video")
     v.add_argument("--drive", metavar="VIDEO", default=None,
@@ -52,7 +52,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs:
         if args.drive or args.drive_groups:
-            print("error: --drive: give it to one job (--image/--audio/--out), not with --jobs", file=sys.stderr)
+            print("error: --drive: give it to one job (--image/--audio/--out); with --jobs, give each job its "
+                  "drive (and drive_groups) field", file=sys.stderr)
             return 2
         if args.image or args.audio:
             print("error: --jobs: give either --jobs FILE -o DIR or --image/--audio/--out, not both",
@@ -97,7 +98,4 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # bad input: a clear message, no traceback
         print(f"error: {args.output}: {exc}", file=sys.stderr)
         return 1
-    if result.message:
-        print(f"note: {result.message}", file=sys.stderr)
-    print(result.summary())
-    return 0
+    return print_result(result)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import sampling as sampling_mod
-from .config import FloatConfig, SamplingConfig, canonical_preset
+from .config import DEFAULT_DRIVE_GROUPS, DEFAULT_DUB_GROUPS, FloatConfig, SamplingConfig, canonical_preset
 from .editing import apply_lambda_offsets, as_lambda_offsets, lambda_to_motion, motion_to_lambda
 from .emotion import resolve_emotion
 from .inputs import (AudioInput, DrivingAudio, EmotionInput, ImageInput, Prepared, SourceImage, validate_motion,
@@ -563,7 +563,7 @@ class FloatPipeline:
         max_seconds: float | None = None, progress: ProgressLike = True,
         prepared: Prepared | None = None, face: int = 0, crop_scale: float | None = None,
         preset: str | None = None, idle: bool = False, drive: "VideoInput | VideoMotion | None" = None,
-        drive_groups: str | Sequence[str] = ("head",), directions: Sequence["DirectionInfo"] | None = None,
+        drive_groups: str | Sequence[str] = DEFAULT_DRIVE_GROUPS, directions: Sequence["DirectionInfo"] | None = None,
         **overrides: Any,
     ) -> GenerationResult:
         """The whole path: portrait + speech -> MP4 (H.264 + AAC) at ``out_path``.
@@ -712,7 +712,7 @@ class FloatPipeline:
 
     def dub(
         self, video: "VideoInput | VideoMotion", audio: AudioInput, out_path: str | os.PathLike[str],
-        sampling: SamplingConfig | None = None, *, groups_from_video: str | Sequence[str] = ("head", "eyes", "other"),
+        sampling: SamplingConfig | None = None, *, groups_from_video: str | Sequence[str] = DEFAULT_DUB_GROUPS,
         reference_frame: int | None = None, face: int = 0, crop_scale: float | None = None,
         edits: Tensor | Sequence[float] | None = None, directions: Sequence["DirectionInfo"] | None = None,
         batch_size: int = 8, max_seconds: float | None = None, progress: ProgressLike = True, **overrides: Any,

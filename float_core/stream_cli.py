@@ -25,10 +25,10 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from .cli_options import add_model_arguments, add_sampling_arguments
-from .config import StreamOptions
+from .config import SAMPLES_PER_FRAME, StreamOptions
 
 #: Bytes read from stdin at most per chunk (20 ms of s16le at 16 kHz; less is taken as it comes).
-STDIN_BLOCK = 640
+STDIN_BLOCK = SAMPLES_PER_FRAME
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

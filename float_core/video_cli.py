@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .cli_options import add_model_arguments, add_sampling_arguments
+from .cli_options import add_model_arguments, add_sampling_arguments, pipeline_from_args, print_result
+from .config import DEFAULT_DUB_GROUPS
 
 DRIVE_DESCRIPTION = (
     "Animate a portrait with the face motion of a video (reenactment). Kept from --image: the identity, the "
@@ -52,9 +53,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                  audio="new speech (wav, flac, mp3, ogg, m4a, webm or a video's audio)")
     g = p.add_argument_group("generation")
     add_sampling_arguments(g)
-    g.add_argument("--groups", default="head,eyes,other",
+    g.add_argument("--groups", default=",".join(DEFAULT_DUB_GROUPS),
                    help="comma-separated direction groups kept from each video frame: mouth, eyes, head, other "
-                        "(default: head,eyes,other; the rest comes from the speech)")
+                        f"(default: {','.join(DEFAULT_DUB_GROUPS)}; the rest comes from the speech)")
     g.add_argument("--reference-frame", type=int, default=None,
                    help="the video frame (at 25 fps, 0-based) whose face is the identity (default: the first "
                         "frontal, sharp face)")
@@ -100,21 +101,12 @@ def _run(args: argparse.Namespace, inputs: dict[str, str], work: Callable[[Any],
     if not Path(args.out).parent.is_dir():
         print(f"error: --out: the folder {Path(args.out).parent} does not exist", file=sys.stderr)
         return 2
-    from .pipeline import FloatPipeline
-
     try:
-        pipe = FloatPipeline.from_pretrained(args.checkpoint, args.audio_model, args.emotion_model,
-                                             device=args.device, dtype=args.dtype)
-        if not args.quiet:
-            print(f"running on {pipe.describe()}", file=sys.stderr)
-        result = work(pipe)
+        result = work(pipeline_from_args(args))
     except (ValueError, OSError) as exc:  # bad input or weights: say what is wrong
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if result.message:
-        print(f"note: {result.message}", file=sys.stderr)
-    print(result.summary())
-    return 0
+    return print_result(result)
 
 
 def run_drive(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from float_core.config import SamplingConfig
+from float_core.config import DEFAULT_DRIVE_GROUPS, DEFAULT_DUB_GROUPS, SamplingConfig
 from float_core.inputs import move_tensors
 from float_core.progress import ProgressCallback, silent
 
@@ -44,7 +44,7 @@ MODES: dict[str, str] = {"drive": "Drive (the video moves the portrait)",
                          "hybrid": "Lips from speech + head from video",
                          "dub": "Dub (new speech on the video)"}
 #: The direction groups taken from the video by default in each mode.
-DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {"hybrid": ("head",), "dub": ("head", "eyes", "other")}
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {"hybrid": DEFAULT_DRIVE_GROUPS, "dub": DEFAULT_DUB_GROUPS}
 #: Where each stage sits on the one progress bar.
 SPANS: dict[str, tuple[float, float]] = {
     "portrait": (0.0, 0.03), "video": (0.03, 0.15), "encoding": (0.15, 0.35), "speech": (0.35, 0.4),
@@ -142,7 +142,7 @@ def run(holder: PipelineHolder, sess: st.Session, mode: str, video_path: str | N
             raise ValueError("the sampling settings need a concrete seed")
     from float_core.video_in import parse_groups
 
-    chosen = parse_groups(groups if groups is not None else DEFAULT_GROUPS.get(mode, ()) or ["head"])
+    chosen = parse_groups(groups if groups is not None else DEFAULT_GROUPS.get(mode, ()) or DEFAULT_DRIVE_GROUPS)
     pipe = holder.get()
     with sess.action() as stop_event:
         report = st.cancellable(progress, stop_event)
@@ -413,7 +413,7 @@ def build_video_tab(holder: PipelineHolder) -> None:
         key = parse_mode(choice)
         speech_on = key != "drive"
         return (gr.update(visible=key != "dub"), gr.update(visible=speech_on),
-                gr.update(visible=speech_on, value=list(DEFAULT_GROUPS.get(key, ("head",)))),
+                gr.update(visible=speech_on, value=list(DEFAULT_GROUPS.get(key, DEFAULT_DRIVE_GROUPS))),
                 gr.update(visible=key == "drive"), gr.update(visible=key != "dub"), gr.update(visible=key != "dub"),
                 gr.update(visible=key == "dub"), gr.update(visible=speech_on), gr.update(visible=key != "dub"),
                 gr.update(visible=key == "dub"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_torch_thread
 import soundfile as sf
 
 from float_core.batch import (CRASH_ENV, BatchError, JobSettings, ModelSpec, ResultsLog, load_jobs, run_batch,
@@ -22,6 +23,8 @@ from float_core.config import SAMPLE_RATE, SamplingConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PORTRAIT = str(EXAMPLES / "portrait_astronaut.png")
+CLIP = str(EXAMPLES / "driving_grace_hopper.mp4")  #: 74 frames (2.96 s), 256x256, with sound
+CLIP_FRAMES = 15  #: the video jobs' clip: the example clip's first 0.6 s
 #: The must-show file: 4 good jobs, one bad image, one missing audio.
 STATUSES = {"a": "ok", "b": "ok", "c": "failed", "d": "failed", "e": "ok", "f": "ok"}
 #: 1 thread in both runners: the same computation, so the videos must be identical.
@@ -150,7 +153,7 @@ def test_malformed_lines_are_reported_by_line_number_and_the_others_run(media, t
         {"id": "ONE", "image": PORTRAIT, "audio": str(media["speech"])},
         {"id": "../up", "image": PORTRAIT, "audio": str(media["speech"])},
         {"id": "six", "image": PORTRAIT, "audio": str(media["speech"]), "output": "x.mp4"},
-        {"id": "seven", "image": PORTRAIT, "audio": str(media["speech"]), "mode": "dub"},
+        {"id": "seven", "image": PORTRAIT, "audio": str(media["speech"]), "mode": "dub", "video": CLIP},
         {"id": "eight", "image": PORTRAIT, "audio": str(media["speech"]), "e_cfg": "lots"},
     ])
     out = tmp_path / "out"
@@ -159,7 +162,7 @@ def test_malformed_lines_are_reported_by_line_number_and_the_others_run(media, t
     assert code == 1
     for line, message in ((2, "not valid JSON"), (3, "unknown field 'colour'"),
                           (5, "id: 'ONE' is already used on line 1"), (6, "id: '../up' cannot name a file"),
-                          (7, "'output' is not a job field"), (8, "mode: 'dub' needs video input"),
+                          (7, "'output' is not a job field"), (8, "image: not a field of dub jobs"),
                           (9, "e_cfg: expected a number, got 'lots'")):
         assert f"{jobs} line {line}: {message}" in err, err
     assert [(r["line"], r["status"]) for r in _records(out)] == [(2, "failed"), (3, "failed"), (5, "failed"),
@@ -284,3 +287,163 @@ def test_ray_run_equals_the_local_run_and_retries_a_job_whose_actor_died(media, 
     for key in ("a", "b", "e", "f"):
         np.testing.assert_array_equal(_frames(out / f"{key}.mp4"), _frames(local_out / f"{key}.mp4"))
     assert not list(out.glob(".*"))  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------- video-input modes
+@pytest.fixture(scope="module")
+def video_run(media, tmp_path_factory):
+    """A generate job with the head and eyes from a short clip, a drive job (absolute) and a dub
+    job (head only, reference frame 3) of it, and a drive job whose video is not one, run by the
+    ``batch`` command on one thread with ``--nfe 1``, with 0.4 s of speech. The clip is the
+    example clip's first CLIP_FRAMES frames with their sound (analysing all 74 frames would
+    triple the cost)."""
+    import av
+
+    from float_core.media.video import VideoWriter
+    from float_core.video_in import video_audio
+
+    root = tmp_path_factory.mktemp("video_jobs")
+    clip = root / "clip.mp4"
+    with av.open(CLIP) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(CLIP_FRAMES), container.decode(video=0))]
+    with VideoWriter(clip, audio=(video_audio(CLIP, SAMPLE_RATE, CLIP_FRAMES), SAMPLE_RATE),
+                     preset="ultrafast") as writer:
+        for frame in frames:
+            writer.write(frame)
+    speech = str(media["speech"])
+    jobs = _write_jsonl(root / "video.jsonl", [
+        {"id": "hybrid", "image": PORTRAIT, "audio": speech, "drive": str(clip), "drive_groups": "head,eyes",
+         "seed": 0},
+        {"id": "reenact", "mode": "drive", "image": PORTRAIT, "video": str(clip), "relative": False},
+        {"id": "dubbed", "mode": "dub", "video": str(clip), "audio": speech, "groups_from_video": ["head"],
+         "reference_frame": 3, "seed": 0},
+        {"id": "notavideo", "mode": "drive", "image": PORTRAIT, "video": speech},
+    ])
+    out = root / "out"
+    with one_torch_thread():
+        code = main(["batch", str(jobs), "-o", str(out), "--checkpoint", "tiny-random", "--nfe", "1", "-q"])
+    return {"root": root, "clip": str(clip), "jobs": jobs, "out": out, "code": code}
+
+
+def test_video_jobs_equal_the_drive_dub_and_generate_drive_commands(media, video_run, capsys):
+    out, root = video_run["out"], video_run["root"]
+    assert video_run["code"] == 1  # one job failed; the others ran
+    records = {r["id"]: r for r in _records(out)}
+    assert {k: (r["status"], r["frames"]) for k, r in records.items()} == {
+        "hybrid": ("ok", 10), "reenact": ("ok", CLIP_FRAMES), "dubbed": ("ok", 10), "notavideo": ("failed", None)}
+    assert records["notavideo"]["error"] == (f"video {media['speech']}: speech.wav has no video stream; give a "
+                                             f"video of a face")
+    speech, clip, model = str(media["speech"]), video_run["clip"], ["--checkpoint", "tiny-random", "-q"]
+    commands = {
+        "hybrid": ["generate", "--image", PORTRAIT, "--audio", speech, "--drive", clip, "--drive-groups", "head,eyes",
+                   "--nfe", "1", "--seed", "0"],
+        "reenact": ["drive", "--image", PORTRAIT, "--video", clip, "--absolute"],
+        "dubbed": ["dub", "--video", clip, "--audio", speech, "--groups", "head", "--reference-frame", "3",
+                   "--nfe", "1", "--seed", "0"],
+    }
+    for key, argv in commands.items():
+        direct = root / f"direct_{key}.mp4"
+        with one_torch_thread():
+            assert main([*argv, "-o", str(direct), *model]) == 0, argv
+        np.testing.assert_array_equal(_frames(out / f"{key}.mp4"), _frames(direct), err_msg=key)
+    capsys.readouterr()
+
+
+def test_video_jobs_resume_and_their_hash_follows_what_their_mode_takes(media, video_run, tmp_path, capsys):
+    jobs, out = video_run["jobs"], video_run["out"]
+    with one_torch_thread():
+        code = main(["batch", str(jobs), "-o", str(out), "--checkpoint", "tiny-random", "--nfe", "1", "--seed", "7"])
+    assert code == 1  # the job whose video is not one fails again
+    err = capsys.readouterr().err
+    assert "note: --nfe does not apply to drive jobs; they run without it" in err
+    assert "note: --seed does not apply to drive jobs" in err
+    # the jobs' own seeds stand, and a drive job samples nothing: nothing runs again
+    assert [r["status"] for r in _records(out)[4:]] == ["skipped", "skipped", "skipped", "failed"]
+    key = ModelSpec("tiny-random").key()
+
+    def hashes(settings: JobSettings) -> dict[str, str]:
+        return {j.id: settings_hash(j, key) for j in load_jobs(jobs, settings).jobs}
+
+    base = hashes(JobSettings(SamplingConfig(nfe=1)))
+    assert {k: r["settings_hash"] for k, r in ((r["id"], r) for r in _records(out)[:3])} == {
+        k: base[k] for k in ("hybrid", "reenact", "dubbed")}
+    sampled = hashes(JobSettings(SamplingConfig(nfe=2)))
+    assert sampled["reenact"] == base["reenact"] and sampled["hybrid"] != base["hybrid"]
+    assert sampled["dubbed"] != base["dubbed"]
+    preset = hashes(JobSettings(SamplingConfig(nfe=1), preset="lips only"))  # generate jobs only
+    assert (preset["hybrid"] != base["hybrid"], preset["reenact"], preset["dubbed"]) == (
+        True, base["reenact"], base["dubbed"])
+    assert hashes(JobSettings(SamplingConfig(nfe=1), crop_scale=2.0))["reenact"] != base["reenact"]
+    jobs_by_id = {j.id: j for j in load_jobs(jobs, JobSettings(SamplingConfig(nfe=1))).jobs}
+    drive = jobs_by_id["reenact"]
+    assert settings_hash(dataclasses.replace(drive, settings=dataclasses.replace(drive.settings, relative=True)),
+                         key) != base["reenact"]
+    # the video's contents count, not its path
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(video_run["clip"], clip)
+    assert settings_hash(dataclasses.replace(drive, video=str(clip)), key) == base["reenact"]
+    with open(clip, "ab") as f:
+        f.write(b"\0")
+    assert settings_hash(dataclasses.replace(drive, video=str(clip)), key) != base["reenact"]
+    hybrid = jobs_by_id["hybrid"]
+    assert settings_hash(dataclasses.replace(hybrid, settings=dataclasses.replace(
+        hybrid.settings, drive_groups=("head",))), key) != base["hybrid"]
+    assert settings_hash(dataclasses.replace(hybrid, video=None), key) != base["hybrid"]
+
+
+def test_each_mode_needs_and_takes_its_own_fields(media, tmp_path):
+    speech, bad = str(media["speech"]), str(media["bad"])
+    jobs = _write_jsonl(tmp_path / "modes.jsonl", [
+        {"id": "d1", "mode": "drive", "image": PORTRAIT, "video": CLIP, "seed": 0},
+        {"id": "d2", "mode": "drive", "image": PORTRAIT, "video": CLIP, "audio": speech},
+        {"id": "d3", "mode": "drive", "image": PORTRAIT},
+        {"id": "d4", "mode": "drive", "image": PORTRAIT, "video": CLIP, "video_face": 0},
+        {"id": "d5", "mode": "drive", "image": PORTRAIT, "video": str(tmp_path / "none.mp4")},
+        {"id": "u1", "mode": "dub", "video": CLIP, "audio": speech, "image": PORTRAIT},
+        {"id": "u2", "mode": "dub", "video": CLIP},
+        {"id": "u3", "mode": "dub", "video": CLIP, "audio": speech, "preset": "lips only"},
+        {"id": "u4", "mode": "dub", "video": CLIP, "audio": speech, "reference_frame": -1},
+        {"id": "u5", "mode": "dub", "video": CLIP, "audio": speech, "groups_from_video": "head,hair"},
+        {"id": "g1", "image": PORTRAIT, "audio": speech, "video": CLIP},
+        {"id": "g2", "image": PORTRAIT, "audio": speech, "drive_groups": "head"},
+        {"id": "g3", "image": PORTRAIT, "audio": speech, "drive": bad + ".mp4"},
+        {"id": "p1", "mode": "puppet", "image": PORTRAIT, "video": CLIP},
+        {"id": "ok1", "mode": "Drive", "image": PORTRAIT, "video": CLIP, "video_face": 2, "crop": "no"},
+        {"id": "ok2", "mode": "dub", "video": CLIP, "text": "Hello.", "reference_frame": 0, "face": 2},
+        {"id": "ok3", "image": PORTRAIT, "audio": speech, "drive": CLIP},
+    ])
+    loaded = load_jobs(jobs)
+    errors = {b.line: b.error for b in loaded.invalid}
+    expected = {
+        1: "seed: not a field of drive jobs: its motion and sound all come from its video",
+        2: "audio: not a field of drive jobs",
+        3: "video: missing; a drive job needs the video whose face moves the portrait",
+        4: "video_face: 1 is the largest face, 2 the next, ...; got 0",
+        5: f"video: no such file: {tmp_path / 'none.mp4'}",
+        6: "image: not a field of dub jobs: its identity and picture come from its video",
+        7: "give either audio (a speech file) or text (spoken by text-to-speech), not neither",
+        8: "preset: not a field of dub jobs",
+        9: "reference_frame: a frame of the video at 25 fps, 0 = the first",
+        10: "groups_from_video: expected names from mouth, eyes, head, other, got 'hair'",
+        11: "video: not a field of generate jobs: its video is the drive field",
+        12: "drive_groups: needs drive (the video the groups come from)",
+        13: f"drive: no such file: {bad}.mp4",
+        14: "mode: expected one of generate, drive, dub, got 'puppet'",
+    }
+    assert set(errors) == set(expected)
+    for line, message in expected.items():
+        assert errors[line].startswith(message), (line, errors[line])
+    assert "(a drive job takes image, video, relative, crop, paste_back, face, video_face, crop_scale)" in errors[1]
+    drive, dub, generate = loaded.jobs
+    assert (drive.mode, drive.video, drive.image, drive.settings.video_face, drive.settings.crop) == (
+        "drive", CLIP, PORTRAIT, 1, False)
+    assert (dub.mode, dub.image, dub.text, dub.settings.reference_frame, dub.settings.face,
+            dub.settings.groups_from_video) == ("dub", None, "Hello.", 0, 1, ("head", "eyes", "other"))
+    assert (generate.video, generate.settings.drive_groups) == (CLIP, ("head",))
+    # a CSV cell holds a quoted group list; booleans as words
+    csv_path = tmp_path / "modes.csv"
+    csv_path.write_text(f'id,mode,video,audio,image,groups_from_video,relative\n'
+                        f'a,dub,{CLIP},{speech},,"eyes, head",\n'
+                        f'b,drive,{CLIP},,{PORTRAIT},,no\n')
+    a, b = load_jobs(csv_path).jobs
+    assert (a.settings.groups_from_video, b.settings.relative) == (("eyes", "head"), False)

@@ -145,3 +145,17 @@ def test_agent_frameworks_stay_in_their_adapters():
                     f"{module}:{line} imports {target}"
     edges = _edges()
     assert any(e.startswith("float_core.avatar") for e in edges["float_core.integrations.pipecat"])  # seen
+
+
+def test_public_names_are_exported_and_resolve():
+    """``float_core.__all__`` lists the eager names and every lazily imported one, and each
+    resolves to an object defined in the module the lazy table names."""
+    import float_core
+
+    eager = {n for n in float_core.__all__ if n not in float_core._LAZY}
+    assert set(float_core.__all__) == eager | set(float_core._LAZY)
+    assert eager == {"EMOTIONS", "FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME", "FloatConfig", "SamplingConfig",
+                     "StreamOptions"}
+    for name, module in float_core._LAZY.items():
+        value = getattr(float_core, name)
+        assert getattr(value, "__module__", f"float_core.{module}") == f"float_core.{module}", name

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import SAMPLE_RATE
+
 __all__ = ["AudioError", "AudioWarning", "SILENCE_PEAK", "audio_seconds", "load_audio", "load_audio_channels", "pcm16"]
 
 #: A waveform whose absolute peak stays below this (about -80 dBFS) is silent.
@@ -146,7 +148,7 @@ def load_audio(
     src: str | Path | np.ndarray,
     sample_rate_in: int | None = None,
     *,
-    target_rate: int = 16000,
+    target_rate: int = SAMPLE_RATE,
     max_seconds: float | None = None,
 ) -> np.ndarray:
     """Load speech as a mono float32 waveform at ``target_rate`` Hz.
@@ -203,7 +205,7 @@ def load_audio(
 
 
 def load_audio_channels(
-    path: str | Path, *, target_rate: int = 16000, max_seconds: float | None = None
+    path: str | Path, *, target_rate: int = SAMPLE_RATE, max_seconds: float | None = None
 ) -> np.ndarray:
     """Every channel of an audio file, each resampled to ``target_rate``: float32 (channels, samples).
 

@@ -39,7 +39,6 @@ Equality with the reference is tested in ``tests/test_decoder_inference.py``.
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import platform
 from collections.abc import Sequence

@@ -29,7 +29,7 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..config import FloatConfig
+
+if TYPE_CHECKING:
+    from ..models.float_model import FloatModel
 
 log = logging.getLogger("float_core.train")
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+
 __all__ = [
     "BROKEN_FILES",
     "SyntheticClip",
@@ -78,7 +80,7 @@ class SyntheticClip:
     mouth: np.ndarray
     face_center: tuple[float, float]
     fps: int = 25
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def num_frames(self) -> int:
@@ -95,7 +97,7 @@ class SyntheticDataset:
 
 
 # ----------------------------------------------------------------------------- audio
-def envelope(audio: np.ndarray, samples_per_frame: int = 640) -> np.ndarray:
+def envelope(audio: np.ndarray, samples_per_frame: int = SAMPLES_PER_FRAME) -> np.ndarray:
     """Per-frame RMS of ``audio``: frame k covers samples [k*spf, (k+1)*spf).
 
     A trailing partial window is dropped (the same rule as ``prepare``'s trimming to
@@ -111,7 +113,7 @@ def envelope(audio: np.ndarray, samples_per_frame: int = 640) -> np.ndarray:
     return np.sqrt(np.mean(windows * windows, axis=1)).astype(np.float32)
 
 
-def speech_like_audio(num_samples: int, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+def speech_like_audio(num_samples: int, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A voiced, syllable-modulated harmonic signal, float32 (num_samples,).
 
     A harmonic tone (f0 120-200 Hz with slow vibrato, 10 harmonics falling as 1/k) is switched
@@ -254,7 +256,7 @@ def draw_face(
 
 def _smooth_walk(rng: np.random.Generator, n: int, amplitude: float) -> np.ndarray:
     """A smooth random wobble in [-amplitude, amplitude] (sum of three slow sinusoids)."""
-    t = np.arange(n) / 25.0
+    t = np.arange(n) / FPS
     walk = sum(np.sin(2 * np.pi * rng.uniform(0.1, 0.6) * t + rng.uniform(0, 2 * np.pi)) for _ in range(3))
     return amplitude * walk / 3.0
 
@@ -277,7 +279,7 @@ def make_synthetic_clip(
     seed: int = 0,
     size: int = 128,
     fps: int = 25,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     broken: bool = False,
     style: int | None = None,
     jitter: float | None = None,
@@ -369,7 +371,7 @@ def make_synthetic_dataset(
         (folder / "corrupt.mp4").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
         make_synthetic_clip(folder / "noface.mp4", seconds=seconds, seed=seed + 1000, size=size, broken=True)
         face = draw_face(size, mouth=0.3, center=(size / 2, size / 2), scale=0.9)
-        _write_without_audio(folder / "silent_video.mp4", np.repeat(face[None], int(seconds * 25), axis=0), 25)
+        _write_without_audio(folder / "silent_video.mp4", np.repeat(face[None], int(seconds * FPS), axis=0), FPS)
         _write_silent_audio(folder / "silent_audio.mp4", face, int(seconds * 25))
         make_synthetic_clip(folder / "tooshort.mp4", seconds=0.4, seed=seed + 2000, size=size)
         bad = dict(BROKEN_FILES)
@@ -384,6 +386,6 @@ def _write_silent_audio(path: Path, face: np.ndarray, num_frames: int) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AudioWarning)  # the silence is the point of this file
-        writer = VideoWriter(path, fps=25, audio=(np.zeros(num_frames * 640, np.float32), 16000))
+        writer = VideoWriter(path, fps=FPS, audio=(np.zeros(num_frames * SAMPLES_PER_FRAME, np.float32), SAMPLE_RATE))
     with writer:
         writer.write(np.repeat(face[None], num_frames, axis=0))
