@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from float_core.config import SAMPLE_RATE, SAMPLES_PER_FRAME
+from float_core.config import SAMPLES_PER_FRAME
 
 from .. import services
 
