@@ -197,6 +197,15 @@ class _HeadSpec:
 #: channels, where channels_last is nearly as accurate), so those stay channels_last.
 NCHW_MAX_RESOLUTION = 128
 
+#: Levels up to this resolution batch the frames of a call by default (the CPU's choice; CUDA
+#: batches every level). A preview must decode its render batch's batched levels for every
+#: frame of the batch to equal the render bit for bit, so batching less makes the preview
+#: cheaper: official size, float32, EPYC-AVX2, a render took 418-470 ms per frame (2 threads,
+#: wall) at 16 px against 425-455 ms at 32 px and 458-482 ms at 8 px, while a preview took
+#: 0.54 s at 16 px against 0.79-1.05 s at 32 px. From 32 px up a frame's convolutions have
+#: >= 1024 rows, enough for an efficient matmul without batching.
+BATCH_MAX_RESOLUTION = 16
+
 #: Default ``float32_max_resolution`` of a low-precision decoder: levels up to 16 px (~5 % of
 #: the official decoder's FLOPs) stay float32. Measured at official size (float_core.precision):
 #: bf16 frame PSNR vs float32, min / mean over 4 frames: 39.9 / 47.5 dB with every level in
@@ -249,7 +258,8 @@ class InferenceDecoder:
         dtype: ``torch.float32`` (matches the reference to float32 noise), ``torch.bfloat16``
             or ``torch.float16`` (convolutions in that dtype, flow/RGB heads in float32).
         batch_max_resolution: levels up to this resolution batch all frames; higher
-            ones run frame by frame with per-frame folded weights.
+            ones run frame by frame with per-frame folded weights (default
+            :data:`BATCH_MAX_RESOLUTION`, measured).
         float32_max_resolution: with a low-precision ``dtype``, the convolutions of the
             levels up to this resolution still run in float32 (0: none). See
             :data:`LOW_PRECISION_FLOAT32_MAX_RESOLUTION` for the measured default.
@@ -258,7 +268,7 @@ class InferenceDecoder:
     """
 
     def __init__(self, synthesis: Synthesis, dtype: torch.dtype = torch.float32,
-                 batch_max_resolution: int = 32, float32_max_resolution: int | None = None):
+                 batch_max_resolution: int = BATCH_MAX_RESOLUTION, float32_max_resolution: int | None = None):
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
         if batch_max_resolution < 4:
