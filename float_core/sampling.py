@@ -123,13 +123,19 @@ def num_steps(nfe: int, solver: str) -> int:
 
 
 def time_grid(nfe: int, solver: str = "euler") -> Tensor:
-    """Uniform float32 flow-time grid ``linspace(0, 1, steps + 1)`` for ``nfe`` evaluations.
+    """Uniform float32 flow-time grid ``k / steps`` (k = 0..steps) for ``nfe`` evaluations.
 
     Euler takes ``nfe`` steps, midpoint ``nfe // 2``, rk4 ``nfe // 4`` (at least one step, so a
     budget below a solver's cost per step is rounded up to one step). The reference's
     ``nfe = n`` (grid ``linspace(0, 1, n)``) is ``time_grid(n - 1, "euler")``.
+
+    Each time is divided in float64 and rounded once to float32, so the grid is the same on
+    every CPU and GPU: a float32 ``torch.linspace`` rounds some points differently per kernel
+    (its vectorised and scalar paths use different formulas). For the reference's default
+    grid, ``linspace(0, 1, 10)``, the two agree.
     """
-    return torch.linspace(0.0, 1.0, num_steps(nfe, solver) + 1, dtype=torch.float32)
+    steps = num_steps(nfe, solver)
+    return (torch.arange(steps + 1, dtype=torch.float64) / steps).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- windows
