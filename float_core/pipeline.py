@@ -118,8 +118,8 @@ class FloatPipeline:
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.config: FloatConfig = model.config
         # CUDA batches every level over the frames of a call (batched decoding); the CPU goes
-        # frame by frame above the decoder's default resolution (BATCH_MAX_RESOLUTION): as fast
-        # a render there, and a preview that decodes one frame, not its whole batch.
+        # frame by frame above the decoder's cheap levels (BATCH_MAX_FRAME_MACS): as fast a
+        # render there, and a preview that decodes one frame, not its whole batch.
         batching = {"batch_max_resolution": self.config.image_size} if self.device.type == "cuda" else {}
         self.decoder = InferenceDecoder(self.model.motion_autoencoder.dec, dtype=self.precision.decoder, **batching)
         with torch.no_grad():

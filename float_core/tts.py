@@ -230,9 +230,27 @@ def _espeak_variants() -> frozenset[str]:
     return frozenset(n.lower() for n in names)
 
 
+@functools.lru_cache(maxsize=1)
+def _espeak_voices() -> frozenset[str]:
+    """The voice names espeak-ng lists (``--voices``), lower case: each voice's language code
+    (``en-us``), its file (``gmw/en-us``) and file name (``en-us``), and the other languages it
+    answers to (``en``)."""
+    out = subprocess.run(["espeak-ng", "--voices"], capture_output=True, timeout=30, check=False)
+    names: set[str] = set()
+    for line in out.stdout.decode(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 5:
+            names.update({fields[1], fields[4], fields[4].rsplit("/", 1)[-1]})
+        names.update(re.findall(r"\((\S+) \d+\)", line))
+    return frozenset(n.lower() for n in names)
+
+
 @functools.lru_cache(maxsize=64)
 def _espeak_language_ok(language: str) -> str | None:
-    """None when espeak-ng loads ``language``, else its complaint."""
+    """None when espeak-ng lists ``language`` and loads it, else its complaint. Listed first:
+    espeak-ng loads an unknown region of a known language (``en-zz``) as that language."""
+    if language.lower() not in _espeak_voices():
+        return "not in `espeak-ng --voices`"
     done = subprocess.run(["espeak-ng", "-q", "-v", language, ""], capture_output=True, timeout=30, check=False)
     return None if done.returncode == 0 else (done.stderr.decode(errors="replace").strip() or "unknown voice")
 

@@ -270,6 +270,11 @@ def test_close_from_another_thread_ends_a_waiting_consumer(pipe: FloatPipeline, 
     consumer.join(10)
     assert not consumer.is_alive() and stream.closed
     assert [t for t in stream_threads() if not t.name.endswith("reader")] == []
+    # The reader ends at the source's next keep-alive (it cannot be woken inside next()).
+    deadline = time.monotonic() + 5
+    while stream_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stream_threads() == []
 
 
 def test_abandoning_a_stream_before_it_starts_makes_no_thread(pipe: FloatPipeline, source, speech) -> None:

@@ -64,8 +64,12 @@ def test_unavailable_engines_say_what_to_install_or_set(monkeypatch) -> None:
 @needs_espeak
 def test_espeak_voices_are_checked_before_speaking() -> None:
     assert check_voice("espeak:en-us+f3") == Voice("espeak", "en-us+f3")
+    assert check_voice("espeak:en-gb-x-rp+m3") == Voice("espeak", "en-gb-x-rp+m3")
+    assert check_voice("espeak:en") == Voice("espeak", "en")  # listed among en-us's languages
     with pytest.raises(TTSError, match=r"no voice 'xx-nope'.*espeak-ng --voices"):
         check_voice("espeak:xx-nope")
+    with pytest.raises(TTSError, match=r"no voice 'en-zz'"):  # espeak-ng would speak it as "en"
+        check_voice("espeak:en-zz")
     with pytest.raises(TTSError, match=r"no variant 'nope'.*--voices=variant"):
         check_voice("espeak:en-us+nope")
 

@@ -197,14 +197,17 @@ class _HeadSpec:
 #: channels, where channels_last is nearly as accurate), so those stay channels_last.
 NCHW_MAX_RESOLUTION = 128
 
-#: Levels up to this resolution batch the frames of a call by default (the CPU's choice; CUDA
-#: batches every level). A preview must decode its render batch's batched levels for every
-#: frame of the batch to equal the render bit for bit, so batching less makes the preview
-#: cheaper: official size, float32, EPYC-AVX2, a render took 418-470 ms per frame (2 threads,
-#: wall) at 16 px against 425-455 ms at 32 px and 458-482 ms at 8 px, while a preview took
-#: 0.54 s at 16 px against 0.79-1.05 s at 32 px. From 32 px up a frame's convolutions have
-#: >= 1024 rows, enough for an efficient matmul without batching.
-BATCH_MAX_RESOLUTION = 16
+#: By default a level batches the frames of a call when its 3x3 convolution costs less than
+#: this many multiply-adds per frame (the CPU's choice; CUDA batches every level). Below it a
+#: frame's convolution is small and per-call overhead dominates, so batching pays (the tiny
+#: model, every level batched: 3.0 ms per frame against 4.1 with its 32 px level frame by
+#: frame); above it a frame is a large matmul on its own. A preview must decode its render
+#: batch's batched levels for every frame of the batch to equal the render bit for bit, so
+#: batching only the cheap levels keeps it cheap: at official size (levels up to 16 px
+#: batched, 0.6 G multiply-adds per frame at 16 px, 2.4 G at 32 px), float32, EPYC-AVX2, a
+#: render took 418-470 ms per frame (2 threads) against 425-455 ms with 32 px batched too,
+#: and a preview 0.54-0.61 s against 0.79-1.05 s.
+BATCH_MAX_FRAME_MACS = 1e9
 
 #: Default ``float32_max_resolution`` of a low-precision decoder: levels up to 16 px (~5 % of
 #: the official decoder's FLOPs) stay float32. Measured at official size (float_core.precision):
@@ -258,8 +261,8 @@ class InferenceDecoder:
         dtype: ``torch.float32`` (matches the reference to float32 noise), ``torch.bfloat16``
             or ``torch.float16`` (convolutions in that dtype, flow/RGB heads in float32).
         batch_max_resolution: levels up to this resolution batch all frames; higher
-            ones run frame by frame with per-frame folded weights (default
-            :data:`BATCH_MAX_RESOLUTION`, measured).
+            ones run frame by frame with per-frame folded weights (default: the levels whose
+            3x3 convolution costs less than :data:`BATCH_MAX_FRAME_MACS` per frame, measured).
         float32_max_resolution: with a low-precision ``dtype``, the convolutions of the
             levels up to this resolution still run in float32 (0: none). See
             :data:`LOW_PRECISION_FLOAT32_MAX_RESOLUTION` for the measured default.
@@ -268,10 +271,10 @@ class InferenceDecoder:
     """
 
     def __init__(self, synthesis: Synthesis, dtype: torch.dtype = torch.float32,
-                 batch_max_resolution: int = BATCH_MAX_RESOLUTION, float32_max_resolution: int | None = None):
+                 batch_max_resolution: int | None = None, float32_max_resolution: int | None = None):
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
-        if batch_max_resolution < 4:
+        if batch_max_resolution is not None and batch_max_resolution < 4:
             raise ValueError(f"batch_max_resolution must be >= 4, got {batch_max_resolution}")
         if float32_max_resolution is None:
             float32_max_resolution = LOW_PRECISION_FLOAT32_MAX_RESOLUTION
@@ -279,7 +282,6 @@ class InferenceDecoder:
             raise ValueError(f"float32_max_resolution must be >= 0, got {float32_max_resolution}")
         self.dtype = dtype
         self.float32_max_resolution = float32_max_resolution
-        self.batch_max_resolution = batch_max_resolution
         self.style_dim = synthesis.style_dim
         self.size = synthesis.size
         self.device = synthesis.input.input.device
@@ -293,6 +295,13 @@ class InferenceDecoder:
             # convs[2 i] (upsampling) and convs[2 i + 1] output level i's resolution
             self.convs = [_StyledConvSpec.from_module(c, self.conv_dtype(self.resolutions[j // 2]))
                           for j, c in enumerate(synthesis.convs)]
+        if batch_max_resolution is None:  # up to the first level whose convolution per frame is not cheap
+            batch_max_resolution = 4
+            for r, conv in zip(self.resolutions, self.convs[1::2]):
+                if r * r * conv.weight.numel() >= BATCH_MAX_FRAME_MACS:
+                    break
+                batch_max_resolution = r
+        self.batch_max_resolution = batch_max_resolution
         self.grids = {r: identity_grid(r, r, self.device) for r in self.resolutions}
 
     def conv_dtype(self, resolution: int) -> torch.dtype:
