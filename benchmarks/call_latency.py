@@ -151,8 +151,7 @@ def run_assistant(url: str, timeout: float, nfe: int) -> dict[str, Any]:
 def serve_app(pipe: FloatPipeline) -> tuple[str, Any, Any]:
     """The whole app (Gradio + the Call routes) on 127.0.0.1; returns (url, manager, stop)."""
     os.environ["FLOAT_ICE_LOOPBACK"] = "1"  # one machine: ICE over 127.0.0.1
-    sys.path.insert(0, str(ROOT))
-    import app
+    import app  # the repository root is on sys.path (above)
     from float_studio import server
     from float_studio.call import call_manager
     from float_studio.model import PipelineHolder

@@ -65,6 +65,7 @@ class AvatarFrame:
         index: frames before this one (counts from 0).
         speaking: the frame is driven by speech (False: idle, or a repeated frame).
         pts: presentation time in seconds, ``index / 25``.
+        repeated: no new frame was ready on time (real time): the last image again, silent.
     """
 
     image: np.ndarray
@@ -72,6 +73,7 @@ class AvatarFrame:
     index: int
     speaking: bool
     pts: float
+    repeated: bool = False
 
 
 class LiveAvatar(Closing):
@@ -170,7 +172,7 @@ class LiveAvatar(Closing):
             return None
         if entry is None:  # real time, nothing new on time: the last image again, silent
             self.repeated += 1
-            frame = AvatarFrame(self._last_image, self._silence, self._index, False, self._index / FPS)
+            frame = AvatarFrame(self._last_image, self._silence, self._index, False, self._index / FPS, True)
         else:
             number, _epoch, image, audio, speaking = entry
             self._next_frame = number + 1

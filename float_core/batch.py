@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT_DRIVE_GROUPS, DEFAULT_DUB_GROUPS, FPS, SAMPLING_FIELDS, SamplingConfig, canonical_preset
+from .files import PARTIAL_SUFFIX
 from .progress import ProgressLike, as_progress
 from .tts import TTSSettings, check_voice, synthesize
 
@@ -686,12 +687,11 @@ class ResultsLog:
 
     def append(self, result: JobResult) -> None:
         line = json.dumps(result.to_json(), ensure_ascii=False)
-        with open(self.path, "ab") as f:
-            if f.tell() > 0:  # after a torn last line, start a fresh one
-                with open(self.path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        f.write(b"\n")
+        with open(self.path, "a+b") as f:  # appends; reads where it seeks
+            if f.seek(0, os.SEEK_END) > 0:  # after a torn last line, start a fresh one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
             f.write(line.encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
@@ -957,11 +957,11 @@ def _plan(jobs: Sequence[Job], out: Path, model: ModelSpec, log: ResultsLog,
 
 
 def _remove_stale_partials(out: Path, jobs: Iterable[Job]) -> None:
-    """Delete the temporary files a killed run left for these jobs (``.<id>.XXXX.partial.mp4``,
+    """Delete the temporary files a killed run left for these jobs (``.<id>.XXXX`` + PARTIAL_SUFFIX,
     written by ``float_core.media.video``): no other run writes into ``out`` meanwhile, and the
     videos they were to become are made again (or already exist)."""
     ids = {job.id for job in jobs}
-    for path in out.glob(".*.partial.mp4"):
+    for path in out.glob(f".*{PARTIAL_SUFFIX}"):
         stem = path.name[1:].rsplit(".", 3)[0]  # ".<id>.<random>.partial.mp4"
         if stem in ids:
             path.unlink(missing_ok=True)

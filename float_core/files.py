@@ -21,7 +21,11 @@ import stat
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["AtomicFile"]
+__all__ = ["AtomicFile", "PARTIAL_SUFFIX"]
+
+#: The suffix of a video being written (``.<stem>.<random>.partial.mp4`` beside its output):
+#: a killed run leaves them, and a batch run that makes that output again removes them.
+PARTIAL_SUFFIX = ".partial.mp4"
 
 #: Attempts at a fresh random name before giving up (8 random hex digits rarely collide).
 _ATTEMPTS = 100

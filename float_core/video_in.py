@@ -891,12 +891,12 @@ class DubCompositor:
         box = self.video.crop_boxes[source_index]  # type: ignore[index]
         return PasteBack(original, box, size=self.size, match_colour=True)(generated)
 
-    def frames(self, batches: Iterable[np.ndarray], start: int = 0) -> Iterator[np.ndarray]:
-        """Composite batches of generated frames (k, S, S, 3), output frames ``start``, ``start + 1``, ..."""
+    def frames(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Composite batches of generated frames (k, S, S, 3) into output frames 0, 1, ..."""
         total = self.index.shape[0]
         with self.video.reader() as reader:
-            originals = reader.frames(self.index[start:total].tolist())
-            t = start
+            originals = reader.frames(self.index.tolist())
+            t = 0
             for batch in batches:
                 out = []
                 for generated in batch:
@@ -906,7 +906,3 @@ class DubCompositor:
                     t += 1
                 yield np.stack(out)
 
-    def frame(self, t: int, generated: np.ndarray) -> np.ndarray:
-        """Output frame ``t`` alone (e.g. a preview): reads only its video frame."""
-        with self.video.reader() as reader:
-            return self.paste(generated, reader.frame(int(self.index[t])), int(self.index[t]))

@@ -284,6 +284,17 @@ def sample_generation(pipe: "FloatPipeline", sess: Session, version: int, source
         directions=tuple(sess.cache.get(("directions", source_key)) or ()))
 
 
+def cached_directions(pipe: "FloatPipeline", sess: Session, source_key: str, source: "SourceImage",
+                      progress: ProgressCallback = silent) -> tuple:
+    """The portrait's :meth:`FloatPipeline.describe_directions`, cached per session by its key."""
+    key = ("directions", source_key)
+    directions = sess.cache.get(key)
+    if directions is None:
+        directions = tuple(pipe.describe_directions(move_tensors(source, pipe.device), progress=progress))
+        sess.cache.put(key, directions)
+    return tuple(directions)
+
+
 def describe_directions(holder: PipelineHolder, sess: Session,
                         progress: ProgressCallback = silent) -> Generation | None:
     """Measure what each motion direction does in the current portrait (cached per portrait)
@@ -292,13 +303,8 @@ def describe_directions(holder: PipelineHolder, sess: Session,
     if gen is None:
         return None
     pipe = holder.get()
-    key = ("directions", gen.source_key)
-    directions = sess.cache.get(key)
-    if directions is None:
-        with sess.action() as stop_event:
-            directions = tuple(pipe.describe_directions(move_tensors(gen.source, pipe.device),
-                                                        progress=cancellable(progress, stop_event)))
-        sess.cache.put(key, directions)
+    with sess.action() as stop_event:
+        directions = cached_directions(pipe, sess, gen.source_key, gen.source, cancellable(progress, stop_event))
     import dataclasses
 
     updated = dataclasses.replace(gen, directions=tuple(directions))

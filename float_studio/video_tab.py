@@ -112,18 +112,6 @@ def analyse_video(pipe: "FloatPipeline", sess: st.Session, video_path: str | Non
     return key, video
 
 
-def directions_for(pipe: "FloatPipeline", sess: st.Session, source_key: str, source: Any,
-                   progress: ProgressCallback = silent) -> tuple:
-    """The portrait's :meth:`FloatPipeline.describe_directions`, cached per session as the
-    Studio's (:func:`float_studio.handlers.describe_directions`) are."""
-    key = ("directions", source_key)
-    directions = sess.cache.get(key)
-    if directions is None:
-        directions = tuple(pipe.describe_directions(move_tensors(source, pipe.device), progress=progress))
-        sess.cache.put(key, directions)
-    return tuple(directions)
-
-
 def run(holder: PipelineHolder, sess: st.Session, mode: str, video_path: str | None, *,
         image: np.ndarray | None = None, speech_path: str | None = None, groups: Sequence[str] | None = None,
         relative: bool = True, crop: bool = True, reference_frame: int | None = None,
@@ -176,7 +164,7 @@ def _make(pipe: "FloatPipeline", sess: st.Session, version: int, mode: str, vide
             audio=video_audio(video.path, pipe.config.sample_rate, video.num_frames), groups=groups)
     speech_key, speech = h.analyse_speech(pipe, sess, speech_path, report)
     base = h.sample_generation(pipe, sess, version, source_key, source, speech_key, speech, sampling, report)
-    directions = directions_for(pipe, sess, source_key, source, report)
+    directions = h.cached_directions(pipe, sess, source_key, source, report)
     motion = transfer_groups(base.motion.to(pipe.device), video, groups, directions, pipe.basis,
                              source_lambda=None if mode == "dub" else source.source_lambda)
     return VideoGeneration(

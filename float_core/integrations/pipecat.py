@@ -142,8 +142,7 @@ class FloatAvatarService(FrameProcessor):
             return
         pcm = np.frombuffer(frame.audio, dtype="<i2")
         if frame.num_channels > 1:  # interleaved channels: mixed down (the avatar takes mono)
-            samples = (pcm.reshape(-1, frame.num_channels).astype(np.float32).mean(axis=1) / 32768.0)
-            samples = samples.astype(np.float32)
+            samples = pcm.reshape(-1, frame.num_channels).astype(np.float32).mean(axis=1) / 32768.0
         else:
             samples = pcm
         turn, avatar = self._turn, self.avatar
@@ -169,22 +168,16 @@ class FloatAvatarService(FrameProcessor):
     async def _pump(self, avatar: LiveAvatar) -> None:
         """Push every frame of the avatar downstream as an image and its audio."""
         frames = avatar.frames()
-
-        def take() -> tuple[AvatarFrame, bool] | None:
-            repeated = avatar.repeated
-            frame = next(frames, None)  # paced at 25 fps when realtime
-            return None if frame is None else (frame, avatar.repeated != repeated)
-
         while True:
-            item = await asyncio.to_thread(take)
-            if item is None:  # closed
+            frame = await asyncio.to_thread(next, frames, None)  # paced at 25 fps when realtime
+            if frame is None:  # closed
                 return
-            await self._emit(*item)
+            await self._emit(frame)
 
-    async def _emit(self, frame: AvatarFrame, repeated: bool) -> None:
+    async def _emit(self, frame: AvatarFrame) -> None:
         height, width = frame.image.shape[:2]
         pts = round(frame.pts * _NS)
-        meta = {"index": frame.index, "speaking": frame.speaking, "repeated": repeated}
+        meta = {"index": frame.index, "speaking": frame.speaking, "repeated": frame.repeated}
         image = OutputImageRawFrame(image=frame.image.tobytes(), size=(width, height), format="RGB")
         image.sync_with_audio = True  # shown when the audio before it has been played
         # int16 TTS audio comes out bit for bit (pcm16 inverts int16 / 32768)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from float_core.files import AtomicFile
+from float_core.files import PARTIAL_SUFFIX, AtomicFile
 from float_core.media.audio import load_audio
 
 __all__ = ["AUDIO_RATE_FOR_FILES", "CONTAINERS", "VideoWriter", "probe_video", "write_video"]
@@ -222,7 +222,7 @@ class VideoWriter:
         options = {"crf": str(self._crf), "preset": self._preset}
         if self.container == "mp4":
             # moved into place with the usual permissions of a new file, not a temporary's 0600
-            self._tmp = AtomicFile(self.out_path, prefix=f".{self.out_path.stem}.", suffix=".partial.mp4")
+            self._tmp = AtomicFile(self.out_path, prefix=f".{self.out_path.stem}.", suffix=PARTIAL_SUFFIX)
             tmp = str(self._tmp.path)
             # faststart puts the index first so browsers (the Gradio app) can start
             # playing before the whole file has arrived.

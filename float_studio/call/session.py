@@ -459,23 +459,23 @@ class Call:
                     avatar.end_turn()
                     self.timings.append(timing)
 
-    def _answer_progress(self, queued: int) -> list[tuple[_Answer, str]]:
-        """Which answers started and ended with the frame just shown (worker thread), from
-        ``queued``: the samples from the next frame to the end of the pushed speech. The
-        answers lie end to end at the end of the pushed speech, so the newest ``k`` have been
-        reached once ``queued`` is below their length."""
-        events: list[tuple[_Answer, str]] = []
+    def _answer_progress(self, queued: int) -> list[_Answer]:
+        """The answers that started with the frame just shown (worker thread), from ``queued``:
+        the samples from the next frame to the end of the pushed speech. The answers lie end to
+        end at the end of the pushed speech, so the newest ``k`` have been reached once
+        ``queued`` is below their length; answers wholly shown are forgotten (barge-in looks at
+        the rest)."""
+        started: list[_Answer] = []
         with self._answers_lock:
             after = 0  # samples of the answers pushed after this one
             for answer in reversed(self._answers):
                 if not answer.started and queued < after + answer.samples:
                     answer.started = True
-                    events.append((answer, "started"))
+                    started.append(answer)
                 after += answer.samples
             while self._answers and queued <= after - self._answers[0].samples:
-                after -= self._answers[0].samples
-                events.append((self._answers.popleft(), "ended"))
-        return events
+                after -= self._answers.popleft().samples
+        return started
 
     def _pump(self) -> None:
         """The worker thread: every frame of the avatar (25 fps) to the tracks, until the call ends."""
@@ -483,13 +483,9 @@ class Call:
         assert avatar is not None
         frames = avatar.frames()
         try:
-            while True:
-                repeated = avatar.repeated
-                frame = next(frames, None)
-                if frame is None:  # closed
-                    return
-                events = self._answer_progress(round(avatar.queued_seconds * SAMPLE_RATE)) if self._answers else []
-                self.manager.loop.call_soon_threadsafe(self._show, frame, avatar.repeated == repeated, events)
+            for frame in frames:
+                started = self._answer_progress(round(avatar.queued_seconds * SAMPLE_RATE)) if self._answers else []
+                self.manager.loop.call_soon_threadsafe(self._show, frame, started)
         except RuntimeError as exc:
             if avatar.closed or "loop" in str(exc):  # the call or the server is closing
                 return
@@ -504,17 +500,16 @@ class Call:
         self._emit_threadsafe({"type": "error", "message": self.error})
         asyncio.run_coroutine_threadsafe(self.close(self.error), self.manager.loop)
 
-    def _show(self, frame: AvatarFrame, generated: bool, events: list[tuple[_Answer, str]]) -> None:
-        """A frame leaves for the caller (event loop): to the tracks, and the answers' timings."""
-        self.output.put(frame, generated)
-        if generated:
+    def _show(self, frame: AvatarFrame, started: list[_Answer]) -> None:
+        """A frame leaves for the caller (event loop): to the tracks, and the started answers' timings."""
+        self.output.put(frame, not frame.repeated)
+        if not frame.repeated:
             self._made_at.append(time.monotonic())
         self._speaking_now = frame.speaking
-        for answer, what in events:
-            if what == "started":
-                timing = answer.timing
-                timing.first_frame_s = time.monotonic() - timing.speech_end_at
-                self._emit({"type": "answer_started", **timing.as_dict()})
+        for answer in started:
+            timing = answer.timing
+            timing.first_frame_s = time.monotonic() - timing.speech_end_at
+            self._emit({"type": "answer_started", **timing.as_dict()})
 
     # -------------------------------------------------------------- events and status
     def _set_state(self, state: str) -> None:
